@@ -1,0 +1,18 @@
+"""Errors caused by what the user handed us (a path, a file, an option).
+
+The CLI turns every :class:`UserError` into one line on stderr and exit code 2, without a
+traceback. Library code raises the most specific subclass, with a message that names the
+offending file, folder or field.
+"""
+
+
+class UserError(Exception):
+    """Bad input from the user: reported as one clear message, exit code 2."""
+
+
+class DatasetError(UserError):
+    """A dataset folder or file does not follow its documented layout."""
+
+
+class EvaluationError(UserError):
+    """Inputs to the ranking metrics are inconsistent or have no valid query."""

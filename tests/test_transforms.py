@@ -1,0 +1,66 @@
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from nas_reid.data.image_dataset import ImageDataset
+from nas_reid.data.transforms import IMAGENET_MEAN, IMAGENET_STD, build_transforms
+from nas_reid.errors import DatasetError, UserError
+
+
+def _image(h=40, w=20, seed=0):
+    rng = np.random.default_rng(seed)
+    return Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8))
+
+
+def test_test_pipeline_resizes_and_normalises():
+    img = _image()
+    out = build_transforms(32, 16, train=False)(img)
+    assert out.shape == (3, 32, 16) and out.dtype == torch.float32
+    ref = torch.from_numpy(np.array(img.resize((16, 32), Image.BILINEAR))).permute(2, 0, 1) / 255
+    mean = torch.tensor(IMAGENET_MEAN)[:, None, None]
+    std = torch.tensor(IMAGENET_STD)[:, None, None]
+    # antialiased resize vs PIL bilinear differ slightly; the normalisation must be right
+    assert torch.allclose(out * std + mean, ref, atol=0.12)
+
+
+def test_train_pipeline_flip_only_equals_flipped_test_image():
+    img = _image()
+    flip = build_transforms(32, 16, train=True, flip_p=1.0, pad=0, erasing_p=0.0)(img)
+    plain = build_transforms(32, 16, train=False)(img)
+    assert torch.allclose(flip, plain.flip(-1))
+
+
+def test_random_erasing_fills_with_the_mean_colour():
+    torch.manual_seed(0)
+    img = Image.new("RGB", (64, 128), (255, 255, 255))
+    out = build_transforms(128, 64, train=True, flip_p=0.0, pad=0, erasing_p=1.0)(img)
+    erased = (out == 0).all(dim=0)
+    assert 0.02 * 128 * 64 * 0.9 <= erased.sum() <= 0.4 * 128 * 64 * 1.1
+
+
+def test_pad_and_crop_keeps_size_and_shifts_content():
+    torch.manual_seed(1)
+    img = _image(32, 16)
+    outs = [build_transforms(32, 16, train=True, flip_p=0.0, erasing_p=0.0)(img) for _ in range(8)]
+    assert all(o.shape == (3, 32, 16) for o in outs)
+    assert any(not torch.equal(outs[0], o) for o in outs[1:])
+
+
+def test_bad_parameters():
+    with pytest.raises(UserError):
+        build_transforms(0, 16, train=False)
+    with pytest.raises(UserError):
+        build_transforms(32, 16, train=True, flip_p=1.5)
+
+
+def test_image_dataset_reads_and_names_a_broken_file(tmp_path):
+    good = tmp_path / "0001_c1s1_000001_00.jpg"
+    _image().save(good)
+    bad = tmp_path / "0002_c1s1_000001_00.jpg"
+    bad.write_bytes(b"not an image")
+    ds = ImageDataset([(str(good), 0, 0), (str(bad), 1, 0)], build_transforms(32, 16, train=False))
+    img, pid, cam, idx = ds[0]
+    assert img.shape == (3, 32, 16) and (pid, cam, idx) == (0, 0, 0)
+    with pytest.raises(DatasetError, match="0002_c1s1_000001_00.jpg"):
+        ds[1]
