@@ -1,0 +1,1 @@
+"""Pictures shared by the CLI and the notebooks (contact sheets, plots)."""
