@@ -1,0 +1,71 @@
+"""Center loss (Wen et al., ECCV 2016) in the form BoT uses (reid.md 4.3).
+
+Definition used here, as in BoT's ``layers/center_loss.py``: for each sample the squared
+Euclidean distance to its identity's centre, clamped to ``[1e-12, 1e12]``, **averaged over the
+batch**::
+
+    L_C = (1/B) * sum_i clamp(||f_i - c_{y_i}||^2, 1e-12, 1e12)
+
+Wen et al. write ``1/2 * sum_i ||f_i - c_{y_i}||^2``; the 1/2 (and the sum rather than the mean)
+only rescale the loss, and BoT's weight 0.0005 and centre learning rate 0.5 were tuned for the
+form above, so that is the one implemented. Apply it to the pre-BN feature (as the triplet loss).
+
+The centres are an ``nn.Parameter`` initialised from ``N(0, 1)`` (as BoT), meant for their own
+optimiser. BoT's recipe (``configs/softmax_triplet_with_center.yml``), with ``w = 0.0005``::
+
+    center = CenterLoss(num_classes, feat_dim)
+    opt_center = torch.optim.SGD(center.parameters(), lr=0.5)
+    # the model's optimiser must NOT include center.parameters()
+    loss = ce + triplet + w * center(feat, labels)
+    optimizer.zero_grad(); opt_center.zero_grad()
+    loss.backward()
+    optimizer.step()
+    for p in center.parameters():      # undo w for the centres' update, so that they move
+        p.grad.mul_(1.0 / w)           # with lr 0.5 on the unweighted center loss
+    opt_center.step()
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ..errors import UserError
+
+
+class CenterLoss(nn.Module):
+    """Mean over the batch of each feature's squared distance to its identity's centre.
+
+    Args:
+        num_classes: number of training identities.
+        feat_dim: dimension of the feature (2048 for a ResNet-50 GAP feature).
+
+    ``forward(features, labels)``: ``features`` (B, feat_dim), ``labels`` (B,) in ``[0, num_classes)``.
+    """
+
+    def __init__(self, num_classes: int, feat_dim: int) -> None:
+        super().__init__()
+        for name, value in (("num_classes", num_classes), ("feat_dim", feat_dim)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise UserError(f"CenterLoss: {name} must be an integer >= 1, got {value!r}")
+        self.num_classes = num_classes
+        self.feat_dim = feat_dim
+        self.centers = nn.Parameter(torch.randn(num_classes, feat_dim))
+
+    def extra_repr(self) -> str:
+        return f"num_classes={self.num_classes}, feat_dim={self.feat_dim}"
+
+    def forward(self, features: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        if features.dim() != 2 or features.shape[1] != self.feat_dim:
+            raise UserError(f"CenterLoss: features must have shape (B, feat_dim={self.feat_dim}), "
+                            f"got {tuple(features.shape)}")
+        if labels.shape != (features.shape[0],):
+            raise UserError(f"CenterLoss: labels must have shape ({features.shape[0]},), "
+                            f"got {tuple(labels.shape)}")
+        if labels.numel() and (int(labels.min()) < 0 or int(labels.max()) >= self.num_classes):
+            raise UserError(f"CenterLoss: a label is outside [0, num_classes={self.num_classes})")
+        centers = self.centers[labels.long()]
+        if features.dtype != centers.dtype:
+            features = features.to(centers.dtype)
+        d2 = (features - centers).pow(2).sum(dim=1)
+        return d2.clamp(min=1e-12, max=1e12).mean()
