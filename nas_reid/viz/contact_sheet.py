@@ -113,5 +113,5 @@ def make_contact_sheet(
             draw.text((x + 1, y + cell_height), f"{pid} c{camid + 1}", fill=(0, 0, 0), font=font)
 
     buffer = io.BytesIO()
-    sheet.save(buffer, "PNG")
+    sheet.save(buffer, "PNG", optimize=True)
     return atomic_write_bytes(out_png, buffer.getvalue())
