@@ -22,9 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
-import tempfile
 import time
 
 import numpy as np
@@ -32,6 +30,8 @@ import numpy as np
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
+
+from bench.measure import run_measured  # noqa: E402
 
 
 def synthetic_reid(num_query, num_gallery, num_ids, num_cams, num_distractors, dim, seed,
@@ -144,29 +144,12 @@ def _child(mode: str, quick: bool, out: str, threads: int) -> None:
         json.dump(result, handle)
 
 
-def run_measured(args: list[str]) -> tuple[dict, float]:
-    """Run ``python bench/ranking.py <args> --out F`` under a fresh intermediate process that
-    reports ``getrusage(RUSAGE_CHILDREN).ru_maxrss`` of its only child; returns (JSON, MiB)."""
-    with tempfile.TemporaryDirectory() as tmp:
-        out = os.path.join(tmp, "result.json")
-        cmd = [sys.executable, os.path.abspath(__file__), *args, "--out", out]
-        launcher = ("import resource, subprocess, sys; "
-                    f"subprocess.run({cmd!r}, check=True); "
-                    "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)")
-        env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
-        done = subprocess.run([sys.executable, "-c", launcher], check=True, capture_output=True,
-                              text=True, env=env)
-        with open(out) as handle:
-            result = json.load(handle)
-    return result, int(done.stdout.strip().splitlines()[-1]) / 1024.0  # KiB on Linux
-
-
 def msmt_part(quick: bool, threads: int) -> None:
     sizes = _MSMT_QUICK if quick else _MSMT
     q, g = sizes["num_query"], sizes["num_gallery"]
     flag = (["--quick"] if quick else []) + ["--threads", str(threads)]
-    _, base_mib = run_measured(["--child", "features", *flag])
-    res, peak_mib = run_measured(["--child", "evaluate", *flag])
+    _, base_mib, _ = run_measured(__file__, ["--child", "features", *flag])
+    res, peak_mib, _ = run_measured(__file__, ["--child", "evaluate", *flag])
     full_mib = q * g * 4 / 2**20
     print(f"\n### `evaluate_features` (cosine, 256-d, default chunk), {q:,} x {g:,} "
           f"({'quick' if quick else 'MSMT17 size'}), fresh subprocess, torch "

@@ -20,9 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
-import tempfile
 import time
 
 import numpy as np
@@ -30,6 +28,8 @@ import numpy as np
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
+
+from bench.measure import run_measured  # noqa: E402
 
 K1, K2, LAMBDA = 20, 6, 0.3
 
@@ -61,13 +61,11 @@ def _sizes(quick):
 
 def _child(impl: str, quick: bool, out: str) -> None:
     """Worker in a fresh process: re-rank with one implementation, evaluate, save."""
-    import torch  # noqa: F401  (both workers import torch, so that the RSS baselines match)
+    import torch  # both workers import torch, so that the RSS baselines match
 
     qf, gf, qp, gp, qc, gc = synthetic_features(*_sizes(quick))
     wq, wg = qf[:20], gf[:80]  # warm-up call on a tiny problem (library initialisation)
     if impl.startswith("ours"):
-        import torch
-
         from nas_reid.evaluation import evaluate_ranking, rerank
 
         if impl == "ours1":
@@ -101,24 +99,6 @@ def _child(impl: str, quick: bool, out: str) -> None:
                    "mINP": metrics["mINP"]}, handle)
 
 
-def run_measured(args: list[str], keep_matrix: bool = False):
-    """Run this script with ``args`` under a fresh intermediate process that reports
-    ``getrusage(RUSAGE_CHILDREN).ru_maxrss`` of its only child. Returns (JSON, MiB, matrix)."""
-    with tempfile.TemporaryDirectory() as tmp:
-        out = os.path.join(tmp, "result.json")
-        cmd = [sys.executable, os.path.abspath(__file__), *args, "--out", out]
-        launcher = ("import resource, subprocess, sys; "
-                    f"subprocess.run({cmd!r}, check=True); "
-                    "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)")
-        env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
-        done = subprocess.run([sys.executable, "-c", launcher], check=True, capture_output=True,
-                              text=True, env=env)
-        with open(out) as handle:
-            result = json.load(handle)
-        matrix = np.load(out + ".npy") if keep_matrix else None
-    return result, int(done.stdout.strip().splitlines()[-1]) / 1024.0, matrix
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="300 + 1,200 items")
@@ -135,11 +115,11 @@ def main() -> None:
     mats = {}
     for i in range(args.repeat):  # interleaved
         for impl in runs:
-            res, rss, mat = run_measured(["--child", impl, *flag], keep_matrix=(i == 0))
+            res, rss, mat = run_measured(__file__, ["--child", impl, *flag], keep_matrix=(i == 0))
             runs[impl].append((res, rss))
             if mat is not None:
                 mats[impl] = mat
-    plain, plain_rss, _ = run_measured(["--child", "plain", *flag])
+    plain, plain_rss, _ = run_measured(__file__, ["--child", "plain", *flag])
     max_diff = float(np.abs(mats["ours"] - mats["reference"]).max())
 
     q, g = _sizes(args.quick)

@@ -20,7 +20,7 @@ import torch
 
 from nas_reid.errors import EvaluationError
 from nas_reid.evaluation.ranking import (
-    _as_tensor,
+    _as_distmat,
     _check_chunk_size,
     _check_max_rank,
     _labels,
@@ -49,10 +49,7 @@ def evaluate_cuhk03_classic(distmat, q_pids, g_pids, q_camids, g_camids, max_ran
     if isinstance(num_repeats, bool) or not isinstance(num_repeats, (int, np.integer)) \
             or num_repeats < 1:
         raise EvaluationError(f"num_repeats must be a positive integer, got {num_repeats!r}")
-    dist = distmat.detach() if isinstance(distmat, torch.Tensor) else _as_tensor(distmat, "distmat")
-    if dist.ndim != 2:
-        raise EvaluationError(f"distmat must be 2-D (num_query, num_gallery), got shape "
-                              f"{tuple(dist.shape)}")
+    dist = _as_distmat(distmat)
     num_q, num_g = dist.shape
     device = dist.device
     qp, gp, qc, gc = _labels(q_pids, g_pids, q_camids, g_camids, num_q, num_g, device)

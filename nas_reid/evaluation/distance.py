@@ -62,6 +62,17 @@ def _block(xp, yp, metric: str) -> torch.Tensor:
     return d.clamp_(min=0.0)
 
 
+def _feature_pair(x, y, x_name: str, y_name: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """Two feature matrices of the same width, ``y`` on ``x``'s device and dtype."""
+    xt = _features(x, f"{x_name}_features")
+    yt = _features(y, f"{y_name}_features", xt.device)
+    if xt.shape[1] != yt.shape[1]:
+        raise EvaluationError(
+            f"feature dimensions differ: {x_name} has {xt.shape[1]}, {y_name} has {yt.shape[1]}"
+        )
+    return xt, yt.to(xt.dtype)
+
+
 def pairwise_distance(x, y, metric: str = "cosine") -> torch.Tensor:
     """(len(x), len(y)) distance matrix as a torch tensor on ``x``'s device.
 
@@ -73,14 +84,7 @@ def pairwise_distance(x, y, metric: str = "cosine") -> torch.Tensor:
     Memory: the output (len(x) x len(y)), plus a normalised copy of both inputs for cosine.
     """
     metric = _check_metric(metric)
-    xt = _features(x, "x")
-    yt = _features(y, "y", xt.device)
-    if xt.shape[1] != yt.shape[1]:
-        raise EvaluationError(
-            f"feature dimensions differ: x has {xt.shape[1]}, y has {yt.shape[1]}"
-        )
-    if yt.dtype != xt.dtype:
-        yt = yt.to(xt.dtype)
+    xt, yt = _feature_pair(x, y, "x", "y")
     with torch.no_grad():
         return _block(_prepare(xt, metric), _prepare(yt, metric), metric)
 
@@ -103,14 +107,7 @@ def evaluate_features(query_features, gallery_features, q_pids, g_pids, q_camids
     """
     metric = _check_metric(metric)
     max_rank = _check_max_rank(max_rank)
-    qf = _features(query_features, "query_features")
-    gf = _features(gallery_features, "gallery_features", qf.device)
-    if qf.shape[1] != gf.shape[1]:
-        raise EvaluationError(
-            f"feature dimensions differ: query has {qf.shape[1]}, gallery has {gf.shape[1]}"
-        )
-    if gf.dtype != qf.dtype:
-        gf = gf.to(qf.dtype)
+    qf, gf = _feature_pair(query_features, gallery_features, "query", "gallery")
     num_q, num_g = qf.shape[0], gf.shape[0]
     device = qf.device
     qp, gp, qc, gc = _labels(q_pids, g_pids, q_camids, g_camids, num_q, num_g, device)

@@ -173,7 +173,6 @@ def _build_v(x, sq, rowmax, nbr, nbr_d, kf, kh):
     nbr_h = nbr[:, :kh]
 
     out_rows, out_cols, out_vals = [], [], []
-    kk = nbr.shape[1]
     step = max(1, _BLOCK_ELEMENTS // (kf * kf * kh))
     for s in range(0, N, step):
         e = min(N, s + step)

@@ -116,6 +116,15 @@ def _labels(q_pids, g_pids, q_camids, g_camids, num_query: int, num_gallery: int
     return qp, gp, qc, gc
 
 
+def _as_distmat(distmat: Any) -> torch.Tensor:
+    """A (num_query, num_gallery) distance matrix as a tensor (detached, on its device)."""
+    dist = distmat.detach() if isinstance(distmat, torch.Tensor) else _as_tensor(distmat, "distmat")
+    if dist.ndim != 2:
+        raise EvaluationError(f"distmat must be 2-D (num_query, num_gallery), got shape "
+                              f"{tuple(dist.shape)}")
+    return dist
+
+
 def _check_max_rank(max_rank: Any) -> int:
     if isinstance(max_rank, bool) or not isinstance(max_rank, (int, np.integer)) or max_rank < 1:
         raise EvaluationError(f"max_rank must be a positive integer, got {max_rank!r}")
@@ -369,13 +378,7 @@ def evaluate_ranking(distmat, q_pids, g_pids, q_camids, g_camids, max_rank: int 
     plus a copy of one chunk when the input is not float32/float64 or not C-contiguous.
     """
     max_rank = _check_max_rank(max_rank)
-    if isinstance(distmat, torch.Tensor):
-        dist = distmat.detach()
-    else:
-        dist = _as_tensor(distmat, "distmat")
-    if dist.ndim != 2:
-        raise EvaluationError(f"distmat must be 2-D (num_query, num_gallery), got shape "
-                              f"{tuple(dist.shape)}")
+    dist = _as_distmat(distmat)
     num_q, num_g = dist.shape
     device = dist.device
     qp, gp, qc, gc = _labels(q_pids, g_pids, q_camids, g_camids, num_q, num_g, device)
