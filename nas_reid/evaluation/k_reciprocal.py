@@ -29,7 +29,7 @@ import numpy as np
 import torch
 
 from nas_reid.errors import EvaluationError
-from nas_reid.evaluation.ranking import _as_tensor
+from nas_reid.evaluation.distance import _features
 
 __all__ = ["rerank"]
 
@@ -38,15 +38,6 @@ _BLOCK_ELEMENTS = 1 << 22
 # Gathered sparse entries per block of the query expansion and of the Jaccard join (~80 bytes
 # each at peak: int64 indices, keys, values).
 _ENTRY_BLOCK = 1 << 19
-
-
-def _features(x, name):
-    t = x.detach() if isinstance(x, torch.Tensor) else _as_tensor(x, name)
-    if t.ndim != 2:
-        raise EvaluationError(f"{name} must be 2-D (num_items, dim), got shape {tuple(t.shape)}")
-    if t.dtype not in (torch.float32, torch.float64):
-        t = t.float()
-    return t
 
 
 def _int_param(value, name, minimum):
