@@ -1,0 +1,510 @@
+"""The search-space YAML: schema, validation, defaults and the canonical hash.
+
+A search space is one YAML file (``search_spaces/*.yaml``)::
+
+    name: cpu_small
+    input: {height: 64, width: 32}
+    backbone: {name: resnet18, last_stride: 1}        # weights: path/to/resnet18.pth (optional)
+    cells: {positions: [layer3, layer4], nodes: 1, edges_per_node: 1}
+    ops:                                               # the candidates of every edge, in order
+      - identity                                       # shorthand for {name: identity}
+      - {name: se, params: {reduction: 8}}
+      - {name: rga_s, params: {s_ratio: 2}, label: rga_s2}
+    sampling: {strategy: gumbel, tau: {start: 10.0, end: 0.1, schedule: linear}}
+    schedule: {epochs: 12, warmup_epochs: 2, batch: {p: 8, k: 4}}   # everything has a default
+
+Loading (:func:`load_space`) validates every field; unknown fields are errors. Every problem
+becomes one :class:`SpaceError` that names the file and each bad field by its path
+(``ops[2].params.c_ratio``, ``cells.positions[1]``). Op parameters are checked by building every
+candidate for every cell position's ``(C, H, W)`` (on the ``meta`` device: no memory, no time),
+so a parameter that only fails at some size (an RGA ratio, a DCS window) is caught at load time.
+
+Canonical hash. :meth:`SearchSpace.canonical_hash` is the sha256 (first 16 hex digits) of the
+sorted-key JSON of what defines the architecture space: ``input``, ``backbone`` name and last
+stride, ``cells`` and the ordered candidate ops with all their parameters (defaults filled in,
+so writing a default explicitly changes nothing). It leaves out ``name``, op ``label``s (display
+only), ``backbone.weights`` (an initialisation), ``sampling`` and ``schedule`` (how the space
+is searched). A genotype records the hash, so it stays valid for any schedule or sampler change
+and is rejected when the architecture space it came from has changed. YAML formatting, comments
+and key order do not matter.
+
+YAML is read with a ``yaml.SafeLoader`` subclass that also takes ``3e-4`` as a number (plain
+YAML 1.1 reads it as text). ``backbone.weights`` is resolved against the YAML file's folder when
+relative, and read when the supernet is built.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import re
+import typing
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
+
+from nas_reid.errors import UserError
+from nas_reid.ops import OpError, available_ops, build_op, op_params
+
+HASH_VERSION = 1
+"""Bumped whenever the canonical form changes (it is part of what is hashed)."""
+
+POSITIONS = ("layer1", "layer2", "layer3", "layer4")
+_MAX_ERRORS = 10
+
+
+class SpaceError(UserError):
+    """A search-space file or dict that does not follow the schema."""
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+
+# ------------------------------------------------------------------------------ architecture
+
+
+class InputConfig(_Model):
+    """Input image size; the space (RGA in particular) is built for exactly this size."""
+
+    height: int = Field(ge=16, le=4096)
+    width: int = Field(ge=16, le=4096)
+
+
+class BackboneConfig(_Model):
+    name: Literal["resnet50", "resnet18"]
+    last_stride: Literal[1, 2] = 1
+    weights: str | None = None
+    """A local torchvision state_dict; relative paths are taken from the YAML file's folder."""
+
+
+class CellsConfig(_Model):
+    positions: list[Literal["layer1", "layer2", "layer3", "layer4"]] = Field(min_length=1)
+    nodes: int = Field(default=1, ge=1, le=16)
+    edges_per_node: int = Field(default=1, ge=1)
+
+    @field_validator("positions")
+    @classmethod
+    def _ordered(cls, positions: list[str]) -> list[str]:
+        for i, p in enumerate(positions):
+            if p in positions[:i]:
+                raise ValueError(f"[{i}]: {p!r} is listed twice")
+        if list(positions) != sorted(positions, key=POSITIONS.index):
+            raise ValueError(f"must be in network order (layer1 .. layer4), got {list(positions)}")
+        return positions
+
+    @model_validator(mode="after")
+    def _edges(self) -> "CellsConfig":
+        if self.edges_per_node > self.nodes:
+            raise ValueError(
+                f"cells.edges_per_node: {self.edges_per_node} is more than cells.nodes "
+                f"({self.nodes}); node i has only i incoming edges")
+        return self
+
+
+class OpSpec(_Model):
+    """One candidate op: a registered op name, its parameters and an optional display label."""
+
+    name: str
+    params: dict[str, Any] = Field(default_factory=dict)
+    label: str | None = None
+
+    @field_validator("name")
+    @classmethod
+    def _registered(cls, name: str) -> str:
+        if name not in available_ops():
+            raise ValueError(f"unknown op {name!r}; known ops: {', '.join(available_ops())}")
+        return name
+
+    @field_validator("params")
+    @classmethod
+    def _scalars(cls, params: dict[str, Any]) -> dict[str, Any]:
+        for key, value in params.items():
+            if not isinstance(value, (bool, int, float, str)) or (
+                    isinstance(value, float) and not math.isfinite(value)):
+                raise ValueError(f".{key}: must be a number, bool or string, got {value!r}")
+        return params
+
+    @field_validator("label")
+    @classmethod
+    def _label(cls, label: str | None) -> str | None:
+        if label is not None and not re.fullmatch(r"[A-Za-z0-9_.+-]+", label):
+            raise ValueError(f"must be letters, digits or _.+- only, got {label!r}")
+        return label
+
+    @property
+    def display(self) -> str:
+        """The label, or the op name when no label is given."""
+        return self.label or self.name
+
+    def full_params(self) -> dict[str, Any]:
+        """All parameters of the op, defaults filled in, keys sorted (see :func:`canonical_params`)."""
+        return canonical_params(self.name, self.params)
+
+
+def canonical_params(name: str, params: dict[str, Any]) -> dict[str, Any]:
+    """Every parameter of op ``name``: ``params`` over the defaults, keys sorted, an integer
+    given for a float parameter written as a float (so ``tau: 1`` and ``tau: 1.0`` are one op)."""
+    defaults = op_params(name)
+    merged = {**defaults, **params}
+    out = {}
+    for key in sorted(merged):
+        value, default = merged[key], defaults.get(key)
+        if isinstance(default, float) and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
+        out[key] = value
+    return out
+
+
+class TauConfig(_Model):
+    """Gumbel temperature over the search: ``start`` at progress 0, ``end`` at progress 1."""
+
+    start: float = Field(default=10.0, gt=0)
+    end: float = Field(default=0.1, gt=0)
+    schedule: Literal["exponential", "linear", "constant"] = "linear"
+
+    def at(self, progress: float) -> float:
+        """Temperature at ``progress`` in [0, 1] (clipped); ``constant`` always gives ``start``."""
+        p = min(max(float(progress), 0.0), 1.0)
+        if self.schedule == "constant":
+            return self.start
+        if self.schedule == "linear":
+            return self.start + (self.end - self.start) * p
+        return self.start * (self.end / self.start) ** p
+
+
+class SamplingConfig(_Model):
+    """``softmax``: DARTS (all candidates, weighted; tau unused). ``gumbel``: GDAS (one sampled)."""
+
+    strategy: Literal["softmax", "gumbel"] = "gumbel"
+    tau: TauConfig = Field(default_factory=TauConfig)
+
+
+# ------------------------------------------------------------------------------ schedule
+
+
+class BatchConfig(_Model):
+    """PK batches: ``p`` identities times ``k`` images each."""
+
+    p: int = Field(default=16, ge=2)
+    k: int = Field(default=4, ge=2)
+
+
+class WeightOptimizerConfig(_Model):
+    """Optimizer of the supernet weights (``momentum`` is SGD's, ``betas`` Adam's)."""
+
+    optimizer: Literal["sgd", "adam"] = "sgd"
+    lr: float = Field(default=0.035, gt=0)
+    lr_schedule: Literal["cosine", "constant"] = "cosine"
+    lr_min: float = Field(default=0.0, ge=0)
+    weight_decay: float = Field(default=5e-4, ge=0)
+    momentum: float = Field(default=0.9, ge=0, lt=1)
+    betas: list[float] = Field(default_factory=lambda: [0.9, 0.999], min_length=2, max_length=2)
+    grad_clip: float | None = Field(default=5.0, gt=0)
+
+    @field_validator("betas")
+    @classmethod
+    def _betas(cls, betas: list[float]) -> list[float]:
+        return _check_betas(betas)
+
+
+class ArchOptimizerConfig(_Model):
+    """Adam on the architecture parameters; defaults from DARTS (3e-4, (0.5, 0.999), 1e-3)."""
+
+    lr: float = Field(default=3e-4, gt=0)
+    betas: list[float] = Field(default_factory=lambda: [0.5, 0.999], min_length=2, max_length=2)
+    weight_decay: float = Field(default=1e-3, ge=0)
+
+    @field_validator("betas")
+    @classmethod
+    def _betas(cls, betas: list[float]) -> list[float]:
+        return _check_betas(betas)
+
+
+def _check_betas(betas: list[float]) -> list[float]:
+    if not all(0 <= b < 1 for b in betas):
+        raise ValueError(f"each beta must be in [0, 1), got {betas}")
+    return betas
+
+
+class LossConfig(_Model):
+    """Loss weights: ID (label-smoothed CE) + triplet + RIB (IBB, off for the first
+    ``rib_warmup`` fraction of the epochs; papers.md 2.3)."""
+
+    id: float = Field(default=1.0, ge=0)
+    label_smoothing: float = Field(default=0.1, ge=0, lt=1)
+    triplet: float = Field(default=1.0, ge=0)
+    triplet_margin: float = Field(default=0.3, ge=0)
+    rib: float = Field(default=0.1, ge=0)
+    rib_warmup: float = Field(default=0.3, ge=0, lt=1)
+
+
+class ScheduleConfig(_Model):
+    """How the search runs. Not part of the canonical hash."""
+
+    epochs: int = Field(default=50, ge=1)
+    warmup_epochs: int = Field(default=10, ge=0)
+    """Epochs that train only the weights before architecture updates start."""
+    batch: BatchConfig = Field(default_factory=BatchConfig)
+    weights: WeightOptimizerConfig = Field(default_factory=WeightOptimizerConfig)
+    arch: ArchOptimizerConfig = Field(default_factory=ArchOptimizerConfig)
+    heldout_fraction: float = Field(default=0.5, gt=0, lt=1)
+    """Share of the training identities held out for the architecture step."""
+    loss: LossConfig = Field(default_factory=LossConfig)
+    skip_cap: int | None = Field(default=None, ge=0)
+    """At most this many identity edges per derived cell (None: no cap)."""
+    seed: int = 0
+
+    @model_validator(mode="after")
+    def _warmup(self) -> "ScheduleConfig":
+        if self.warmup_epochs >= self.epochs:
+            raise ValueError(
+                f"schedule.warmup_epochs: {self.warmup_epochs} leaves no architecture epoch "
+                f"(schedule.epochs is {self.epochs})")
+        return self
+
+
+# ------------------------------------------------------------------------------ the space
+
+
+class SearchSpace(_Model):
+    """A validated search space (see the module doc for the YAML)."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    input: InputConfig
+    backbone: BackboneConfig
+    cells: CellsConfig
+    ops: list[OpSpec] = Field(min_length=2)
+    sampling: SamplingConfig = Field(default_factory=SamplingConfig)
+    schedule: ScheduleConfig = Field(default_factory=ScheduleConfig)
+    _source: str | None = PrivateAttr(default=None)
+
+    @field_validator("ops", mode="before")
+    @classmethod
+    def _shorthand(cls, ops: Any) -> Any:
+        if isinstance(ops, list):
+            return [{"name": op} if isinstance(op, str) else op for op in ops]
+        return ops
+
+    @model_validator(mode="after")
+    def _check_ops(self) -> "SearchSpace":
+        if all(op.name == "zero" for op in self.ops):
+            raise ValueError("ops: at least one candidate must be other than 'zero'")
+        seen_labels: dict[str, int] = {}
+        seen_ops: dict[str, int] = {}
+        for i, op in enumerate(self.ops):
+            if op.display in seen_labels:
+                where = "label" if op.label else "name"
+                raise ValueError(
+                    f"ops[{i}].{where}: {op.display!r} is already the label of "
+                    f"ops[{seen_labels[op.display]}]; give each candidate a unique label")
+            seen_labels[op.display] = i
+            key = json.dumps([op.name, op.full_params()], sort_keys=True)
+            if key in seen_ops:
+                raise ValueError(f"ops[{i}]: same op and parameters as ops[{seen_ops[key]}]")
+            seen_ops[key] = i
+        for i, op in enumerate(self.ops):
+            check_op(op.name, op.params, self.position_shapes(), f"ops[{i}].params")
+        return self
+
+    # -- derived views
+
+    @property
+    def source(self) -> str | None:
+        """The file this space was loaded from, if any."""
+        return self._source
+
+    @property
+    def input_size(self) -> tuple[int, int]:
+        return (self.input.height, self.input.width)
+
+    @property
+    def labels(self) -> list[str]:
+        """Display labels of the candidates, in column order of the architecture parameters."""
+        return [op.display for op in self.ops]
+
+    def position_shapes(self) -> dict[str, tuple[int, int, int]]:
+        """``(C, H, W)`` of the stage output at every cell position, in network order."""
+        from nas_reid.space.backbone import stage_shapes  # backbone imports torchvision
+
+        shapes = stage_shapes(self.backbone.name, self.input_size, self.backbone.last_stride)
+        return {p: shapes[p] for p in self.cells.positions}
+
+    def canonical(self) -> dict[str, Any]:
+        """What the hash covers: the architecture space, defaults filled in."""
+        return {
+            "hash_version": HASH_VERSION,
+            "input": {"height": self.input.height, "width": self.input.width},
+            "backbone": {"name": self.backbone.name, "last_stride": self.backbone.last_stride},
+            "cells": {"positions": list(self.cells.positions), "nodes": self.cells.nodes,
+                      "edges_per_node": self.cells.edges_per_node},
+            "ops": [{"name": op.name, "params": op.full_params()} for op in self.ops],
+        }
+
+    def canonical_hash(self) -> str:
+        """sha256 of the canonical JSON (sorted keys, compact), first 16 hex digits."""
+        text = json.dumps(self.canonical(), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
+
+    def resolved(self) -> dict[str, Any]:
+        """Every field with its defaults, as plain JSON types (for a run folder's config)."""
+        return self.model_dump(mode="json")
+
+
+def check_op(name: str, params: dict[str, Any], shapes: dict[str, tuple[int, int, int]],
+             where: str) -> None:
+    """Check that op ``name`` builds with ``params`` at every ``(C, H, W)`` of ``shapes``.
+
+    Raises ``ValueError("<where>.<param>: <message>")``. The op is built on the ``meta``
+    device, which allocates nothing.
+    """
+    try:
+        accepted = op_params(name)
+    except OpError as exc:
+        raise ValueError(f"{where.rsplit('.', 1)[0]}.name: {exc}") from None
+    for key in params:
+        if key not in accepted:
+            known = ", ".join(sorted(accepted)) or "none"
+            raise ValueError(f"{where}.{key}: op {name!r} has no parameter {key!r} (accepted: {known})")
+    for position, (c, h, w) in shapes.items():
+        try:
+            try:
+                with torch.device("meta"):
+                    build_op(name, c, h, w, **params)
+            except OpError:
+                raise
+            except Exception:  # an op whose constructor needs real data: build it for real
+                build_op(name, c, h, w, **params)
+        except OpError as exc:
+            match = re.search(r"parameter '(\w+)'", str(exc))
+            path = f"{where}.{match.group(1)}" if match and match.group(1) in params else where
+            raise ValueError(f"{path}: {exc} (at {position}, C={c}, H={h}, W={w})") from None
+
+
+# ------------------------------------------------------------------------------ loading
+
+
+class _YAMLLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` that also reads ``3e-4`` as a float (YAML 1.2; 1.1 needs ``3.0e-4``)."""
+
+
+_YAMLLoader.yaml_implicit_resolvers = {
+    key: list(value) for key, value in yaml.SafeLoader.yaml_implicit_resolvers.items()}
+_YAMLLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+    list("-+0123456789"))
+
+
+def load_space(path_or_dict: str | os.PathLike | dict[str, Any] | SearchSpace) -> SearchSpace:
+    """Read and validate a search space from a YAML file or an already parsed dict.
+
+    YAML is read with a safe loader (no Python objects). Raises :class:`SpaceError` naming the
+    file (or ``<dict>``) and every bad field. A :class:`SearchSpace` is returned as is.
+    """
+    if isinstance(path_or_dict, SearchSpace):
+        return path_or_dict
+    if isinstance(path_or_dict, dict):
+        return _validate(dict(path_or_dict), "<dict>", None)
+    if not isinstance(path_or_dict, (str, os.PathLike)):
+        raise SpaceError(f"search space: expected a YAML path or a dict, got {type(path_or_dict).__name__}")
+    path = Path(path_or_dict).expanduser()
+    where = str(path)
+    if not path.is_file():
+        raise SpaceError(f"search space {where}: no such file")
+    try:
+        data = yaml.load(path.read_text(encoding="utf-8"), Loader=_YAMLLoader)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise SpaceError(f"search space {where}: not valid YAML{at}: {problem}") from None
+    except UnicodeDecodeError:
+        raise SpaceError(f"search space {where}: not a UTF-8 text file") from None
+    if not isinstance(data, dict):
+        got = "an empty file" if data is None else f"a {type(data).__name__}"
+        raise SpaceError(f"search space {where}: expected a mapping of fields at the top, got {got}")
+    space = _validate(data, where, path.parent)
+    space._source = where
+    return space
+
+
+def _validate(data: dict[str, Any], where: str, base: Path | None) -> SearchSpace:
+    backbone = data.get("backbone")
+    if isinstance(backbone, dict) and isinstance(backbone.get("weights"), str):
+        weights = Path(backbone["weights"]).expanduser()
+        if base is not None and not weights.is_absolute():
+            weights = base / weights
+        data["backbone"] = {**backbone, "weights": str(weights)}
+    try:
+        return SearchSpace.model_validate(data)
+    except ValidationError as exc:
+        raise SpaceError(format_validation_error(exc, f"search space {where}", SearchSpace)) from None
+
+
+def _path(loc: tuple) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += ("." if out else "") + str(part)
+    return out
+
+
+def _allowed(loc: tuple, root: type[BaseModel]) -> list[str] | None:
+    """Field names allowed where the unknown field at ``loc`` was found."""
+    model: Any = root
+    for part in loc[:-1]:
+        if isinstance(part, int):
+            continue
+        if not (isinstance(model, type) and issubclass(model, BaseModel)) or part not in model.model_fields:
+            return None
+        model = model.model_fields[part].annotation
+        if typing.get_origin(model) is list:
+            model = typing.get_args(model)[0]
+    if isinstance(model, type) and issubclass(model, BaseModel):
+        return list(model.model_fields)
+    return None
+
+
+def format_validation_error(exc: ValidationError, what: str, root: type[BaseModel]) -> str:
+    """One message for every error of ``exc``: ``"<what>: <path>: <problem>"`` (one per line).
+
+    Paths are written ``ops[2].params.c_ratio``; unknown fields list the allowed ones; a check
+    whose message starts with ``.`` or ``[`` names a sub-field of its own field, one whose
+    message starts with its full path is printed as is.
+    """
+    lines = []
+    for err in exc.errors(include_url=False):
+        loc, msg, kind = tuple(err["loc"]), err["msg"], err["type"]
+        if kind == "value_error":
+            msg = msg.removeprefix("Value error, ")
+            path = _path(loc)
+            if msg.startswith((".", "[")):  # a field check naming a sub-field: ".c_ratio: ..."
+                lines.append(path + msg)
+            elif not path or msg.startswith((f"{path}.", f"{path}:", f"{path}[")):
+                lines.append(msg)  # a model check naming the full field path itself
+            else:
+                lines.append(f"{path}: {msg}")
+            continue
+        if kind == "extra_forbidden":
+            allowed = _allowed(loc, root)
+            msg = "unknown field" + (f" (allowed: {', '.join(allowed)})" if allowed else "")
+        elif kind == "missing":
+            msg = "required field is missing"
+        else:
+            value = err.get("input")
+            if isinstance(value, (str, int, float, bool)) or value is None:
+                msg = f"{msg}, got {value!r}"
+        lines.append(f"{_path(loc) or '<top>'}: {msg}")
+    shown = lines[:_MAX_ERRORS]
+    if len(lines) > _MAX_ERRORS:
+        shown.append(f"... and {len(lines) - _MAX_ERRORS} more")
+    head = f"{what}: " if len(shown) == 1 else f"{what}:\n  "
+    return head + "\n  ".join(shown)

@@ -1,0 +1,112 @@
+"""Mixed ops: one edge of a cell, holding every candidate op and mixing them by architecture weights.
+
+A :class:`MixedOp` owns the candidate modules but not the architecture parameters: the supernet
+passes the edge's row ``alpha`` (one logit per candidate) to :meth:`MixedOp.forward`, so the
+parameters stay plain ``nn.Parameter``s of the supernet, apart from the weights.
+
+Strategies (``nas-reid/space`` YAML ``sampling.strategy``):
+
+``softmax``: the DARTS continuous relaxation. ``w = softmax(alpha)`` and the output is
+``sum_i w_i * op_i(x)``; every candidate runs (in training and in eval). The temperature is not
+used.
+
+``gumbel``: GDAS's hard Gumbel-softmax with a straight-through gradient. In training, each
+forward draws ``g_i ~ Gumbel(0, 1)`` and ``p = softmax((log_softmax(alpha) + g) / tau)``; the
+sampled candidate is ``k = argmax p`` (a sample of ``Categorical(softmax(alpha))`` whatever
+``tau``); its weight is ``h_k = 1 - p_k.detach() + p_k``, which is exactly 1 in value but carries
+the gradient of ``p_k`` (and through the softmax reaches every ``alpha_i``). Only candidate k runs
+and the output is ``h_k * op_k(x)``, so memory and time do not grow with the number of
+candidates. ``tau`` (the supernet's temperature) only shapes that gradient: large tau gives
+smooth, small tau sharp gradients. (GDAS also adds the other, zero-valued, entries of h to the
+output; that term is not used here, the single-term form is its ``forward_gdas_v1``.) In eval
+mode the choice is deterministic: ``k = argmax alpha`` and the output is ``op_k(x)`` exactly,
+as in the discrete network derived from it.
+
+A ``zero`` candidate is never run: it contributes nothing to the softmax sum, and when it is
+sampled the output is zeros (times ``h_k``, so ``alpha`` stays in the graph, with a zero gradient).
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+STRATEGIES = ("softmax", "gumbel")
+_MAX_DRAWS = 100
+
+
+def gumbel_hard_sample(alpha: torch.Tensor, tau: float | torch.Tensor,
+                       generator: torch.Generator | None = None) -> tuple[int, torch.Tensor]:
+    """Draw one candidate from ``Categorical(softmax(alpha))``; returns ``(k, h)``.
+
+    ``h`` is the straight-through one-hot weight vector: one-hot in value, with the gradient of
+    ``softmax((log_softmax(alpha) + g) / tau)``. A draw giving a non-finite value (a Gumbel
+    noise of inf, vanishingly rare) is drawn again, as GDAS does.
+    """
+    logp = F.log_softmax(alpha, dim=-1)
+    for _ in range(_MAX_DRAWS):
+        u = torch.rand(logp.shape, generator=generator, device=logp.device, dtype=logp.dtype)
+        gumbel = -torch.log(-torch.log(u))
+        probs = F.softmax((logp + gumbel) / tau, dim=-1)
+        if bool(torch.isfinite(probs).all()):
+            break
+    else:  # pragma: no cover - needs 100 non-finite draws in a row
+        raise FloatingPointError("Gumbel sampling kept giving non-finite values; check alpha and tau")
+    k = int(probs.argmax())
+    hard = torch.zeros_like(probs)
+    hard[k] = 1.0
+    return k, hard - probs.detach() + probs
+
+
+class MixedOp(nn.Module):
+    """One edge: ``candidates[i]`` is op ``names[i]``; mixes them by the row ``alpha``."""
+
+    def __init__(self, candidates: Sequence[nn.Module], names: Sequence[str],
+                 strategy: str = "softmax") -> None:
+        super().__init__()
+        if strategy not in STRATEGIES:
+            raise ValueError(f"unknown sampling strategy {strategy!r}; known: {', '.join(STRATEGIES)}")
+        if len(candidates) != len(names) or not candidates:
+            raise ValueError("MixedOp needs one name per candidate and at least one candidate")
+        self.candidates = nn.ModuleList(candidates)
+        self.names = list(names)
+        self.strategy = strategy
+        self.last_choice: int | None = None
+        """Index of the candidate run by the last gumbel forward (None for softmax)."""
+
+    def extra_repr(self) -> str:
+        return f"strategy={self.strategy!r}, names={self.names}"
+
+    def _is_zero(self, i: int) -> bool:
+        return self.names[i] == "zero"
+
+    def forward(self, x: torch.Tensor, alpha: torch.Tensor,
+                tau: float | torch.Tensor = 1.0) -> torch.Tensor:
+        if alpha.shape != (len(self.candidates),):
+            raise ValueError(f"alpha must have shape ({len(self.candidates)},), got {tuple(alpha.shape)}")
+        if self.strategy == "softmax":
+            return self._softmax(x, alpha)
+        if not self.training:
+            k = int(alpha.argmax())
+            self.last_choice = k
+            return torch.zeros_like(x) if self._is_zero(k) else self.candidates[k](x)
+        k, hard = gumbel_hard_sample(alpha, tau)
+        self.last_choice = k
+        weight = hard[k].to(x.dtype)
+        if self._is_zero(k):
+            return torch.zeros_like(x) * weight
+        return self.candidates[k](x) * weight
+
+    def _softmax(self, x: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
+        self.last_choice = None
+        weights = F.softmax(alpha, dim=-1).to(x.dtype)
+        out = None
+        for i, op in enumerate(self.candidates):
+            if self._is_zero(i):
+                continue
+            term = weights[i] * op(x)
+            out = term if out is None else out + term
+        return torch.zeros_like(x) * weights.sum() if out is None else out

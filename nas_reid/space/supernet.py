@@ -1,0 +1,146 @@
+"""The supernet: a ResNet backbone, a search cell after each configured stage, and a BNNeck head.
+
+Parameters. The architecture parameters are one ``nn.Parameter`` per cell position, of shape
+``(num_edges, num_ops)`` (rows: the cell's edges in :func:`~nas_reid.space.cell.cell_edges`
+order; columns: the space's candidate ops in YAML order), named ``arch.<position>`` and
+initialised to ``1e-3 * N(0, 1)`` as in DARTS. Everything else is a weight.
+:meth:`Supernet.arch_parameters` and :meth:`Supernet.weight_parameters` split
+``named_parameters()`` by that prefix: disjoint, and together every parameter (the weights include
+the BNNeck's frozen bias, ``requires_grad=False``). Because they are ordinary parameters, the
+state_dict, optimizers and DDP's all-reduce treat them like any other, and every rank derives the
+same genotype.
+
+The Gumbel temperature is the buffer ``tau`` (saved in the state_dict, so a resumed search
+restores it); :meth:`Supernet.set_temperature` sets it. It is the architecture sampler's
+temperature only; a ``dcs`` op's own mask temperature is an op parameter
+(:func:`nas_reid.ops.dcs.set_dcs_temperature`).
+
+Head (papers.md 1.6, the BNNeck): global average pooling gives ``feat`` (before BN; for the
+triplet and RIB losses), BatchNorm1d with its bias frozen at 0 gives ``feat_bn`` (for retrieval),
+and a bias-free Linear classifier (weights ~ N(0, 0.001^2)) gives ``logits`` (training mode
+only). ``forward`` returns ``{"feat", "feat_bn"}`` plus ``"logits"`` in training.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from nas_reid.space.backbone import POSITIONS, ResNetBackbone
+from nas_reid.space.cell import SearchCell
+from nas_reid.space.config import SearchSpace, SpaceError
+
+ARCH_PREFIX = "arch."
+
+
+class BNNeck(nn.Module):
+    """GAP -> ``feat`` -> BatchNorm1d (frozen bias) -> ``feat_bn`` -> Linear (no bias) -> ``logits``."""
+
+    def __init__(self, in_features: int, num_classes: int) -> None:
+        super().__init__()
+        if not isinstance(num_classes, int) or isinstance(num_classes, bool) or num_classes < 1:
+            raise SpaceError(f"num_classes must be a positive integer, got {num_classes!r}")
+        self.bottleneck = nn.BatchNorm1d(in_features)
+        self.bottleneck.bias.requires_grad_(False)
+        self.classifier = nn.Linear(in_features, num_classes, bias=False)
+        nn.init.normal_(self.classifier.weight, std=0.001)
+
+    def forward(self, fmap: torch.Tensor) -> dict[str, torch.Tensor]:
+        feat = fmap.mean(dim=(2, 3))
+        feat_bn = self.bottleneck(feat)
+        out = {"feat": feat, "feat_bn": feat_bn}
+        if self.training:
+            out["logits"] = self.classifier(feat_bn)
+        return out
+
+
+def check_input(x: torch.Tensor, input_size: tuple[int, int], what: str) -> None:
+    """Raise :class:`SpaceError` unless ``x`` is ``(B, 3, H, W)`` at the built-for size."""
+    h, w = input_size
+    if x.dim() != 4 or x.shape[1] != 3 or tuple(x.shape[2:]) != (h, w):
+        raise SpaceError(
+            f"{what} was built for input images of 3x{h}x{w} (channels x height x width), "
+            f"got a tensor of shape {tuple(x.shape)}; resize the images to {h}x{w} "
+            "(the attention ops depend on the spatial size)")
+
+
+def run_stages(backbone: ResNetBackbone, cells: nn.ModuleDict, x: torch.Tensor, cell_fn) -> torch.Tensor:
+    """Stem, then each stage followed by its cell (``cell_fn(position, cell, x)``) if it has one."""
+    x = backbone.stem(x)
+    for position in POSITIONS:
+        x = backbone.stage(position)(x)
+        if position in cells:
+            x = cell_fn(position, cells[position], x)
+    return x
+
+
+class Supernet(nn.Module):
+    """Backbone + one :class:`SearchCell` per configured position + :class:`BNNeck`.
+
+    ``load_weights=False`` skips the backbone weights file named by the space (for a supernet that
+    will receive a checkpoint anyway).
+    """
+
+    def __init__(self, space: SearchSpace, num_classes: int, *, load_weights: bool = True) -> None:
+        super().__init__()
+        self.space = space
+        self.input_size = space.input_size
+        bb = space.backbone
+        self.backbone = ResNetBackbone(bb.name, bb.last_stride,
+                                       weights=bb.weights if load_weights else None)
+        shapes = space.position_shapes()
+        self.cells = nn.ModuleDict({
+            position: SearchCell(space.ops, *shapes[position], nodes=space.cells.nodes,
+                                 strategy=space.sampling.strategy)
+            for position in space.cells.positions
+        })
+        self.arch = nn.ParameterDict({
+            position: nn.Parameter(1e-3 * torch.randn(cell.num_edges, cell.num_ops))
+            for position, cell in self.cells.items()
+        })
+        self.head = BNNeck(self.backbone.out_channels, num_classes)
+        self.register_buffer("tau", torch.tensor(float(space.sampling.tau.start)))
+
+    # -- parameters
+
+    def named_arch_parameters(self) -> list[tuple[str, nn.Parameter]]:
+        return [(n, p) for n, p in self.named_parameters() if n.startswith(ARCH_PREFIX)]
+
+    def named_weight_parameters(self) -> list[tuple[str, nn.Parameter]]:
+        return [(n, p) for n, p in self.named_parameters() if not n.startswith(ARCH_PREFIX)]
+
+    def arch_parameters(self) -> list[nn.Parameter]:
+        """The architecture parameters ``arch.<position>``, one per cell, in network order."""
+        return [p for _, p in self.named_arch_parameters()]
+
+    def weight_parameters(self) -> list[nn.Parameter]:
+        """Every other parameter (frozen ones included; filter on ``requires_grad`` if needed)."""
+        return [p for _, p in self.named_weight_parameters()]
+
+    @torch.no_grad()
+    def arch_probabilities(self) -> dict[str, torch.Tensor]:
+        """``{position: softmax(alpha)}``, each ``(num_edges, num_ops)``, detached, on the CPU."""
+        return {p: F.softmax(a.detach().float(), dim=-1).cpu() for p, a in self.arch.items()}
+
+    # -- temperature
+
+    @property
+    def temperature(self) -> float:
+        return float(self.tau)
+
+    def set_temperature(self, tau: float) -> None:
+        """Set the Gumbel temperature (used by the ``gumbel`` strategy in training)."""
+        if isinstance(tau, bool) or not isinstance(tau, (int, float)) or not math.isfinite(tau) or tau <= 0:
+            raise SpaceError(f"temperature must be a finite number > 0, got {tau!r}")
+        self.tau.fill_(float(tau))
+
+    # -- forward
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        check_input(x, self.input_size, f"supernet of search space {self.space.name!r}")
+        fmap = run_stages(self.backbone, self.cells, x,
+                          lambda position, cell, z: cell(z, self.arch[position], self.tau))
+        return self.head(fmap)
