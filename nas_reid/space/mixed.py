@@ -13,17 +13,26 @@ used.
 ``gumbel``: GDAS's hard Gumbel-softmax with a straight-through gradient. In training, each
 forward draws ``g_i ~ Gumbel(0, 1)`` and ``p = softmax((log_softmax(alpha) + g) / tau)``; the
 sampled candidate is ``k = argmax p`` (a sample of ``Categorical(softmax(alpha))`` whatever
-``tau``); its weight is ``h_k = 1 - p_k.detach() + p_k``, which is exactly 1 in value but carries
-the gradient of ``p_k`` (and through the softmax reaches every ``alpha_i``). Only candidate k runs
-and the output is ``h_k * op_k(x)``, so memory and time do not grow with the number of
-candidates. ``tau`` (the supernet's temperature) only shapes that gradient: large tau gives
-smooth, small tau sharp gradients. (GDAS also adds the other, zero-valued, entries of h to the
-output; that term is not used here, the single-term form is its ``forward_gdas_v1``.) In eval
-mode the choice is deterministic: ``k = argmax alpha`` and the output is ``op_k(x)`` exactly,
-as in the discrete network derived from it.
+``tau``), and ``h = onehot(k) + (p - p.detach())`` is exactly one-hot in value but carries the
+gradient of ``p`` (and through the softmax reaches every ``alpha_i``). Only candidate k runs, so
+memory and time do not grow with the number of candidates. ``tau`` (the supernet's temperature)
+only shapes that gradient: large tau gives smooth, small tau sharp gradients. In eval mode the
+choice is deterministic: ``k = argmax alpha`` and the output is ``op_k(x)`` exactly, as in the
+discrete network derived from it.
+
+The output is ``h_k * op_k(x) + (sum_{i != k} h_i) * x``, whose value is exactly ``op_k(x)``.
+The full straight-through estimator would be ``sum_i h_i * op_i(x)``, which needs every
+candidate's output; GDAS's single-term form ``h_k * op_k(x)`` stands in 0 for the candidates
+that did not run. Here the cell input ``x`` stands in for them instead: our candidates are
+attention modules that re-weight their input or add a zero-initialised residual to it, so
+``op_i(x) ~ x`` is the closer guess. It also matters for the search to work at all: with GDAS's
+form, ``dL/dh_k = <g, op_k(x)>`` only measures the effect of rescaling the output, which the
+BatchNorms downstream cancel, so with one edge per cell alpha got gradients of ~1e-8 (measured
+on cpu_small); with the input as stand-in, ``dL/dh_k - dL/dh_i = <g, op_k(x) - x>`` compares the
+sampled op with doing nothing. The sampled identity therefore gives alpha no gradient.
 
 A ``zero`` candidate is never run: it contributes nothing to the softmax sum, and when it is
-sampled the output is zeros (times ``h_k``, so ``alpha`` stays in the graph, with a zero gradient).
+sampled its output is zeros (and alpha's gradient is ``<g, 0 - x>``).
 """
 
 from __future__ import annotations
@@ -42,8 +51,8 @@ def gumbel_hard_sample(alpha: torch.Tensor, tau: float | torch.Tensor,
                        generator: torch.Generator | None = None) -> tuple[int, torch.Tensor]:
     """Draw one candidate from ``Categorical(softmax(alpha))``; returns ``(k, h)``.
 
-    ``h`` is the straight-through one-hot weight vector: one-hot in value, with the gradient of
-    ``softmax((log_softmax(alpha) + g) / tau)``. A draw giving a non-finite value (a Gumbel
+    ``h`` is the straight-through one-hot weight vector: exactly one-hot in value, with the
+    gradient of ``softmax((log_softmax(alpha) + g) / tau)``. A draw giving a non-finite value (a Gumbel
     noise of inf, vanishingly rare) is drawn again, as GDAS does.
     """
     logp = F.log_softmax(alpha, dim=-1)
@@ -58,7 +67,7 @@ def gumbel_hard_sample(alpha: torch.Tensor, tau: float | torch.Tensor,
     k = int(probs.argmax())
     hard = torch.zeros_like(probs)
     hard[k] = 1.0
-    return k, hard - probs.detach() + probs
+    return k, hard + (probs - probs.detach())
 
 
 class MixedOp(nn.Module):
@@ -95,10 +104,10 @@ class MixedOp(nn.Module):
             return torch.zeros_like(x) if self._is_zero(k) else self.candidates[k](x)
         k, hard = gumbel_hard_sample(alpha, tau)
         self.last_choice = k
-        weight = hard[k].to(x.dtype)
-        if self._is_zero(k):
-            return torch.zeros_like(x) * weight
-        return self.candidates[k](x) * weight
+        h = hard.to(x.dtype)
+        chosen = torch.zeros_like(x) if self._is_zero(k) else self.candidates[k](x)
+        not_run = h.sum() - h[k]  # exactly 0 in value; the input stands in for these candidates
+        return h[k] * chosen + not_run * x
 
     def _softmax(self, x: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
         self.last_choice = None
