@@ -141,6 +141,81 @@ def data_sheet(dataset, root, cuhk03_variant, msmt17_combine_val, split, out, nu
     click.echo(f"wrote {path}")
 
 
+# ------------------------------------------------------------------------------------- search
+SEARCH_DATASETS = ["synthreid", "market1501", "dukemtmc", "msmt17", "cuhk03", "occluded_duke"]
+
+
+def _default_threads(device: str) -> int | None:
+    """Half the CPU cores (at least 1), shared by the torchrun processes of this machine; on
+    CUDA torch's own default."""
+    if device != "cpu":
+        return None
+    import os
+
+    local = max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
+    return max(1, (os.cpu_count() or 2) // 2 // local)
+
+
+@main.command("search", context_settings=CONTEXT)
+@click.option("--space", type=click.Path(path_type=Path), default=None,
+              help="Search-space YAML. Default: search_spaces/cpu_small.yaml (with --resume: "
+              "the run's own).")
+@click.option("--data", type=click.Choice(SEARCH_DATASETS), default=None,
+              help="Dataset whose training identities are searched on. Default: synthreid, the "
+              "built-in benchmark (with --resume: the run's own).")
+@click.option("--root", type=click.Path(path_type=Path), default=None,
+              help="Dataset folder (required but for synthreid).")
+@click.option("--epochs", type=click.IntRange(min=1), default=None,
+              help="Override the space's schedule.epochs.")
+@click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True,
+              help="cuda: one GPU per process (torchrun --nproc_per_node N for several).")
+@click.option("--out", type=click.Path(path_type=Path), default=None,
+              help="Run folder. Default: runs/search-<timestamp> under the current folder.")
+@click.option("--resume", is_flag=True,
+              help="Continue the search in --out from its last checkpoint.")
+@click.option("--seed", type=int, default=None, help="Override the space's schedule.seed.")
+@click.option("--threads", type=click.IntRange(min=1), default=None,
+              help="torch CPU threads. Default on cpu: half the cores (a shared or busy machine "
+              "runs small ops much faster with fewer threads). Results are reproducible for a "
+              "given thread count.")
+@click.option("--workers", type=click.IntRange(min=0), default=0, show_default=True,
+              help="Image-loading worker processes (results do not depend on it).")
+@click.option("--checkpoint-every", type=click.IntRange(min=0), default=0, show_default=True,
+              help="Also checkpoint every N steps (0: once per epoch).")
+def search_cmd(space, data, root, epochs, device, out, resume, seed, threads, workers,
+               checkpoint_every) -> None:
+    """Search attention cells (DNAS) and write a run folder with the genotype.
+
+    The weights train on one share of the training identities, the architecture on the other
+    (held out) share. With no option it searches the small CPU space on the built-in
+    synthetic benchmark. Under torchrun it runs data-parallel (only rank 0 writes and prints).
+    """
+    import os
+
+    import torch
+
+    from .search import search
+
+    threads = threads or _default_threads(device)
+    if threads:
+        torch.set_num_threads(threads)
+    result = search(space, data, root=root, out_dir=out, epochs=epochs, device=device,
+                    resume=resume, seed=seed, num_workers=workers,
+                    checkpoint_every=checkpoint_every, progress=True)
+    if int(os.environ.get("RANK", "0")) != 0:
+        return
+    genotype = result.genotype
+    click.echo(f"genotype: {result.genotype_path}")
+    if genotype is not None:
+        click.echo(f"  {genotype.summary()}")
+    best = result.best
+    if best.get("mAP") is not None:
+        click.echo(f"  held-out mAP {100 * best['mAP']:.1f} / R1 {100 * best['R1']:.1f} "
+                   f"(best, epoch {best['epoch']}); run folder: {result.out_dir}")
+    else:
+        click.echo(f"  run folder: {result.out_dir}")
+
+
 def _parse_size(text: str) -> tuple[int, int]:
     try:
         h, w = (int(v) for v in text.lower().split("x"))

@@ -1,0 +1,221 @@
+"""Benchmark: one search step (weights + architecture), softmax (DARTS) vs gumbel (GDAS), side by side.
+
+    python bench/search_step.py [--space YAML] [--device cpu|cuda] [--p P --k K] [--repeats N]
+                                [--threads T] [--quick]
+
+Both strategies run on the same search space (``--space``; default ``search_spaces/cpu_small.yaml``
+on CPU, ``search_spaces/rga_dcs_ca.yaml`` on CUDA, the GPU target: ResNet-50 at 256x128, all
+candidates, batch 16x4 = 64), the space's sampling strategy replaced by each in turn. One search
+step is what :mod:`nas_reid.search.loop` does per step:
+
+- weight step on a batch of P x K images: ``CE_ls(logits) + batch_hard_triplet(feat)``, backward,
+  gradient clipping, the space's weight optimizer (SGD with momentum by default);
+- architecture step on another P x K batch, weights frozen: batch-hard triplet on the
+  L2-normalised ``feat_bn``, backward, Adam on the architecture parameters.
+
+(The RIB term, a (B x K) soft assignment, is left out: it costs next to nothing.) Inputs are
+random tensors already on the device, so image decoding is not timed. Throughput is
+``2 * P * K / step time`` (both batches' images), from the best of ``--repeats`` steps after two
+warm-up steps (other processes on the machine only ever add time).
+
+Memory:
+
+- CPU: each strategy runs in a fresh process (:func:`bench.measure.run_measured`), which resets
+  its RSS high-water mark (Linux ``/proc/self/clear_refs``) just before the first step; the table
+  gives the peak RSS above the RSS at that point (activations, gradients, optimizer state,
+  workspace) and the process's whole peak RSS. Where the reset is refused, the first figure is
+  an upper bound, marked "<=".
+- CUDA: ``torch.cuda.max_memory_allocated`` over the steps, in total (weights included: what must
+  fit the card) and above the allocation before the first step.
+
+Prints a markdown table and the gumbel / softmax ratios. No assertion on timings.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if ROOT not in sys.path:
+    sys.path.insert(0, ROOT)
+
+from bench.measure import run_measured  # noqa: E402
+
+STRATEGIES = ("softmax", "gumbel")
+WARMUP = 2
+NUM_CLASSES = 751  # Market-1501's training identities: the classifier's width
+
+
+def _reset_rss_high_water_mark() -> bool:
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def _current_rss_kb() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") // 1024
+
+
+def run_case(case: dict) -> dict:
+    """Build the supernet for one strategy and time its search steps."""
+    import torch
+    import torch.nn.functional as F
+
+    from nas_reid.losses import CrossEntropyLabelSmooth, TripletLoss
+    from nas_reid.space import Supernet, load_space
+
+    if case["threads"]:
+        torch.set_num_threads(case["threads"])
+    device = torch.device(case["device"])
+    resolved = load_space(case["space"]).resolved()
+    resolved["sampling"]["strategy"] = case["strategy"]
+    space = load_space(resolved)
+    sched = space.schedule
+    torch.manual_seed(0)
+    net = Supernet(space, NUM_CLASSES).to(device).train()
+    arch = net.arch_parameters()
+    weights = [p for p in net.weight_parameters() if p.requires_grad]
+    w = sched.weights
+    if w.optimizer == "sgd":
+        weight_opt = torch.optim.SGD(weights, lr=w.lr, momentum=w.momentum, weight_decay=w.weight_decay)
+    else:
+        weight_opt = torch.optim.Adam(weights, lr=w.lr, betas=tuple(w.betas), weight_decay=w.weight_decay)
+    arch_opt = torch.optim.Adam(arch, lr=sched.arch.lr, betas=tuple(sched.arch.betas),
+                                weight_decay=sched.arch.weight_decay)
+    ce = CrossEntropyLabelSmooth(NUM_CLASSES, sched.loss.label_smoothing)
+    triplet = TripletLoss(sched.loss.triplet_margin)
+    p, k = case["p"], case["k"]
+    h, wd = space.input_size
+    x_w = torch.randn(p * k, 3, h, wd, device=device)
+    x_a = torch.randn(p * k, 3, h, wd, device=device)
+    labels = torch.arange(p, device=device).repeat_interleave(k)
+
+    def step():
+        out = net(x_w)
+        loss = ce(out["logits"], labels) + triplet(out["feat"], labels)
+        weight_opt.zero_grad(set_to_none=True)
+        loss.backward()
+        if w.grad_clip is not None:
+            torch.nn.utils.clip_grad_norm_(weights, w.grad_clip)
+        weight_opt.step()
+        for a in arch:
+            a.grad = None
+        del out, loss
+        for q in weights:
+            q.requires_grad_(False)
+        out = net(x_a)
+        loss = triplet(F.normalize(out["feat_bn"], dim=1), labels)
+        arch_opt.zero_grad(set_to_none=True)
+        loss.backward()
+        for q in weights:
+            q.requires_grad_(True)
+        arch_opt.step()
+
+    def sync():
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+
+    result = {"params_m": sum(q.numel() for q in weights) / 1e6,
+              "candidates": len(space.ops), "cells": len(space.cells.positions)}
+    sync()
+    if device.type == "cuda":
+        base = torch.cuda.memory_allocated(device)
+        torch.cuda.reset_peak_memory_stats(device)
+    else:
+        result["hwm_reset"] = _reset_rss_high_water_mark()
+        result["base_rss_kb"] = _current_rss_kb()
+    times = []
+    for i in range(case["repeats"] + WARMUP):
+        sync()
+        t0 = time.perf_counter()
+        step()
+        sync()
+        if i >= WARMUP:
+            times.append(time.perf_counter() - t0)
+    result["ms"] = 1000 * min(times)
+    result["img_s"] = 2 * p * k / min(times)
+    if device.type == "cuda":
+        peak = torch.cuda.max_memory_allocated(device)
+        result["peak_total_mib"] = peak / 2**20
+        result["peak_step_mib"] = (peak - base) / 2**20
+    return result
+
+
+def _measure(case: dict) -> dict:
+    if case["device"] == "cuda":
+        return run_case(case)
+    result, peak_mib, _ = run_measured(__file__, ["--_worker", json.dumps(case)])
+    result["peak_total_mib"] = peak_mib
+    result["peak_step_mib"] = peak_mib - result["base_rss_kb"] / 1024
+    result["upper_bound"] = not result["hwm_reset"]
+    return result
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--space", help="default: cpu_small on CPU, rga_dcs_ca on CUDA")
+    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    parser.add_argument("--p", type=int, help="identities per batch (default: the space's on CPU, 16 on CUDA)")
+    parser.add_argument("--k", type=int, help="images per identity (default: the space's on CPU, 4 on CUDA)")
+    parser.add_argument("--repeats", type=int, help="timed steps (default: 3 on CPU, 10 on CUDA)")
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    parser.add_argument("--quick", action="store_true", help="P=2, K=2, one timed step")
+    parser.add_argument("--_worker", help=argparse.SUPPRESS)
+    parser.add_argument("--out", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args._worker:
+        result = run_case(json.loads(args._worker))
+        with open(args.out, "w") as handle:
+            json.dump(result, handle)
+        sys.stdout.flush()
+        os._exit(0)  # skip interpreter teardown (it can only add to the peak)
+
+    from nas_reid.space import load_space
+
+    cuda = args.device == "cuda"
+    space_path = args.space or os.path.join(
+        ROOT, "search_spaces", "rga_dcs_ca.yaml" if cuda else "cpu_small.yaml")
+    space = load_space(space_path)
+    p = args.p or (2 if args.quick else 16 if cuda else space.schedule.batch.p)
+    k = args.k or (2 if args.quick else 4 if cuda else space.schedule.batch.k)
+    repeats = args.repeats or (1 if args.quick else 10 if cuda else 3)
+    h, w = space.input_size
+    if cuda:
+        import torch
+
+        where = f"{torch.cuda.get_device_name()}"
+    else:
+        import torch
+
+        where = f"CPU ({os.cpu_count()} cores, {args.threads or torch.get_num_threads()} threads)"
+    print(f"space {space.name} ({space.backbone.name}, {h}x{w}, {len(space.ops)} candidates, "
+          f"cells at {', '.join(space.cells.positions)}), batch {p}x{k} per step and per "
+          f"held-out step, {repeats} timed steps after {WARMUP} warm-up; {where}")
+    print()
+    print("| strategy | step ms (best) | img/s | peak MiB above pre-step | peak MiB total |")
+    print("|---|---:|---:|---:|---:|")
+    results = {}
+    for strategy in STRATEGIES:
+        case = {"space": space_path, "strategy": strategy, "device": args.device, "p": p, "k": k,
+                "repeats": repeats, "threads": args.threads}
+        r = results[strategy] = _measure(case)
+        bound = "<=" if r.get("upper_bound") else ""
+        print(f"| {strategy} | {r['ms']:.0f} | {r['img_s']:.1f} | {bound}{r['peak_step_mib']:.0f} "
+              f"| {r['peak_total_mib']:.0f} |", flush=True)
+    s, g = results["softmax"], results["gumbel"]
+    print()
+    print(f"gumbel / softmax: throughput x{g['img_s'] / s['img_s']:.2f}, step memory "
+          f"x{g['peak_step_mib'] / s['peak_step_mib']:.2f}, total memory "
+          f"x{g['peak_total_mib'] / s['peak_total_mib']:.2f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,116 @@
+"""Search checkpoints: the complete state of a search, written atomically, read without pickle.
+
+``checkpoints/last.pt`` in the run folder is one ``torch.save`` dict (:data:`VERSION` 1):
+
+=====================  =====================================================================
+``version``            this format's version
+``space_hash``         the search space's canonical hash (a resume must use the same space)
+``seed``, ``epochs``   the search seed and the total number of epochs
+``world_size``         how many DDP ranks wrote it
+``split``              the original pids of the weight and held-out shares
+``epoch``, ``batch``   position: epoch ``epoch`` (0-based), ``batch`` batches of it done on
+                       every rank (``batch == 0``: the epoch has not started)
+``step``               optimisation steps done since the start of the search
+``finished``           the final genotype and pictures are written
+``model``              the supernet's state_dict: weights, architecture parameters
+                       (``arch.<position>``), the Gumbel temperature ``tau`` and every buffer
+``weight_optimizer``,  the two optimizers' state_dicts (momentum / Adam moments)
+``arch_optimizer``
+``weight_scheduler``   the weights' learning-rate scheduler state
+``rib``                the RIB loss's buffers (input clusters, per-image assignments, feature
+                       centroids, Q, estimates); ``{}`` when the RIB weight is 0
+``heldout_stream``     the held-out PK stream's ``{"epoch", "batch"}``
+``rng``                one entry per rank: ``python`` (``random.getstate()``), ``numpy``
+                       (the legacy global generator's ``bit_generator`` state dict, key as a
+                       list), ``torch`` (CPU generator state), ``cuda`` (one per device)
+``accumulators``       running sums of the current epoch's losses (a mid-epoch resume
+                       continues the epoch's means)
+``best``               best held-out mAP so far: ``{"mAP", "R1", "epoch"}``
+``elapsed``            seconds of search so far, over every session
+``metrics``            every metrics.jsonl line so far (JSON text)
+``genotype_history``   every genotype_history.jsonl line so far (JSON text)
+=====================  =====================================================================
+
+Everything is a tensor, a number, a string, or a list / dict / tuple of those, so the file
+loads with ``torch.load(weights_only=True)``: reading a checkpoint runs no code. Writing goes to
+a temporary sibling, is flushed to disk and renamed over the old file
+(:func:`nas_reid.fileio.atomic_write_bytes`), so a kill at any moment leaves the previous
+checkpoint or the new one. The metrics and genotype-history files are rewritten from the
+checkpoint's lines on resume, so lines written after the last checkpoint are dropped.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import random
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from nas_reid.errors import UserError
+from nas_reid.fileio import atomic_write_bytes
+
+VERSION = 1
+CHECKPOINT = Path("checkpoints") / "last.pt"
+
+
+class CheckpointError(UserError):
+    """A checkpoint that cannot be read or does not belong to this search."""
+
+
+def rng_state() -> dict[str, Any]:
+    """This process's python / numpy / torch (CPU and CUDA) generator states, pickle-free."""
+    np_state = np.random.get_state(legacy=False)
+    np_state = {**np_state, "state": {**np_state["state"],
+                                      "key": [int(v) for v in np_state["state"]["key"]]}}
+    state = {"python": random.getstate(), "numpy": np_state, "torch": torch.get_rng_state()}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = [t.cpu() for t in torch.cuda.get_rng_state_all()]
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    """Restore what :func:`rng_state` returned."""
+    random.setstate(_tuples(state["python"]))
+    np_state = dict(state["numpy"])
+    np_state["state"] = {**np_state["state"],
+                         "key": np.asarray(np_state["state"]["key"], dtype=np.uint32)}
+    np.random.set_state(np_state)
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _tuples(value):
+    """``random.setstate`` wants tuples where a round trip may have given lists."""
+    if isinstance(value, (list, tuple)):
+        return tuple(_tuples(v) for v in value)
+    return value
+
+
+def save_checkpoint(path: str | os.PathLike, state: dict[str, Any]) -> Path:
+    """``torch.save(state)`` to ``path`` atomically (temporary sibling, fsync, rename)."""
+    buffer = io.BytesIO()
+    torch.save({"version": VERSION, **state}, buffer)
+    return atomic_write_bytes(path, buffer.getvalue())
+
+
+def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
+    """Read a checkpoint with ``weights_only=True`` onto the CPU; :class:`CheckpointError` if it
+    is missing, unreadable or of another version."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"no checkpoint at {path}")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # zip, pickle or unsafe-type errors: not a checkpoint of ours
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise CheckpointError(f"checkpoint {path} cannot be read ({first})") from None
+    if not isinstance(state, dict) or state.get("version") != VERSION:
+        version = state.get("version") if isinstance(state, dict) else None
+        raise CheckpointError(f"checkpoint {path} has version {version!r}; this nas-reid reads "
+                              f"version {VERSION}")
+    return state

@@ -1,0 +1,778 @@
+"""The bilevel search: weights on one share of the identities, the architecture on the other.
+
+First-order DARTS (and GDAS when the space samples with ``gumbel``), per step:
+
+1. **Weight step** on a PK batch of the *weight-share* identities:
+   ``id * CE_ls(logits) + triplet * batch_hard(feat) + rib_weight(epoch) * IBB(feat)``,
+   SGD or Adam on every weight (per the YAML), gradient norm clipped at ``grad_clip``, the
+   learning rate following the YAML's schedule (cosine or constant, stepped per epoch).
+2. **Architecture step** (from epoch ``warmup_epochs`` on) on a PK batch of the *held-out*
+   identities, never seen by the weights nor by the classifier: a retrieval loss,
+   batch-hard triplet on the L2-normalised ``feat_bn`` (the BNNeck feature retrieval ranks by,
+   with the cosine metric it ranks by: on unit vectors the Euclidean distance is a monotone
+   function of the cosine distance), margin ``triplet_margin``. Adam (lr 3e-4, betas
+   (0.5, 0.999), weight decay 1e-3 by default) on the architecture parameters only. No
+   classifier (the held-out identities have none) and no RIB term: the IB bound needs a Q table
+   fitted on the identities it is applied to, which would make the held-out share a training
+   set of the architecture; the RIB shapes the weights, as in the paper, and its estimates are
+   logged. The weights are frozen (``requires_grad=False``) for this step, so the backward
+   stops at the first cell instead of running through the whole backbone; under DDP its
+   forward goes through the bare supernet and the architecture gradients are averaged over the
+   ranks with one all-reduce (in the weight step DDP averages every gradient itself).
+
+Temperature. At the start of every epoch the supernet's Gumbel temperature is set to
+``sampling.tau.at(epoch / epochs)`` (GDAS: linear 10 -> 0.1 by default); the ``softmax``
+strategy ignores it. DCS ops keep their own mask temperature (the op parameter ``tau``): it is
+part of the op as recorded in the genotype and retrained, and the probability that a channel
+is kept does not depend on it (only the smoothness of its gradient does), so the search does
+not anneal it. Their keep ratios are logged.
+
+Every epoch (see :mod:`nas_reid.search.runlog` for the exact keys): the losses, learning rate,
+temperature, RIB estimates I(X;F), I(F;Y), IB (fitted on the weight share's ``feat`` at the
+epoch's start), a quick mAP / R1 on the held-out identities (:func:`nas_reid.search.data.quick_eval`),
+softmax(alpha) per cell, edge and op, the derived genotype (appended to
+``genotype_history.jsonl``; ``schedule.skip_cap`` applied), its op counts, the collapse guard
+(:mod:`nas_reid.search.guards`) on the genotype derived without the cap, DCS keep ratios; then a
+checkpoint (:mod:`nas_reid.search.checkpoint`). The final genotype is the last epoch's
+(DARTS' convention); the best held-out mAP is recorded alongside.
+
+Reproducibility. Deterministic algorithms are switched on for the search
+(``torch.use_deterministic_algorithms(True, warn_only=True)``, cuDNN benchmark off,
+``CUBLAS_WORKSPACE_CONFIG`` set on CUDA) and restored afterwards; python, numpy and torch are
+seeded from the search seed; augmentation is a pure function of (seed, epoch, image) and each
+loader has its own generator (:mod:`nas_reid.search.data`). The same seed with the same thread
+count on the same machine gives the same genotype, and a run resumed from any checkpoint ends
+with the same architecture parameters and genotype as an uninterrupted one.
+
+DDP. Under ``torchrun`` (``WORLD_SIZE`` > 1) the search joins a process group (gloo on CPU,
+NCCL on CUDA, one GPU per local rank), wraps the supernet in ``DistributedDataParallel``
+(``find_unused_parameters=True``: a Gumbel step runs one candidate per edge), and gives each
+rank a disjoint share of every PK batch list. Each rank draws its own Gumbel samples (seeded
+by rank). Buffers (BN statistics) are broadcast from rank 0 before every evaluation, features
+for the RIB and the quick eval are extracted in shards and all-gathered, so every rank holds
+the same architecture parameters, RIB state and genotype; each epoch the ranks compare their
+genotypes (``ddp.genotypes_agree`` in the metrics). Only rank 0 writes files; the checkpoint
+holds every rank's RNG state.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import random
+import shutil
+import sys
+import time
+import warnings
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+import yaml
+from torch import nn
+from tqdm.auto import tqdm
+
+from nas_reid import __version__
+from nas_reid.data import ReIDDataset, load_dataset
+from nas_reid.errors import UserError
+from nas_reid.fileio import atomic_write_text
+from nas_reid.genotype import Genotype, derive_genotype
+from nas_reid.losses import CrossEntropyLabelSmooth, RIBLoss, TripletLoss
+from nas_reid.ops.dcs import dcs_keep_ratios
+from nas_reid.search.checkpoint import CHECKPOINT, load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from nas_reid.search.data import (
+    HELDOUT_STREAM,
+    WEIGHT_STREAM,
+    BatchStream,
+    IdentitySplit,
+    extract,
+    plain_loader,
+    query_gallery_split,
+    quick_eval,
+    split_identities,
+)
+from nas_reid.search.guards import CollapseWarning, check_collapse, collapse_report
+from nas_reid.search.runlog import RunLog
+from nas_reid.space import SearchSpace, Supernet, load_space
+
+CONFIG_FILE = "config.yaml"
+GENOTYPE_FILE = "genotype.json"
+CELLS_PICTURE = "cells.png"
+PROBS_PICTURE = "arch_probs.png"
+
+
+def default_space_path() -> Path:
+    """``search_spaces/cpu_small.yaml`` of the source tree the package is installed from."""
+    path = Path(__file__).resolve().parents[2] / "search_spaces" / "cpu_small.yaml"
+    if not path.is_file():
+        raise UserError(f"the default search space {path} is missing (nas-reid is not installed "
+                        "from its source tree); pass --space")
+    return path
+
+
+@dataclass
+class SearchResult:
+    """What :func:`search` returns (on every DDP rank)."""
+
+    out_dir: Path
+    finished: bool
+    """False when the search stopped early (``max_steps``); ``resume=True`` continues it."""
+    genotype: Genotype | None
+    """The final genotype (the last derived one if unfinished; None before the first epoch)."""
+    genotype_path: Path | None
+    epochs: int
+    epochs_done: int
+    steps: int
+    best: dict[str, Any]
+    arch_parameters: dict[str, torch.Tensor]
+    metrics: list[dict[str, Any]] = field(default_factory=list)
+    """The epoch records of metrics.jsonl."""
+
+
+# ------------------------------------------------------------------------------ set-up helpers
+
+
+@dataclass(frozen=True)
+class _World:
+    size: int = 1
+    rank: int = 0
+    local_rank: int = 0
+    owns_group: bool = False
+
+
+def _join_world(device_type: str) -> _World:
+    """Join the torchrun process group (if launched by torchrun and not joined yet)."""
+    if dist.is_available() and dist.is_initialized():
+        return _World(dist.get_world_size(), dist.get_rank(), int(os.environ.get("LOCAL_RANK", 0)))
+    size = int(os.environ.get("WORLD_SIZE", "1"))
+    if size <= 1:
+        return _World()
+    dist.init_process_group("nccl" if device_type == "cuda" else "gloo")
+    return _World(dist.get_world_size(), dist.get_rank(), int(os.environ.get("LOCAL_RANK", 0)), True)
+
+
+def _device_type(device: str | torch.device) -> str:
+    try:
+        return torch.device(device).type
+    except (RuntimeError, TypeError):
+        raise UserError(f"--device must be cpu or cuda, got {device!r}") from None
+
+
+def _device(device: str | torch.device, local_rank: int) -> torch.device:
+    _device_type(device)
+    dev = torch.device(device)
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise UserError(f"--device {device}: CUDA is not available on this machine "
+                            "(torch.cuda.is_available() is False); use --device cpu")
+        if dev.index is None:
+            dev = torch.device("cuda", local_rank)
+        torch.cuda.set_device(dev)
+    elif dev.type != "cpu":
+        raise UserError(f"--device must be cpu or cuda, got {device!r}")
+    return dev
+
+
+@contextmanager
+def _deterministic(device: torch.device) -> Iterator[None]:
+    previous = (torch.are_deterministic_algorithms_enabled(),
+                torch.is_deterministic_algorithms_warn_only_enabled(),
+                torch.backends.cudnn.benchmark)
+    if device.type == "cuda":
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    torch.backends.cudnn.benchmark = False
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(previous[0], warn_only=previous[1])
+        torch.backends.cudnn.benchmark = previous[2]
+
+
+def _seed_all(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def _derived_seed(*parts: int) -> int:
+    return int(np.random.SeedSequence([int(p) for p in parts]).generate_state(1)[0])
+
+
+def _run_folder_state(out: Path) -> str:
+    """``absent``, ``empty``, ``finished``, ``unfinished`` or ``foreign`` (not a search run)."""
+    if not out.exists():
+        return "absent"
+    if not out.is_dir():
+        raise UserError(f"--out {out} exists and is not a folder")
+    if not any(out.iterdir()):
+        return "empty"
+    if (out / GENOTYPE_FILE).is_file() and (out / CHECKPOINT).is_file():
+        return "finished"
+    if (out / CHECKPOINT).is_file() or (out / CONFIG_FILE).is_file():
+        return "unfinished"
+    return "foreign"
+
+
+def _flat(d: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(d, dict):
+        out: dict[str, Any] = {}
+        for k, v in d.items():
+            out.update(_flat(v, f"{prefix}.{k}" if prefix else str(k)))
+        return out
+    return {prefix: d}
+
+
+def _effective_space(space: SearchSpace, epochs: int | None, seed: int | None) -> SearchSpace:
+    """``space`` with ``schedule.epochs`` / ``schedule.seed`` replaced when given."""
+    resolved = space.resolved()
+    schedule = resolved["schedule"]
+    if epochs is not None:
+        if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
+            raise UserError(f"epochs must be a positive integer, got {epochs!r}")
+        if epochs <= schedule["warmup_epochs"]:
+            raise UserError(f"epochs={epochs} leaves no architecture epoch: the space "
+                            f"{space.name!r} has schedule.warmup_epochs={schedule['warmup_epochs']}")
+        schedule["epochs"] = epochs
+    if seed is not None:
+        if isinstance(seed, bool) or not isinstance(seed, int):
+            raise UserError(f"seed must be an integer, got {seed!r}")
+        schedule["seed"] = seed
+    out = load_space(resolved)
+    out._source = space.source
+    return out
+
+
+def _load_data(data: ReIDDataset | str | None, root: str | os.PathLike | None,
+               saved: dict[str, Any] | None) -> ReIDDataset:
+    if isinstance(data, ReIDDataset):
+        return data
+    if data is None:
+        if saved is not None:
+            return load_dataset(saved["name"], saved["root"])
+        data = "synthreid"
+    if root is None and data != "synthreid":
+        raise UserError(f"--root is required for --data {data}")
+    return load_dataset(data, root)
+
+
+# ------------------------------------------------------------------------------ the search
+
+
+def search(space: str | os.PathLike | dict | SearchSpace | None = None,
+           data: ReIDDataset | str | None = None, *,
+           out_dir: str | os.PathLike | None = None,
+           epochs: int | None = None,
+           device: str | torch.device = "cpu",
+           resume: bool = False,
+           seed: int | None = None,
+           progress: bool = True,
+           root: str | os.PathLike | None = None,
+           num_workers: int = 0,
+           checkpoint_every: int = 0,
+           log_every: int = 0,
+           max_steps: int | None = None) -> SearchResult:
+    """Search ``space`` on the training identities of ``data``; write the run folder ``out_dir``.
+
+    Args:
+        space: a search-space YAML path, dict or :class:`SearchSpace`; default the packaged
+            ``cpu_small.yaml``, or, with ``resume``, the run's own.
+        data: a :class:`ReIDDataset` or a registered dataset name (with ``root``); default the
+            built-in ``synthreid`` benchmark, or, with ``resume``, the run's own.
+        out_dir: the run folder; default ``runs/search-<timestamp>`` under the current folder.
+            It must not hold anything unless ``resume``.
+        epochs, seed: override the space's ``schedule.epochs`` / ``schedule.seed``.
+        device: ``cpu`` or ``cuda`` (``cuda:<local rank>`` under torchrun).
+        resume: continue from ``out_dir/checkpoints/last.pt`` (a finished run is returned as is).
+        progress: progress bar with losses and ETA, and one summary line per epoch (stderr).
+        num_workers: image-loading worker processes (results do not depend on it).
+        checkpoint_every: also checkpoint every this many steps (0: once per epoch).
+        log_every: also write a step record to metrics.jsonl every this many steps (0: never).
+        max_steps: stop after this many steps in total, checkpointed, as if interrupted (a
+            time-sliced job; ``resume=True`` continues).
+
+    Raises :class:`UserError` (before anything is written) for a bad space, dataset, device or
+    run folder.
+    """
+    world = _join_world(_device_type(device))
+    try:
+        dev = _device(device, world.local_rank)
+        with _deterministic(dev):
+            return _Search(space, data, out_dir=out_dir, epochs=epochs, device=dev,
+                           resume=resume, seed=seed, progress=progress, root=root,
+                           num_workers=num_workers, checkpoint_every=checkpoint_every,
+                           log_every=log_every, max_steps=max_steps, world=world).run()
+    finally:
+        if world.owns_group:
+            dist.destroy_process_group()
+
+
+class _Search:
+    """One search session (fresh or resumed); :meth:`run` does the work."""
+
+    def __init__(self, space, data, *, out_dir, epochs, device, resume, seed, progress, root,
+                 num_workers, checkpoint_every, log_every, max_steps, world: _World) -> None:
+        self.world, self.device = world, device
+        self.is_main = world.rank == 0
+        self.progress = progress and self.is_main
+        self.num_workers, self.max_steps = int(num_workers), max_steps
+        self.checkpoint_every, self.log_every = int(checkpoint_every), int(log_every)
+
+        # -- the run folder: decide everything before writing anything
+        if out_dir is None:
+            if resume:
+                raise UserError("--resume needs --out: the run folder to continue")
+            name = [f"runs/search-{datetime.now():%Y%m%d-%H%M%S}"]
+            if world.size > 1:
+                dist.broadcast_object_list(name, src=0)
+            out_dir = name[0]
+        self.out = Path(out_dir).expanduser()
+        state = _run_folder_state(self.out)
+        ckpt = None
+        if resume:
+            if state not in ("finished", "unfinished") or not (self.out / CHECKPOINT).is_file():
+                raise UserError(f"--resume: no checkpoint at {self.out / CHECKPOINT}; nothing to "
+                                "resume (run without --resume to start a search)")
+            ckpt = load_checkpoint(self.out / CHECKPOINT)
+        elif state == "finished":
+            raise UserError(f"--out {self.out} already holds a finished search (genotype: "
+                            f"{self.out / GENOTYPE_FILE}); choose another --out")
+        elif state == "unfinished":
+            raise UserError(f"--out {self.out} holds an unfinished search; add --resume to "
+                            "continue it, or choose another --out")
+        elif state == "foreign":
+            raise UserError(f"--out {self.out} is not empty and holds no search run; choose "
+                            "another --out")
+        self.ckpt = ckpt
+        saved = ckpt["config"] if ckpt is not None else None
+
+        # -- the space and the schedule (a resumed run keeps its own unless told otherwise)
+        if saved is not None:
+            epochs = saved["search"]["epochs"] if epochs is None else epochs
+            seed = saved["search"]["seed"] if seed is None else seed
+        if space is None:
+            space = saved["space"] if saved is not None else default_space_path()
+        self.space = _effective_space(load_space(space), epochs, seed)
+        if saved is not None:
+            self._check_same(saved["space"], self.space.resolved())
+        sched = self.space.schedule
+        self.epochs, self.seed = sched.epochs, sched.seed
+
+        # -- the data
+        ds = _load_data(data, root, saved["search"]["data"] if saved is not None else None)
+        self.data_ref = {"name": ds.name, "root": str(ds.root)}
+        p, k = sched.batch.p, sched.batch.k
+        self.split: IdentitySplit = split_identities(ds.train, sched.heldout_fraction, self.seed,
+                                                     min_ids=p)
+        if ckpt is not None and ckpt["split"] != {"weight": self.split.weight_pids,
+                                                  "heldout": self.split.heldout_pids}:
+            raise UserError(f"--resume: the training identities of {ds.name} ({ds.root}) differ "
+                            f"from those of the run in {self.out}")
+        common = dict(p=p, k=k, seed=self.seed, num_replicas=world.size, rank=world.rank,
+                      num_workers=self.num_workers, pin_memory=device.type == "cuda")
+        size = self.space.input_size
+        self.weight_stream = BatchStream(self.split.weight, size, stream=WEIGHT_STREAM, **common)
+        self.heldout_stream = BatchStream(self.split.heldout, size, stream=HELDOUT_STREAM, **common)
+        for name, stream, ids in (("weight", self.weight_stream, self.split.num_weight_ids),
+                                  ("held-out", self.heldout_stream, self.split.num_heldout_ids)):
+            if stream.batches_in(0) == 0:
+                raise UserError(f"the {name} share ({ids} identities) gives no PK batch of "
+                                f"P={p} x K={k} per rank with {world.size} rank(s); lower "
+                                "schedule.batch.p or use a larger dataset")
+        self.eval_split = query_gallery_split(self.split.heldout)
+        self.eval_batch = 256 if device.type == "cuda" else 128
+
+        # -- the model, losses and optimizers (seeded: the same seed builds the same supernet)
+        _seed_all(self.seed)
+        self.net = Supernet(self.space, self.split.num_weight_ids).to(device)
+        self.arch = self.net.arch_parameters()
+        self.weights = [q for q in self.net.weight_parameters() if q.requires_grad]
+        w = sched.weights
+        if w.optimizer == "sgd":
+            self.weight_opt = torch.optim.SGD(self.weights, lr=w.lr, momentum=w.momentum,
+                                              weight_decay=w.weight_decay)
+        else:
+            self.weight_opt = torch.optim.Adam(self.weights, lr=w.lr, betas=tuple(w.betas),
+                                               weight_decay=w.weight_decay)
+        if w.lr_schedule == "cosine":
+            self.weight_sched = torch.optim.lr_scheduler.CosineAnnealingLR(
+                self.weight_opt, T_max=self.epochs, eta_min=w.lr_min)
+        else:
+            self.weight_sched = torch.optim.lr_scheduler.LambdaLR(self.weight_opt, _constant)
+        a = sched.arch
+        self.arch_opt = torch.optim.Adam(self.arch, lr=a.lr, betas=tuple(a.betas),
+                                         weight_decay=a.weight_decay)
+        loss = sched.loss
+        self.loss_cfg = loss
+        self.id_loss = CrossEntropyLabelSmooth(self.split.num_weight_ids, loss.label_smoothing)
+        self.triplet = TripletLoss(loss.triplet_margin)
+        self.rib = (RIBLoss(self.split.num_weight_ids, weight=loss.rib, warmup_ratio=loss.rib_warmup,
+                            seed=self.seed).to(device) if loss.rib > 0 else None)
+        self.model: nn.Module = self.net
+        if world.size > 1:
+            self.model = nn.parallel.DistributedDataParallel(
+                self.net, device_ids=[device.index] if device.type == "cuda" else None,
+                find_unused_parameters=True)
+
+        # -- the position in the search
+        self.epoch, self.batch, self.step = 0, 0, 0
+        self.finished = False
+        self.best: dict[str, Any] = {"mAP": None, "R1": None, "epoch": None}
+        self.elapsed = 0.0
+        self.sums = self._zero_sums()
+        self.dcs_keep: dict[str, float] = {}
+        metrics, history = [], []
+        if ckpt is not None:
+            metrics, history = self._restore(ckpt)
+        else:
+            _seed_all(_derived_seed(self.seed, world.rank, 1))  # each rank its own Gumbel draws
+        self.metrics_lines, self.history_lines = metrics, history
+        self.config = ckpt["config"] if ckpt is not None else {
+            "space": self.space.resolved(),
+            "search": {"space_file": self.space.source, "data": self.data_ref,
+                       "epochs": self.epochs, "seed": self.seed, "device": str(device),
+                       "world_size": world.size, "num_workers": self.num_workers,
+                       "threads": torch.get_num_threads(), "out_dir": str(self.out),
+                       "checkpoint_every": self.checkpoint_every, "log_every": self.log_every,
+                       "package_version": __version__, "torch_version": str(torch.__version__)},
+        }
+
+    # -- helpers
+
+    def _check_same(self, saved: dict, now: dict) -> None:
+        a, b = _flat(saved), _flat(now)
+        diffs = [f"{key}: {a.get(key)!r} in the run, {b.get(key)!r} now"
+                 for key in sorted(set(a) | set(b)) if a.get(key) != b.get(key)]
+        if diffs:
+            raise UserError(f"--resume: the search space differs from the run's in {self.out} ("
+                            + "; ".join(diffs[:3]) + ("; ..." if len(diffs) > 3 else "")
+                            + "); leave out --space/--epochs/--seed to continue it as it was")
+
+    @staticmethod
+    def _zero_sums() -> dict[str, float]:
+        return {"steps": 0.0, "total": 0.0, "id": 0.0, "triplet": 0.0, "rib": 0.0,
+                "arch_steps": 0.0, "arch_triplet": 0.0}
+
+    def _sync_buffers(self) -> None:
+        """Rank 0's buffers (BN statistics) to every rank, so evaluations agree."""
+        if self.world.size > 1:
+            for buffer in self.net.buffers():
+                dist.broadcast(buffer, 0)
+
+    def _all_rng(self) -> list[dict]:
+        state = rng_state()
+        if self.world.size == 1:
+            return [state]
+        states: list[Any] = [None] * self.world.size
+        dist.all_gather_object(states, state)
+        return states
+
+    def _restore(self, ckpt: dict) -> tuple[list[str], list[str]]:
+        self.net.load_state_dict(ckpt["model"])
+        self.weight_opt.load_state_dict(ckpt["weight_optimizer"])
+        self.arch_opt.load_state_dict(ckpt["arch_optimizer"])
+        self.weight_sched.load_state_dict(ckpt["weight_scheduler"])
+        if self.rib is not None:
+            self.rib.load_state_dict(ckpt["rib"])
+        self.heldout_stream.load_state_dict(ckpt["heldout_stream"])
+        self.epoch, self.batch, self.step = ckpt["epoch"], ckpt["batch"], ckpt["step"]
+        self.finished = bool(ckpt["finished"])
+        self.best, self.elapsed = dict(ckpt["best"]), float(ckpt["elapsed"])
+        self.sums = dict(ckpt["accumulators"])
+        self.dcs_keep = dict(ckpt["dcs_keep"])
+        if len(ckpt["rng"]) == self.world.size:
+            set_rng_state(ckpt["rng"][self.world.rank])
+        else:
+            warnings.warn(f"the checkpoint was written by {len(ckpt['rng'])} rank(s), this run "
+                          f"has {self.world.size}: random streams are reseeded, so the search "
+                          "will not repeat an uninterrupted run exactly", stacklevel=3)
+            _seed_all(_derived_seed(self.seed, self.world.rank, 2, self.step))
+        return list(ckpt["metrics"]), list(ckpt["genotype_history"])
+
+    def _save(self, session_start: float) -> None:
+        rngs = self._all_rng()  # a collective: every rank calls it
+        if not self.is_main:
+            return
+        save_checkpoint(self.out / CHECKPOINT, {
+            "config": self.config, "space_hash": self.space.canonical_hash(),
+            "seed": self.seed, "epochs": self.epochs, "world_size": self.world.size,
+            "split": {"weight": self.split.weight_pids, "heldout": self.split.heldout_pids},
+            "epoch": self.epoch, "batch": self.batch, "step": self.step,
+            "finished": self.finished,
+            "model": self.net.state_dict(),
+            "weight_optimizer": self.weight_opt.state_dict(),
+            "arch_optimizer": self.arch_opt.state_dict(),
+            "weight_scheduler": self.weight_sched.state_dict(),
+            "rib": self.rib.state_dict() if self.rib is not None else {},
+            "heldout_stream": self.heldout_stream.state_dict(),
+            "rng": rngs, "accumulators": self.sums, "dcs_keep": self.dcs_keep,
+            "best": self.best, "elapsed": self.elapsed + time.monotonic() - session_start,
+            "metrics": self.log.metrics, "genotype_history": self.log.history,
+        })
+
+    # -- the steps
+
+    def _weight_step(self, batch) -> dict[str, float]:
+        imgs, pids, _, index = batch
+        imgs, pids = imgs.to(self.device, non_blocking=True), pids.to(self.device)
+        cfg = self.loss_cfg
+        out = self.model(imgs)
+        id_loss = self.id_loss(out["logits"], pids)
+        tri = self.triplet(out["feat"], pids)
+        total = cfg.id * id_loss + cfg.triplet * tri
+        rib_value = torch.zeros(())
+        if self.rib_weight > 0:
+            rib_value = self.rib(out["feat"], pids, index.to(self.device))
+            total = total + self.rib_weight * rib_value
+        if not torch.isfinite(total):
+            raise UserError(f"the weight loss became {total.item()} at epoch {self.epoch + 1}, step "
+                            f"{self.step + 1}; lower schedule.weights.lr (the last checkpoint in "
+                            f"{self.out} is from before)")
+        self.weight_opt.zero_grad(set_to_none=True)
+        total.backward()
+        clip = self.space.schedule.weights.grad_clip
+        if clip is not None:
+            nn.utils.clip_grad_norm_(self.weights, clip)
+        self.weight_opt.step()
+        for a in self.arch:  # the weight loss's architecture gradients are not used
+            a.grad = None
+        return {"total": total.item(), "id": id_loss.item(), "triplet": tri.item(),
+                "rib": rib_value.item()}
+
+    def _arch_step(self, batch) -> dict[str, float]:
+        imgs, pids, _, _ = batch
+        imgs, pids = imgs.to(self.device, non_blocking=True), pids.to(self.device)
+        for q in self.weights:
+            q.requires_grad_(False)
+        try:
+            out = self.net(imgs)
+            loss = self.triplet(F.normalize(out["feat_bn"], dim=1), pids)
+            self.arch_opt.zero_grad(set_to_none=True)
+            loss.backward()
+        finally:
+            for q in self.weights:
+                q.requires_grad_(True)
+        if self.world.size > 1:
+            for a in self.arch:
+                if a.grad is None:
+                    a.grad = torch.zeros_like(a)
+                dist.all_reduce(a.grad)
+                a.grad /= self.world.size
+        self.arch_opt.step()
+        return {"triplet": loss.item()}
+
+    # -- epochs
+
+    def _start_epoch(self) -> None:
+        """Temperature and RIB clusters of a fresh epoch (a mid-epoch resume has both)."""
+        self.net.set_temperature(self.space.sampling.tau.at(self.epoch / self.epochs))
+        if self.rib is not None:
+            self._sync_buffers()
+            self.net.eval()
+            feats = extract(self.net, self.split.weight, self.space.input_size, "feat", self.device,
+                            batch_size=self.eval_batch, num_workers=self.num_workers,
+                            world=self.world.size, rank=self.world.rank)
+            self.net.train()
+            labels = torch.tensor([pid for _, pid, _ in self.split.weight], device=self.device)
+            self.rib.start_epoch(feats, labels)
+
+    def _end_epoch(self, session_start: float) -> None:
+        if self.world.size > 1:
+            keys = sorted(self.sums)
+            sums = torch.tensor([self.sums[k] for k in keys], dtype=torch.float64, device=self.device)
+            dist.all_reduce(sums)
+            self.sums = dict(zip(keys, sums.tolist()))
+        self._update_dcs_keep()
+        self._sync_buffers()
+        self.net.eval()
+        heldout = quick_eval(self.net, self.eval_split, self.space.input_size, self.device,
+                             batch_size=self.eval_batch, num_workers=self.num_workers,
+                             world=self.world.size, rank=self.world.rank)
+        self.net.train()
+        number = self.epoch + 1
+        provenance = {"seed": self.seed, "epoch": number, "search_run": str(self.out)}
+        genotype = derive_genotype(self.net, provenance=provenance)
+        raw = derive_genotype(self.net, provenance=provenance, skip_cap=None)
+        agree = True
+        if self.world.size > 1:
+            texts: list[Any] = [None] * self.world.size
+            dist.all_gather_object(texts, genotype.to_json())
+            agree = all(t == texts[0] for t in texts)
+            if not agree:
+                warnings.warn("DDP ranks derived different genotypes; rank 0's is kept", stacklevel=2)
+        collapse = check_collapse(raw)
+        if collapse:
+            warnings.warn(collapse, CollapseWarning, stacklevel=2)
+        if heldout is not None and (self.best["mAP"] is None or heldout["mAP"] > self.best["mAP"]):
+            self.best = {"mAP": heldout["mAP"], "R1": heldout["R1"], "epoch": number}
+        s = self.sums
+        n, na = max(s["steps"], 1.0), s["arch_steps"]
+        rib = None
+        if self.rib is not None:
+            rib = {"weight": self.rib_weight, **self.rib.estimates()}
+        record = {
+            "epoch": number, "epochs": self.epochs, "step": self.step,
+            "time": round(self.elapsed + time.monotonic() - session_start, 3),
+            "lr": {"weights": self.weight_opt.param_groups[0]["lr"],
+                   "arch": self.arch_opt.param_groups[0]["lr"]},
+            "tau": self.net.temperature, "arch_updates": self.arch_on,
+            "loss": {"weights": {k: s[k] / n for k in ("total", "id", "triplet", "rib")},
+                     "arch": {"triplet": s["arch_triplet"] / na} if na else None},
+            "rib": rib, "heldout": heldout,
+            "arch_probs": {pos: [[round(v, 6) for v in row] for row in p.tolist()]
+                           for pos, p in self.net.arch_probabilities().items()},
+            "genotype": genotype.summary(), "op_counts": genotype.op_counts(),
+            "collapse": {**collapse_report(raw).as_dict(), "warning": collapse is not None},
+            "dcs_keep": self.dcs_keep, "best": self.best,
+            "ddp": {"world_size": self.world.size, "genotypes_agree": agree},
+        }
+        edges = {pos: cell.edge_list for pos, cell in self.net.cells.items()}
+        self.log.epoch(record, genotype.to_dict(), self.space.labels, edges)
+        if self.progress:
+            h = (f"held-out mAP {100 * heldout['mAP']:.1f} R1 {100 * heldout['R1']:.1f}  "
+                 if heldout else "")
+            tqdm.write(f"epoch {number}/{self.epochs}  loss {s['total'] / n:.3f}  {h}"
+                       f"tau {self.net.temperature:.2f}  {genotype.summary()}", file=sys.stderr)
+            if collapse:
+                tqdm.write(f"warning: {collapse}", file=sys.stderr)
+        with warnings.catch_warnings():  # a session resumed at an epoch's end has not stepped
+            warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler.step")
+            self.weight_sched.step()
+        self.epoch, self.batch, self.sums = number, 0, self._zero_sums()
+        self._save(session_start)
+
+    @property
+    def arch_on(self) -> bool:
+        return self.epoch >= self.space.schedule.warmup_epochs
+
+    @property
+    def rib_weight(self) -> float:
+        return self.rib.weight_at(self.epoch, self.epochs) if self.rib is not None else 0.0
+
+    # -- the whole search
+
+    def run(self) -> SearchResult:
+        created = self.is_main and self.ckpt is None and not self.out.exists()
+        self.log = None
+        session_start = time.monotonic()
+        try:
+            if self.is_main and self.ckpt is None:
+                self.out.mkdir(parents=True, exist_ok=True)
+                atomic_write_text(self.out / CONFIG_FILE,
+                                  yaml.safe_dump(self.config, sort_keys=False))
+            if self.world.size > 1:
+                dist.barrier()
+            self.log = RunLog(self.out, enabled=self.is_main, metrics=self.metrics_lines,
+                              history=self.history_lines,
+                              purge_step=self.step + 1 if self.ckpt is not None else None)
+            if self.ckpt is None:
+                if self.rib is not None:
+                    self.rib.fit_input_clusters(
+                        plain_loader(self.split.weight, self.space.input_size,
+                                     batch_size=self.eval_batch, num_workers=self.num_workers),
+                        size=(min(32, self.space.input.height), min(16, self.space.input.width)),
+                        device=self.device)
+                self._save(session_start)  # epoch 0, batch 0: the run can be resumed from here
+            stopped = self._train(session_start)
+            if not stopped and not self.finished:
+                self._finish(session_start)
+        except BaseException:
+            if self.log is not None:
+                self.log.close()
+            if created and not (self.out / CHECKPOINT).is_file():
+                shutil.rmtree(self.out, ignore_errors=True)
+            raise
+        self.log.close()
+        return self._result()
+
+    def _train(self, session_start: float) -> bool:
+        """Run the remaining epochs; True if stopped early by ``max_steps``."""
+        self.net.train()
+        remaining = sum(self.weight_stream.batches_in(e) for e in range(self.epoch, self.epochs))
+        bar = tqdm(total=remaining - self.batch, disable=not self.progress, unit="step",
+                   dynamic_ncols=True, mininterval=1.0, file=sys.stderr)
+        try:
+            if self.max_steps is not None and self.step >= self.max_steps:
+                return True
+            while self.epoch < self.epochs:
+                if self.batch == 0:
+                    self._start_epoch()
+                bar.set_description(f"epoch {self.epoch + 1}/{self.epochs}")
+                for batch in self.weight_stream.epoch_batches(self.epoch, self.batch):
+                    losses = self._weight_step(batch)
+                    arch = self._arch_step(self.heldout_stream.next()) if self.arch_on else None
+                    self.batch, self.step = self.weight_stream.batch, self.step + 1
+                    self._accumulate(losses, arch)
+                    bar.update(1)
+                    bar.set_postfix(loss=f"{losses['total']:.3f}",
+                                    arch=f"{arch['triplet']:.3f}" if arch else "-",
+                                    tau=f"{self.net.temperature:.2f}", refresh=False)
+                    if self.log_every and self.step % self.log_every == 0:
+                        self.log.step({"epoch": self.epoch + 1, "step": self.step,
+                                       "time": round(self.elapsed + time.monotonic() - session_start, 3),
+                                       "lr": {"weights": self.weight_opt.param_groups[0]["lr"]},
+                                       "tau": self.net.temperature,
+                                       "loss": {"weights": losses, "arch": arch}})
+                        self.log.flush()
+                    stop = self.max_steps is not None and self.step >= self.max_steps
+                    if stop or (self.checkpoint_every and self.step % self.checkpoint_every == 0):
+                        self._update_dcs_keep()
+                        self._save(session_start)
+                    if stop:
+                        return True
+                self._end_epoch(session_start)
+        finally:
+            bar.close()
+        return False
+
+    def _accumulate(self, losses: dict[str, float], arch: dict[str, float] | None) -> None:
+        s = self.sums
+        s["steps"] += 1
+        for k in ("total", "id", "triplet", "rib"):
+            s[k] += losses[k]
+        if arch is not None:
+            s["arch_steps"] += 1
+            s["arch_triplet"] += arch["triplet"]
+
+    def _update_dcs_keep(self) -> None:
+        """Keep ratios of the DCS ops' last training forwards (kept as they were if none ran)."""
+        keep = {k: v for k, v in dcs_keep_ratios(self.net).items() if math.isfinite(v)}
+        if keep:
+            self.dcs_keep = keep
+
+    def _finish(self, session_start: float) -> None:
+        """The final genotype and pictures, then the finished checkpoint."""
+        genotype = self._last_genotype()
+        if self.is_main:
+            from nas_reid.viz.genotype_plots import plot_arch_probabilities, plot_cells
+
+            genotype.save(self.out / GENOTYPE_FILE)
+            plot_cells(genotype, self.out / CELLS_PICTURE)
+            plot_arch_probabilities(genotype, self.out / PROBS_PICTURE)
+        self.finished = True
+        self._save(session_start)
+
+    def _last_genotype(self) -> Genotype | None:
+        if not self.log.history:
+            return None
+        return Genotype.from_dict(json.loads(self.log.history[-1]), where="genotype history")
+
+    def _result(self) -> SearchResult:
+        return SearchResult(
+            out_dir=self.out, finished=self.finished, genotype=self._last_genotype(),
+            genotype_path=self.out / GENOTYPE_FILE if self.finished else None,
+            epochs=self.epochs, epochs_done=self.epoch, steps=self.step, best=dict(self.best),
+            arch_parameters={name.removeprefix("arch."): p.detach().cpu().clone()
+                             for name, p in self.net.named_arch_parameters()},
+            metrics=[r for r in map(json.loads, self.log.metrics) if r["kind"] == "epoch"])
+
+
+def _constant(epoch: int) -> float:
+    return 1.0

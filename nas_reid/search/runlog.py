@@ -1,0 +1,145 @@
+"""What a search writes while it runs: metrics.jsonl, genotype_history.jsonl, TensorBoard, progress.
+
+``metrics.jsonl``: one JSON object per line, ``"kind": "epoch"`` once per epoch and, every
+``log_every`` steps, ``"kind": "step"``. Numbers that are not finite are written as ``null``.
+
+Epoch record (all keys always present; ``null`` where a figure does not apply)::
+
+    kind         "epoch"
+    epoch        1-based number of the epoch just finished; epochs: the total
+    step         optimisation steps done so far (weight steps; each may carry an arch step)
+    time         seconds of search so far (over resumed sessions)
+    lr           {"weights": lr of this epoch, "arch": Adam lr}
+    tau          Gumbel temperature of this epoch
+    arch_updates whether this epoch updated the architecture (false during warm-up)
+    loss         {"weights": {"total", "id", "triplet", "rib"}, "arch": {"triplet"} | null}:
+                 means over the epoch's steps (over all ranks under DDP)
+    rib          {"weight", "I_XF", "I_FY", "IB"} (nats) from the epoch's start | null
+    heldout      {"mAP", "R1", "R5", "queries", "gallery"} quick eval on held-out ids | null
+    arch_probs   {position: [[p per op] per edge]}: softmax(alpha); rows follow
+                 genotype_history's "probabilities" edges, columns the space's op labels
+    genotype     one-line summary of the derived genotype (skip cap applied)
+    op_counts    {op: live edges using it} in that genotype
+    collapse     {"identity_edges", "live_edges", "identity_fraction", "identity_cells",
+                 "warning"} of the genotype derived *without* the skip cap
+    dcs_keep     {module: mean kept-channel fraction of the last training forward}
+    best         {"mAP", "R1", "epoch"}: best held-out mAP so far
+    ddp          {"world_size", "genotypes_agree"}: every rank derived the same genotype
+
+Step record: ``kind: "step"``, ``epoch`` (1-based, in progress), ``step``, ``time``, ``lr``,
+``tau``, ``loss`` (this step's values, this rank).
+
+``genotype_history.jsonl``: the genotype JSON (:meth:`nas_reid.genotype.Genotype.to_dict`) of
+every epoch, one per line, in order.
+
+Both files are kept in memory (and in the checkpoint) and rewritten atomically at each flush, so
+they always hold whole lines; a resumed search rewrites them from its checkpoint. TensorBoard
+events go to ``tensorboard/`` (scalars ``loss/*``, ``lr/*``, ``tau``, ``heldout/*``,
+``rib/*``, ``prob/<position>/<edge>/<op>``, ``ops/<op>``, ``collapse/identity_fraction``,
+``dcs_keep/*``, and the genotype as text); a resumed search purges the events written after its
+checkpoint (``purge_step``). Only rank 0 writes anything.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+from nas_reid.fileio import atomic_write_text
+
+METRICS_FILE = "metrics.jsonl"
+HISTORY_FILE = "genotype_history.jsonl"
+TENSORBOARD_DIR = "tensorboard"
+
+
+def clean(value: Any) -> Any:
+    """JSON-safe copy: non-finite floats become None, tuples lists."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {str(k): clean(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [clean(v) for v in value]
+    return value
+
+
+def _scalars(prefix: str, value: Any) -> list[tuple[str, float]]:
+    """Flatten nested dicts of numbers into ``prefix/key/...`` scalars (None and text skipped)."""
+    if isinstance(value, bool):
+        return [(prefix, float(value))]
+    if isinstance(value, (int, float)):
+        return [(prefix, float(value))] if math.isfinite(value) else []
+    if isinstance(value, dict):
+        out = []
+        for k, v in value.items():
+            out += _scalars(f"{prefix}/{k}" if prefix else str(k), v)
+        return out
+    return []
+
+
+class RunLog:
+    """The metrics and genotype-history files and the TensorBoard writer of one run folder.
+
+    ``enabled=False`` (DDP ranks other than 0) keeps the lines in memory and writes nothing.
+    """
+
+    def __init__(self, out_dir: Path, *, enabled: bool, metrics: list[str] | None = None,
+                 history: list[str] | None = None, purge_step: int | None = None) -> None:
+        self.out_dir = Path(out_dir)
+        self.enabled = enabled
+        self.metrics: list[str] = list(metrics or [])
+        self.history: list[str] = list(history or [])
+        self._tb = None
+        if enabled:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self._tb = SummaryWriter(str(self.out_dir / TENSORBOARD_DIR), purge_step=purge_step)
+            self.flush()
+
+    def step(self, record: dict[str, Any]) -> None:
+        """Add one step record and its scalars (written to the file at the next flush)."""
+        record = clean({"kind": "step", **record})
+        self.metrics.append(json.dumps(record))
+        if self._tb is not None:
+            for tag, v in _scalars("", {"loss": record["loss"], "lr": record["lr"],
+                                        "tau": record["tau"]}):
+                self._tb.add_scalar(f"step/{tag}", v, record["step"])
+
+    def epoch(self, record: dict[str, Any], genotype: dict[str, Any], labels: list[str],
+              edges: dict[str, list[tuple[int, int]]]) -> None:
+        """Add one epoch record and the epoch's genotype, then flush both files."""
+        record = clean({"kind": "epoch", **record})
+        self.metrics.append(json.dumps(record))
+        self.history.append(json.dumps(genotype))
+        if self._tb is not None:
+            step = record["step"]
+            tb = self._tb
+            for key in ("loss", "lr", "heldout", "rib", "dcs_keep"):
+                for tag, v in _scalars(key, record[key]):
+                    tb.add_scalar(tag, v, step)
+            tb.add_scalar("tau", record["tau"], step)
+            tb.add_scalar("epoch", record["epoch"], step)
+            tb.add_scalar("collapse/identity_fraction", record["collapse"]["identity_fraction"], step)
+            for op, n in record["op_counts"].items():
+                tb.add_scalar(f"ops/{op}", n, step)
+            for position, rows in record["arch_probs"].items():
+                for (s, t), row in zip(edges[position], rows):
+                    for label, p in zip(labels, row):
+                        tb.add_scalar(f"prob/{position}/{s}-{t}/{label}", p, step)
+            tb.add_text("genotype", record["genotype"], step)
+        self.flush()
+
+    def flush(self) -> None:
+        if not self.enabled:
+            return
+        for name, lines in ((METRICS_FILE, self.metrics), (HISTORY_FILE, self.history)):
+            atomic_write_text(self.out_dir / name, "".join(line + "\n" for line in lines))
+        if self._tb is not None:
+            self._tb.flush()
+
+    def close(self) -> None:
+        if self._tb is not None:
+            self._tb.close()
+            self._tb = None
