@@ -33,3 +33,64 @@ def run_measured(script: str, args: list[str], keep_matrix: bool = False):
             result = json.load(handle)
         matrix = np.load(out + ".npy") if keep_matrix else None
     return result, int(done.stdout.strip().splitlines()[-1]) / 1024.0, matrix  # KiB on Linux
+
+
+WARMUP = 2
+"""Untimed calls before the timed ones (allocator and library initialisation)."""
+
+
+def reset_rss_high_water_mark() -> bool:
+    """Reset this process's peak RSS (Linux ``clear_refs``), so that the peak a launcher reads
+    afterwards excludes what came before (imports, data). False where that is not possible."""
+    try:
+        with open("/proc/self/clear_refs", "w") as handle:
+            handle.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def current_rss_kb() -> int:
+    with open("/proc/self/statm") as handle:
+        return int(handle.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") // 1024
+
+
+def time_steps(step, device, repeats: int, warmup: int = WARMUP) -> dict:
+    """Best-of-``repeats`` wall time of ``step()`` after ``warmup`` untimed calls, and memory.
+
+    Returns ``best_s`` and ``ms``; on CUDA ``cuda_peak_mib`` (peak allocated) and
+    ``cuda_step_mib`` (peak above what was allocated before the first call); on CPU
+    ``base_rss_kb`` (RSS before the first call) and ``hwm_reset``: the peak RSS is read by the
+    launcher (:func:`run_measured`) once this process has exited.
+    """
+    import time
+
+    import torch
+
+    def sync():
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+
+    result: dict = {}
+    sync()
+    if device.type == "cuda":
+        base = torch.cuda.memory_allocated(device)
+        torch.cuda.reset_peak_memory_stats(device)
+    else:
+        result["hwm_reset"] = reset_rss_high_water_mark()
+        result["base_rss_kb"] = current_rss_kb()
+    times = []
+    for i in range(repeats + warmup):
+        sync()
+        t0 = time.perf_counter()
+        step()
+        sync()
+        if i >= warmup:
+            times.append(time.perf_counter() - t0)
+    result["best_s"] = min(times)
+    result["ms"] = 1000 * result["best_s"]
+    if device.type == "cuda":
+        peak = torch.cuda.max_memory_allocated(device)
+        result["cuda_peak_mib"] = peak / 2**20
+        result["cuda_step_mib"] = (peak - base) / 2**20
+    return result

@@ -35,10 +35,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
-import subprocess
 import sys
-import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if ROOT not in sys.path:
+    sys.path.insert(0, ROOT)
+
+from bench.measure import run_measured, time_steps  # noqa: E402
 
 POSITIONS = [  # (stage, output (C, H, W), input (C, H, W)) at 256x128, last stride 1
     (1, (256, 64, 32), (64, 64, 32)),
@@ -47,21 +50,6 @@ POSITIONS = [  # (stage, output (C, H, W), input (C, H, W)) at 256x128, last str
     (4, (2048, 16, 8), (1024, 16, 8)),
 ]
 REFERENCE = "reference"
-WARMUP = 2
-
-
-def _reset_rss_high_water_mark() -> bool:
-    try:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")
-        return True
-    except OSError:
-        return False
-
-
-def _current_rss_kb() -> int:
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") // 1024
 
 
 def _build(case: dict):
@@ -114,51 +102,18 @@ def run_case(case: dict) -> dict:
             y.backward(grad_out)
         del y
 
-    def sync():
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-
-    sync()
+    result.update(time_steps(step, device, case["repeats"]))
     if device.type == "cuda":
-        base = torch.cuda.memory_allocated(device)
-        torch.cuda.reset_peak_memory_stats(device)
-    else:
-        result["hwm_reset"] = _reset_rss_high_water_mark()
-        result["base_rss_kb"] = _current_rss_kb()
-    times = []
-    for i in range(case["repeats"] + WARMUP):
-        sync()
-        t0 = time.perf_counter()
-        step()
-        sync()
-        if i >= WARMUP:
-            times.append(time.perf_counter() - t0)
-    result["ms"] = 1000 * min(times)
-    if device.type == "cuda":
-        result["peak_mib"] = (torch.cuda.max_memory_allocated(device) - base) / 2**20
-    return result
-
-
-def _run_worker_and_measure(case: dict) -> dict:
-    """Launcher: run one worker process, then read its peak RSS from RUSAGE_CHILDREN."""
-    proc = subprocess.run([sys.executable, __file__, "--_worker", json.dumps(case)],
-                          capture_output=True, text=True)
-    if proc.returncode != 0:
-        raise RuntimeError(f"worker failed for {case}:\n{proc.stderr[-3000:]}")
-    result = json.loads(proc.stdout.strip().splitlines()[-1])
-    peak_kb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    result["peak_mib"] = (peak_kb - result["base_rss_kb"]) / 1024
-    result["upper_bound"] = not result["hwm_reset"]
+        result["peak_mib"] = result["cuda_step_mib"]
     return result
 
 
 def _measure_cpu(case: dict) -> dict:
-    # a fresh launcher per case so that RUSAGE_CHILDREN covers exactly one worker
-    proc = subprocess.run([sys.executable, __file__, "--_launch", json.dumps(case)],
-                          capture_output=True, text=True)
-    if proc.returncode != 0:
-        raise RuntimeError(proc.stderr[-3000:])
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    """Run one case in a fresh process; its peak RSS above the RSS before the first step."""
+    result, peak_mib, _ = run_measured(__file__, ["--_worker", json.dumps(case)])
+    result["peak_mib"] = peak_mib - result["base_rss_kb"] / 1024
+    result["upper_bound"] = not result["hwm_reset"]
+    return result
 
 
 def _fmt_row(stage, shape, name, r, ref) -> str:
@@ -179,14 +134,12 @@ def main(argv=None) -> None:
     parser.add_argument("--stages", nargs="*", type=int, default=[1, 2, 3, 4])
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: default)")
     parser.add_argument("--_worker", help=argparse.SUPPRESS)
-    parser.add_argument("--_launch", help=argparse.SUPPRESS)
+    parser.add_argument("--out", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args._worker:
-        print(json.dumps(run_case(json.loads(args._worker))), flush=True)
+        with open(args.out, "w") as handle:
+            json.dump(run_case(json.loads(args._worker)), handle)
         os._exit(0)  # skip interpreter teardown: with torch loaded it raises RSS by ~180 MB
-    if args._launch:
-        print(json.dumps(_run_worker_and_measure(json.loads(args._launch))))
-        return
 
     from nas_reid.ops import available_ops
 

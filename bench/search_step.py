@@ -37,31 +37,15 @@ import argparse
 import json
 import os
 import sys
-import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
-from bench.measure import run_measured  # noqa: E402
+from bench.measure import WARMUP, run_measured, time_steps  # noqa: E402
 
 STRATEGIES = ("softmax", "gumbel")
-WARMUP = 2
 NUM_CLASSES = 751  # Market-1501's training identities: the classifier's width
-
-
-def _reset_rss_high_water_mark() -> bool:
-    try:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")
-        return True
-    except OSError:
-        return False
-
-
-def _current_rss_kb() -> int:
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") // 1024
 
 
 def run_case(case: dict) -> dict:
@@ -119,33 +103,13 @@ def run_case(case: dict) -> dict:
             q.requires_grad_(True)
         arch_opt.step()
 
-    def sync():
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-
     result = {"params_m": sum(q.numel() for q in weights) / 1e6,
               "candidates": len(space.ops), "cells": len(space.cells.positions)}
-    sync()
+    result.update(time_steps(step, device, case["repeats"]))
+    result["img_s"] = 2 * p * k / result["best_s"]
     if device.type == "cuda":
-        base = torch.cuda.memory_allocated(device)
-        torch.cuda.reset_peak_memory_stats(device)
-    else:
-        result["hwm_reset"] = _reset_rss_high_water_mark()
-        result["base_rss_kb"] = _current_rss_kb()
-    times = []
-    for i in range(case["repeats"] + WARMUP):
-        sync()
-        t0 = time.perf_counter()
-        step()
-        sync()
-        if i >= WARMUP:
-            times.append(time.perf_counter() - t0)
-    result["ms"] = 1000 * min(times)
-    result["img_s"] = 2 * p * k / min(times)
-    if device.type == "cuda":
-        peak = torch.cuda.max_memory_allocated(device)
-        result["peak_total_mib"] = peak / 2**20
-        result["peak_step_mib"] = (peak - base) / 2**20
+        result["peak_total_mib"] = result["cuda_peak_mib"]
+        result["peak_step_mib"] = result["cuda_step_mib"]
     return result
 
 

@@ -63,7 +63,7 @@ from nas_reid.errors import UserError
 from nas_reid.fileio import atomic_write_text
 from nas_reid.ops import available_ops
 from nas_reid.space.backbone import POSITIONS, stage_shapes
-from nas_reid.space.config import SearchSpace, check_op, format_validation_error
+from nas_reid.space.config import SearchSpace, check_op, format_validation_error, scalar_params
 
 if TYPE_CHECKING:
     from nas_reid.space.supernet import Supernet
@@ -92,11 +92,7 @@ class Edge(_Model):
     @field_validator("params")
     @classmethod
     def _scalars(cls, params: dict[str, Any]) -> dict[str, Any]:
-        for key, value in params.items():
-            if not isinstance(value, (bool, int, float, str)) or (
-                    isinstance(value, float) and not math.isfinite(value)):
-                raise ValueError(f".{key}: must be a number, bool or string, got {value!r}")
-        return params
+        return scalar_params(params)
 
 
 class CellGenotype(_Model):

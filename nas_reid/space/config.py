@@ -107,6 +107,15 @@ class CellsConfig(_Model):
         return self
 
 
+def scalar_params(params: dict[str, Any]) -> dict[str, Any]:
+    """Op parameters must be finite numbers, booleans or strings (a pydantic validator body)."""
+    for key, value in params.items():
+        if not isinstance(value, (bool, int, float, str)) or (
+                isinstance(value, float) and not math.isfinite(value)):
+            raise ValueError(f".{key}: must be a number, bool or string, got {value!r}")
+    return params
+
+
 class OpSpec(_Model):
     """One candidate op: a registered op name, its parameters and an optional display label."""
 
@@ -124,11 +133,7 @@ class OpSpec(_Model):
     @field_validator("params")
     @classmethod
     def _scalars(cls, params: dict[str, Any]) -> dict[str, Any]:
-        for key, value in params.items():
-            if not isinstance(value, (bool, int, float, str)) or (
-                    isinstance(value, float) and not math.isfinite(value)):
-                raise ValueError(f".{key}: must be a number, bool or string, got {value!r}")
-        return params
+        return scalar_params(params)
 
     @field_validator("label")
     @classmethod
