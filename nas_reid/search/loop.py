@@ -414,7 +414,7 @@ class _Search:
         self.id_loss = CrossEntropyLabelSmooth(self.split.num_weight_ids, loss.label_smoothing)
         self.triplet = TripletLoss(loss.triplet_margin)
         self.rib = (RIBLoss(self.split.num_weight_ids, weight=loss.rib, warmup_ratio=loss.rib_warmup,
-                            seed=self.seed).to(device) if loss.rib > 0 else None)
+                            beta=loss.rib_beta, seed=self.seed).to(device) if loss.rib > 0 else None)
         self.model: nn.Module = self.net
         if world.size > 1:
             self.model = nn.parallel.DistributedDataParallel(

@@ -239,7 +239,9 @@ def _check_betas(betas: list[float]) -> list[float]:
 
 class LossConfig(_Model):
     """Loss weights: ID (label-smoothed CE) + triplet + RIB (IBB, off for the first
-    ``rib_warmup`` fraction of the epochs; papers.md 2.3)."""
+    ``rib_warmup`` fraction of the epochs; papers.md 2.3). ``rib_beta`` is the sharpness of the
+    soft cluster assignments, softmax(-beta * ||v - c||^2) on unit vectors: 1 in the authors'
+    code, where the assignments to many clusters are nearly uniform (see nas_reid.losses.rib)."""
 
     id: float = Field(default=1.0, ge=0)
     label_smoothing: float = Field(default=0.1, ge=0, lt=1)
@@ -247,6 +249,7 @@ class LossConfig(_Model):
     triplet_margin: float = Field(default=0.3, ge=0)
     rib: float = Field(default=0.1, ge=0)
     rib_warmup: float = Field(default=0.3, ge=0, lt=1)
+    rib_beta: float = Field(default=1.0, gt=0)
 
 
 class ScheduleConfig(_Model):
