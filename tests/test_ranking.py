@@ -23,13 +23,7 @@ from nas_reid.evaluation import ranking as ranking_mod
 GOLDEN = Path(__file__).parent / "golden" / "ranking_golden.json"
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """Many small tensor ops: one intra-op thread avoids stalls on a busy 2-core machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def assert_same(ours, ref, keys=("mAP", "mINP"), tol=1e-12):

@@ -14,13 +14,7 @@ from nas_reid.evaluation import evaluate_ranking, rerank
 from nas_reid.evaluation import k_reciprocal as rerank_mod
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """Many small tensor ops: one intra-op thread avoids stalls on a busy 2-core machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def clustered(num_q, num_g, dim=16, num_ids=12, noise=0.8, seed=0):

@@ -43,13 +43,7 @@ RUN_FILES = ["config.yaml", "metrics.jsonl", "genotype_history.jsonl", "genotype
              "arch_probs.png", "checkpoints/last.pt"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Small ops on a shared 2-core machine run far faster on one thread (and reproducibly)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
