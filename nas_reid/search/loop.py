@@ -291,7 +291,8 @@ def search(space: str | os.PathLike | dict | SearchSpace | None = None,
         epochs, seed: override the space's ``schedule.epochs`` / ``schedule.seed``.
         device: ``cpu`` or ``cuda`` (``cuda:<local rank>`` under torchrun).
         resume: continue from ``out_dir/checkpoints/last.pt`` (a finished run is returned as is).
-        progress: progress bar with losses and ETA, and one summary line per epoch (stderr).
+        progress: a progress bar with losses and ETA (on a terminal) and one summary line per
+            epoch (stderr).
         num_workers: image-loading worker processes (results do not depend on it).
         checkpoint_every: also checkpoint every this many steps (0: once per epoch).
         log_every: also write a step record to metrics.jsonl every this many steps (0: never).
@@ -696,7 +697,8 @@ class _Search:
         """Run the remaining epochs; True if stopped early by ``max_steps``."""
         self.net.train()
         remaining = sum(self.weight_stream.batches_in(e) for e in range(self.epoch, self.epochs))
-        bar = tqdm(total=remaining - self.batch, disable=not self.progress, unit="step",
+        # disable=None: the bar shows on a terminal only; logs get the per-epoch summary lines
+        bar = tqdm(total=remaining - self.batch, disable=None if self.progress else True, unit="step",
                    dynamic_ncols=True, mininterval=1.0, file=sys.stderr)
         try:
             if self.max_steps is not None and self.step >= self.max_steps:
