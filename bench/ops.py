@@ -67,20 +67,11 @@ def _build(case: dict):
     return build_op(case["op"], *out_shape), out_shape
 
 
-def _flops(module, shape, device) -> int:
-    import torch
-    from torch.utils.flop_counter import FlopCounterMode
-
-    module.eval()
-    with torch.no_grad(), FlopCounterMode(display=False) as counter:
-        module(torch.zeros(1, *shape, device=device))
-    module.train()
-    return int(counter.get_total_flops())
-
-
 def run_case(case: dict) -> dict:
     """Build one case, time its training steps; returns params, flops, ms and memory fields."""
     import torch
+
+    from nas_reid.ops import op_cost
 
     if case.get("threads"):
         torch.set_num_threads(case["threads"])
@@ -88,8 +79,8 @@ def run_case(case: dict) -> dict:
     torch.manual_seed(0)
     module, shape = _build(case)
     module = module.to(device).train()
-    result = {"params": sum(p.numel() for p in module.parameters()),
-              "flops": _flops(module, shape, device)}
+    cost = op_cost(module, *shape)
+    result = {"params": cost.params, "flops": cost.flops}
     x = torch.randn(case["batch"], *shape, device=device, requires_grad=True)
     with torch.no_grad():
         grad_out = torch.ones_like(module(x))
