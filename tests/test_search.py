@@ -34,7 +34,8 @@ from nas_reid.search import (
     search,
     split_identities,
 )
-from nas_reid.search.checkpoint import rng_state, save_checkpoint, set_rng_state
+from nas_reid.runtime import rng_state, set_rng_state
+from nas_reid.search.checkpoint import save_checkpoint
 from nas_reid.space import Supernet, load_space
 
 EPOCH_KEYS = {"kind", "epoch", "epochs", "step", "time", "lr", "tau", "arch_updates", "loss", "rib",

@@ -43,11 +43,9 @@ from __future__ import annotations
 
 import io
 import os
-import random
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
 from nas_reid.errors import UserError
@@ -59,36 +57,6 @@ CHECKPOINT = Path("checkpoints") / "last.pt"
 
 class CheckpointError(UserError):
     """A checkpoint that cannot be read or does not belong to this search."""
-
-
-def rng_state() -> dict[str, Any]:
-    """This process's python / numpy / torch (CPU and CUDA) generator states, pickle-free."""
-    np_state = np.random.get_state(legacy=False)
-    np_state = {**np_state, "state": {**np_state["state"],
-                                      "key": [int(v) for v in np_state["state"]["key"]]}}
-    state = {"python": random.getstate(), "numpy": np_state, "torch": torch.get_rng_state()}
-    if torch.cuda.is_available() and torch.cuda.is_initialized():
-        state["cuda"] = [t.cpu() for t in torch.cuda.get_rng_state_all()]
-    return state
-
-
-def set_rng_state(state: dict[str, Any]) -> None:
-    """Restore what :func:`rng_state` returned."""
-    random.setstate(_tuples(state["python"]))
-    np_state = dict(state["numpy"])
-    np_state["state"] = {**np_state["state"],
-                         "key": np.asarray(np_state["state"]["key"], dtype=np.uint32)}
-    np.random.set_state(np_state)
-    torch.set_rng_state(state["torch"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-
-
-def _tuples(value):
-    """``random.setstate`` wants tuples where a round trip may have given lists."""
-    if isinstance(value, (list, tuple)):
-        return tuple(_tuples(v) for v in value)
-    return value
 
 
 def save_checkpoint(path: str | os.PathLike, state: dict[str, Any]) -> Path:

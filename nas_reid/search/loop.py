@@ -60,18 +60,15 @@ from __future__ import annotations
 import json
 import math
 import os
-import random
 import shutil
 import sys
 import time
 import warnings
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
-import numpy as np
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
@@ -86,7 +83,18 @@ from nas_reid.fileio import atomic_write_text
 from nas_reid.genotype import Genotype, derive_genotype
 from nas_reid.losses import CrossEntropyLabelSmooth, RIBLoss, TripletLoss
 from nas_reid.ops.dcs import dcs_keep_ratios
-from nas_reid.search.checkpoint import CHECKPOINT, load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from nas_reid.runtime import (
+    World,
+    derived_seed,
+    deterministic,
+    device_type,
+    join_world,
+    resolve_device,
+    rng_state,
+    seed_all,
+    set_rng_state,
+)
+from nas_reid.search.checkpoint import CHECKPOINT, load_checkpoint, save_checkpoint
 from nas_reid.search.data import (
     HELDOUT_STREAM,
     WEIGHT_STREAM,
@@ -137,73 +145,6 @@ class SearchResult:
 
 
 # ------------------------------------------------------------------------------ set-up helpers
-
-
-@dataclass(frozen=True)
-class _World:
-    size: int = 1
-    rank: int = 0
-    local_rank: int = 0
-    owns_group: bool = False
-
-
-def _join_world(device_type: str) -> _World:
-    """Join the torchrun process group (if launched by torchrun and not joined yet)."""
-    if dist.is_available() and dist.is_initialized():
-        return _World(dist.get_world_size(), dist.get_rank(), int(os.environ.get("LOCAL_RANK", 0)))
-    size = int(os.environ.get("WORLD_SIZE", "1"))
-    if size <= 1:
-        return _World()
-    dist.init_process_group("nccl" if device_type == "cuda" else "gloo")
-    return _World(dist.get_world_size(), dist.get_rank(), int(os.environ.get("LOCAL_RANK", 0)), True)
-
-
-def _device_type(device: str | torch.device) -> str:
-    try:
-        return torch.device(device).type
-    except (RuntimeError, TypeError):
-        raise UserError(f"--device must be cpu or cuda, got {device!r}") from None
-
-
-def _device(device: str | torch.device, local_rank: int) -> torch.device:
-    _device_type(device)
-    dev = torch.device(device)
-    if dev.type == "cuda":
-        if not torch.cuda.is_available():
-            raise UserError(f"--device {device}: CUDA is not available on this machine "
-                            "(torch.cuda.is_available() is False); use --device cpu")
-        if dev.index is None:
-            dev = torch.device("cuda", local_rank)
-        torch.cuda.set_device(dev)
-    elif dev.type != "cpu":
-        raise UserError(f"--device must be cpu or cuda, got {device!r}")
-    return dev
-
-
-@contextmanager
-def _deterministic(device: torch.device) -> Iterator[None]:
-    previous = (torch.are_deterministic_algorithms_enabled(),
-                torch.is_deterministic_algorithms_warn_only_enabled(),
-                torch.backends.cudnn.benchmark)
-    if device.type == "cuda":
-        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-    torch.use_deterministic_algorithms(True, warn_only=True)
-    torch.backends.cudnn.benchmark = False
-    try:
-        yield
-    finally:
-        torch.use_deterministic_algorithms(previous[0], warn_only=previous[1])
-        torch.backends.cudnn.benchmark = previous[2]
-
-
-def _seed_all(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
-
-
-def _derived_seed(*parts: int) -> int:
-    return int(np.random.SeedSequence([int(p) for p in parts]).generate_state(1)[0])
 
 
 def _run_folder_state(out: Path) -> str:
@@ -302,10 +243,10 @@ def search(space: str | os.PathLike | dict | SearchSpace | None = None,
     Raises :class:`UserError` (before anything is written) for a bad space, dataset, device or
     run folder.
     """
-    world = _join_world(_device_type(device))
+    world = join_world(device_type(device))
     try:
-        dev = _device(device, world.local_rank)
-        with _deterministic(dev):
+        dev = resolve_device(device, world.local_rank)
+        with deterministic(dev):
             return _Search(space, data, out_dir=out_dir, epochs=epochs, device=dev,
                            resume=resume, seed=seed, progress=progress, root=root,
                            num_workers=num_workers, checkpoint_every=checkpoint_every,
@@ -319,7 +260,7 @@ class _Search:
     """One search session (fresh or resumed); :meth:`run` does the work."""
 
     def __init__(self, space, data, *, out_dir, epochs, device, resume, seed, progress, root,
-                 num_workers, checkpoint_every, log_every, max_steps, world: _World) -> None:
+                 num_workers, checkpoint_every, log_every, max_steps, world: World) -> None:
         self.world, self.device = world, device
         self.is_main = world.rank == 0
         self.progress = progress and self.is_main
@@ -391,7 +332,7 @@ class _Search:
         self.eval_batch = 256 if device.type == "cuda" else 128
 
         # -- the model, losses and optimizers (seeded: the same seed builds the same supernet)
-        _seed_all(self.seed)
+        seed_all(self.seed)
         self.net = Supernet(self.space, self.split.num_weight_ids).to(device)
         self.arch = self.net.arch_parameters()
         self.weights = [q for q in self.net.weight_parameters() if q.requires_grad]
@@ -433,7 +374,7 @@ class _Search:
         if ckpt is not None:
             metrics, history = self._restore(ckpt)
         else:
-            _seed_all(_derived_seed(self.seed, world.rank, 1))  # each rank its own Gumbel draws
+            seed_all(derived_seed(self.seed, world.rank, 1))  # each rank its own Gumbel draws
         self.metrics_lines, self.history_lines = metrics, history
         self.config = ckpt["config"] if ckpt is not None else {
             "space": self.space.resolved(),
@@ -494,7 +435,7 @@ class _Search:
             warnings.warn(f"the checkpoint was written by {len(ckpt['rng'])} rank(s), this run "
                           f"has {self.world.size}: random streams are reseeded, so the search "
                           "will not repeat an uninterrupted run exactly", stacklevel=3)
-            _seed_all(_derived_seed(self.seed, self.world.rank, 2, self.step))
+            seed_all(derived_seed(self.seed, self.world.rank, 2, self.step))
         return list(ckpt["metrics"]), list(ckpt["genotype_history"])
 
     def _save(self, session_start: float) -> None:
