@@ -62,7 +62,7 @@ def resolve_device(device: str | torch.device, local_rank: int) -> torch.device:
                             "(torch.cuda.is_available() is False); use --device cpu")
         if dev.index is None:
             dev = torch.device("cuda", local_rank)
-        torch.cuda.setresolve_device(dev)
+        torch.cuda.set_device(dev)
     elif dev.type != "cpu":
         raise UserError(f"--device must be cpu or cuda, got {device!r}")
     return dev
