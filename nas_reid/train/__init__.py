@@ -1,0 +1,1 @@
+"""Retraining a genotype: the recipe, model checkpoints, export."""

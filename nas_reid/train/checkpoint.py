@@ -1,0 +1,121 @@
+"""Model checkpoints of a retrained genotype: what ``evaluate`` and ``export`` read.
+
+A retrain run folder holds ``checkpoints/last.pt`` (the complete training state, for
+``--resume``) and ``checkpoints/best.pt`` (the model of the best evaluation so far; the last
+model when the run never evaluated). Both are one ``torch.save`` dict with at least::
+
+    version       1
+    kind          "nas-reid/model"
+    genotype      the genotype as its JSON text (validated again on load)
+    num_classes   classifier outputs (training identities)
+    model         the network's state_dict (:class:`~nas_reid.space.discrete.ReIDNet`)
+    epoch         epochs done when it was written
+    data          {"name", "root"} of the training dataset
+    metrics       the evaluation of that epoch ({"mAP", "R1", ...} fractions) or None
+
+``last.pt`` adds the training state (``"training"``: optimizers, schedulers, RNG states, sampler
+position, loss buffers; see :mod:`nas_reid.train.loop`). Everything is a tensor, a number, a
+string, or a list / dict of those, so :func:`load_model` reads it with
+``torch.load(weights_only=True)``: loading a checkpoint runs no code. Writes are atomic
+(temporary sibling, fsync, rename).
+"""
+
+from __future__ import annotations
+
+import io
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from nas_reid.errors import UserError
+from nas_reid.fileio import atomic_write_bytes
+from nas_reid.genotype import Genotype, GenotypeError
+from nas_reid.space.discrete import ReIDNet, build_model
+
+VERSION = 1
+KIND = "nas-reid/model"
+LAST = Path("checkpoints") / "last.pt"
+BEST = Path("checkpoints") / "best.pt"
+
+
+class ModelCheckpointError(UserError):
+    """A model checkpoint that is missing, unreadable, or not a nas-reid model checkpoint."""
+
+
+@dataclass
+class LoadedModel:
+    """What :func:`load_model` returns."""
+
+    model: ReIDNet
+    """The network with the checkpoint's weights, in eval mode, on the requested device."""
+    genotype: Genotype
+    num_classes: int
+    path: Path
+    state: dict[str, Any]
+    """The whole checkpoint dict (``epoch``, ``data``, ``metrics``, ...)."""
+
+
+def model_state(model: ReIDNet, *, num_classes: int, epoch: int, data: dict[str, Any],
+                metrics: dict[str, Any] | None, **extra: Any) -> dict[str, Any]:
+    """The checkpoint dict of ``model`` (``extra`` keys are added as they are)."""
+    net = getattr(model, "module", model)
+    return {"version": VERSION, "kind": KIND, "genotype": net.genotype.to_json(),
+            "num_classes": int(num_classes),
+            "model": {k: v.detach().cpu() for k, v in net.state_dict().items()},
+            "epoch": int(epoch), "data": dict(data), "metrics": metrics, **extra}
+
+
+def save_model_checkpoint(path: str | os.PathLike, state: dict[str, Any]) -> Path:
+    """``torch.save(state)`` to ``path`` atomically."""
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    return atomic_write_bytes(path, buffer.getvalue())
+
+
+def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
+    """The checkpoint dict, read with ``weights_only=True`` onto the CPU and checked for version
+    and kind; :class:`ModelCheckpointError` otherwise. A run folder stands for its ``best.pt``."""
+    path = Path(path).expanduser()
+    if path.is_dir():
+        if not (path / BEST).is_file():
+            raise ModelCheckpointError(f"{path} is a folder without {BEST}; name a checkpoint file "
+                                       "or a retrain run folder")
+        path = path / BEST
+    if not path.is_file():
+        raise ModelCheckpointError(f"no checkpoint at {path}")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # zip, pickle or unsafe-type errors: not a checkpoint of ours
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise ModelCheckpointError(f"checkpoint {path} cannot be read ({first})") from None
+    if not isinstance(state, dict) or state.get("kind") != KIND:
+        hint = (" (a search checkpoint: retrain its genotype.json first)"
+                if isinstance(state, dict) and "space_hash" in state else "")
+        raise ModelCheckpointError(f"{path} is not a nas-reid model checkpoint{hint}")
+    if state.get("version") != VERSION:
+        raise ModelCheckpointError(f"checkpoint {path} has version {state.get('version')!r}; "
+                                   f"this nas-reid reads version {VERSION}")
+    state["_path"] = str(path)
+    return state
+
+
+def load_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> LoadedModel:
+    """Rebuild the network of a model checkpoint from its genotype and load its weights."""
+    state = read_checkpoint(path)
+    where = Path(state.pop("_path"))
+    try:
+        genotype = Genotype.from_json(state["genotype"])
+    except GenotypeError as exc:
+        raise ModelCheckpointError(f"checkpoint {where}: its genotype is invalid: {exc}") from None
+    model = build_model(genotype, int(state["num_classes"]))
+    try:
+        model.load_state_dict(state["model"])
+    except RuntimeError as exc:
+        first = str(exc).strip().splitlines()[0]
+        raise ModelCheckpointError(f"checkpoint {where}: its weights do not fit its genotype "
+                                   f"({first})") from None
+    model.to(device).eval()
+    return LoadedModel(model, genotype, int(state["num_classes"]), where, state)
