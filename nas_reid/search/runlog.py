@@ -43,84 +43,42 @@ checkpoint (``purge_step``). Only rank 0 writes anything.
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 from typing import Any
 
-from nas_reid.fileio import atomic_write_text
+from nas_reid.runlog import METRICS_FILE, TENSORBOARD_DIR, MetricsLog
 
-METRICS_FILE = "metrics.jsonl"
 HISTORY_FILE = "genotype_history.jsonl"
-TENSORBOARD_DIR = "tensorboard"
+__all__ = ["HISTORY_FILE", "METRICS_FILE", "TENSORBOARD_DIR", "RunLog"]
 
 
-def clean(value: Any) -> Any:
-    """JSON-safe copy: non-finite floats become None, tuples lists."""
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, dict):
-        return {str(k): clean(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [clean(v) for v in value]
-    return value
-
-
-def _scalars(prefix: str, value: Any) -> list[tuple[str, float]]:
-    """Flatten nested dicts of numbers into ``prefix/key/...`` scalars (None and text skipped)."""
-    if isinstance(value, bool):
-        return [(prefix, float(value))]
-    if isinstance(value, (int, float)):
-        return [(prefix, float(value))] if math.isfinite(value) else []
-    if isinstance(value, dict):
-        out = []
-        for k, v in value.items():
-            out += _scalars(f"{prefix}/{k}" if prefix else str(k), v)
-        return out
-    return []
-
-
-class RunLog:
-    """The metrics and genotype-history files and the TensorBoard writer of one run folder.
+class RunLog(MetricsLog):
+    """The metrics and genotype-history files and the TensorBoard writer of one search run.
 
     ``enabled=False`` (DDP ranks other than 0) keeps the lines in memory and writes nothing.
     """
 
     def __init__(self, out_dir: Path, *, enabled: bool, metrics: list[str] | None = None,
                  history: list[str] | None = None, purge_step: int | None = None) -> None:
-        self.out_dir = Path(out_dir)
-        self.enabled = enabled
-        self.metrics: list[str] = list(metrics or [])
         self.history: list[str] = list(history or [])
-        self._tb = None
-        if enabled:
-            from torch.utils.tensorboard import SummaryWriter
-
-            self._tb = SummaryWriter(str(self.out_dir / TENSORBOARD_DIR), purge_step=purge_step)
-            self.flush()
+        super().__init__(out_dir, enabled=enabled, metrics=metrics,
+                         files={HISTORY_FILE: self.history}, purge_step=purge_step)
 
     def step(self, record: dict[str, Any]) -> None:
         """Add one step record and its scalars (written to the file at the next flush)."""
-        record = clean({"kind": "step", **record})
-        self.metrics.append(json.dumps(record))
-        if self._tb is not None:
-            for tag, v in _scalars("", {"loss": record["loss"], "lr": record["lr"],
-                                        "tau": record["tau"]}):
-                self._tb.add_scalar(f"step/{tag}", v, record["step"])
+        record = {"kind": "step", **record}
+        self.add(record, tb_keys=("loss", "lr", "tau"), step=record["step"], prefix="step/")
 
     def epoch(self, record: dict[str, Any], genotype: dict[str, Any], labels: list[str],
               edges: dict[str, list[tuple[int, int]]]) -> None:
         """Add one epoch record and the epoch's genotype, then flush both files."""
-        record = clean({"kind": "epoch", **record})
-        self.metrics.append(json.dumps(record))
+        record = self.add({"kind": "epoch", **record},
+                          tb_keys=("loss", "lr", "heldout", "rib", "dcs_keep", "tau", "epoch"),
+                          step=record["step"])
         self.history.append(json.dumps(genotype))
-        if self._tb is not None:
+        tb = self.tensorboard
+        if tb is not None:
             step = record["step"]
-            tb = self._tb
-            for key in ("loss", "lr", "heldout", "rib", "dcs_keep"):
-                for tag, v in _scalars(key, record[key]):
-                    tb.add_scalar(tag, v, step)
-            tb.add_scalar("tau", record["tau"], step)
-            tb.add_scalar("epoch", record["epoch"], step)
             tb.add_scalar("collapse/identity_fraction", record["collapse"]["identity_fraction"], step)
             for op, n in record["op_counts"].items():
                 tb.add_scalar(f"ops/{op}", n, step)
@@ -130,16 +88,3 @@ class RunLog:
                         tb.add_scalar(f"prob/{position}/{s}-{t}/{label}", p, step)
             tb.add_text("genotype", record["genotype"], step)
         self.flush()
-
-    def flush(self) -> None:
-        if not self.enabled:
-            return
-        for name, lines in ((METRICS_FILE, self.metrics), (HISTORY_FILE, self.history)):
-            atomic_write_text(self.out_dir / name, "".join(line + "\n" for line in lines))
-        if self._tb is not None:
-            self._tb.flush()
-
-    def close(self) -> None:
-        if self._tb is not None:
-            self._tb.close()
-            self._tb = None

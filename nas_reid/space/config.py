@@ -409,6 +409,31 @@ _YAMLLoader.add_implicit_resolver(
     list("-+0123456789"))
 
 
+def read_yaml_mapping(path: str | os.PathLike, what: str, error: type[Exception]) -> dict[str, Any]:
+    """The mapping at the top of a YAML file, read with the safe loader (no Python objects).
+
+    Raises ``error`` with a message starting ``"<what> <path>: "`` for a missing file, bad YAML
+    (with line and column), a file that is not UTF-8 or whose top is not a mapping.
+    """
+    path = Path(path).expanduser()
+    where = str(path)
+    if not path.is_file():
+        raise error(f"{what} {where}: no such file")
+    try:
+        data = yaml.load(path.read_text(encoding="utf-8"), Loader=_YAMLLoader)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise error(f"{what} {where}: not valid YAML{at}: {problem}") from None
+    except UnicodeDecodeError:
+        raise error(f"{what} {where}: not a UTF-8 text file") from None
+    if not isinstance(data, dict):
+        got = "an empty file" if data is None else f"a {type(data).__name__}"
+        raise error(f"{what} {where}: expected a mapping of fields at the top, got {got}")
+    return data
+
+
 def load_space(path_or_dict: str | os.PathLike | dict[str, Any] | SearchSpace) -> SearchSpace:
     """Read and validate a search space from a YAML file or an already parsed dict.
 
@@ -423,20 +448,7 @@ def load_space(path_or_dict: str | os.PathLike | dict[str, Any] | SearchSpace) -
         raise SpaceError(f"search space: expected a YAML path or a dict, got {type(path_or_dict).__name__}")
     path = Path(path_or_dict).expanduser()
     where = str(path)
-    if not path.is_file():
-        raise SpaceError(f"search space {where}: no such file")
-    try:
-        data = yaml.load(path.read_text(encoding="utf-8"), Loader=_YAMLLoader)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
-        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise SpaceError(f"search space {where}: not valid YAML{at}: {problem}") from None
-    except UnicodeDecodeError:
-        raise SpaceError(f"search space {where}: not a UTF-8 text file") from None
-    if not isinstance(data, dict):
-        got = "an empty file" if data is None else f"a {type(data).__name__}"
-        raise SpaceError(f"search space {where}: expected a mapping of fields at the top, got {got}")
+    data = read_yaml_mapping(path, "search space", SpaceError)
     space = _validate(data, where, path.parent)
     space._source = where
     return space
