@@ -117,12 +117,14 @@ PROBS_PICTURE = "arch_probs.png"
 
 
 def default_space_path() -> Path:
-    """``search_spaces/cpu_small.yaml`` of the source tree the package is installed from."""
-    path = Path(__file__).resolve().parents[2] / "search_spaces" / "cpu_small.yaml"
-    if not path.is_file():
-        raise UserError(f"the default search space {path} is missing (nas-reid is not installed "
-                        "from its source tree); pass --space")
-    return path
+    """The shipped ``search_spaces/cpu_small.yaml`` (source checkout, editable or wheel install;
+    see :func:`nas_reid.space.reference.shipped_file`)."""
+    from nas_reid.space.reference import shipped_file
+
+    try:
+        return shipped_file("cpu_small.yaml")
+    except UserError as exc:
+        raise UserError(f"the default search space is missing: {exc}; pass --space") from None
 
 
 @dataclass
