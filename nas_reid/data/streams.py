@@ -66,13 +66,16 @@ def train_transform(height: int, width: int):
 class BatchStream:
     """PK batches of one share, epoch after epoch, with a resumable position ``(epoch, batch)``.
 
-    ``batch`` counts the batches this rank has consumed in ``epoch``.
+    ``batch`` counts the batches this rank has consumed in ``epoch``. ``transform`` defaults to
+    :func:`train_transform` at ``input_size``.
     """
 
     def __init__(self, items: Sequence[Item], input_size: tuple[int, int], *, p: int, k: int,
                  seed: int, stream: int, num_replicas: int = 1, rank: int = 0,
-                 num_workers: int = 0, pin_memory: bool = False) -> None:
-        self.dataset = SeededDataset(items, train_transform(*input_size), seed, stream)
+                 num_workers: int = 0, pin_memory: bool = False,
+                 transform: Callable | None = None) -> None:
+        transform = train_transform(*input_size) if transform is None else transform
+        self.dataset = SeededDataset(items, transform, seed, stream)
         self.sampler = PKBatchSampler(self.dataset.pids, p, k, seed=int(seed) * 2 + stream,
                                       num_replicas=num_replicas, rank=rank)
         self.loader = DataLoader(self.dataset, batch_sampler=self.sampler, num_workers=num_workers,

@@ -1,8 +1,9 @@
 """Model checkpoints of a retrained genotype: what ``evaluate`` and ``export`` read.
 
-A retrain run folder holds ``checkpoints/last.pt`` (the complete training state, for
-``--resume``) and ``checkpoints/best.pt`` (the model of the best evaluation so far; the last
-model when the run never evaluated). Both are one ``torch.save`` dict with at least::
+A retrain run folder holds ``checkpoints/last.pt`` (the model and the complete training state,
+for ``--resume``; what a run folder given to ``evaluate`` / ``export`` stands for) and
+``checkpoints/best.pt`` (the model of the best evaluation mAP; the last model when the run never
+evaluated). Both are one ``torch.save`` dict with at least::
 
     version       1
     kind          "nas-reid/model"
@@ -77,13 +78,14 @@ def save_model_checkpoint(path: str | os.PathLike, state: dict[str, Any]) -> Pat
 
 def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     """The checkpoint dict, read with ``weights_only=True`` onto the CPU and checked for version
-    and kind; :class:`ModelCheckpointError` otherwise. A run folder stands for its ``best.pt``."""
+    and kind; :class:`ModelCheckpointError` otherwise. A run folder stands for its ``last.pt``
+    (the final model, the one its results.json reports)."""
     path = Path(path).expanduser()
     if path.is_dir():
-        if not (path / BEST).is_file():
-            raise ModelCheckpointError(f"{path} is a folder without {BEST}; name a checkpoint file "
+        if not (path / LAST).is_file():
+            raise ModelCheckpointError(f"{path} is a folder without {LAST}; name a checkpoint file "
                                        "or a retrain run folder")
-        path = path / BEST
+        path = path / LAST
     if not path.is_file():
         raise ModelCheckpointError(f"no checkpoint at {path}")
     try:

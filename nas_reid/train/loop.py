@@ -1,0 +1,694 @@
+"""Retraining a genotype from scratch: the discrete network, the recipe, a run folder.
+
+:func:`retrain` builds :func:`~nas_reid.space.discrete.build_model` of the genotype alone (its
+backbone randomly initialised, or from a local torchvision weights file), trains it on the
+training identities of a dataset with a :class:`~nas_reid.train.recipe.Recipe`, evaluates it on
+the dataset's query / gallery split every ``eval.every`` epochs and at the end, and writes:
+
+=========================  ================================================================
+``config.yaml``            the resolved recipe, the data, device, versions, parameter count
+``genotype.json``          the genotype trained (what ``evaluate`` / ``export`` rebuild)
+``metrics.jsonl``          one ``"kind": "epoch"`` record per epoch (below), step records
+                           every ``log_every`` steps
+``tensorboard/``           scalars ``loss/*``, ``lr``, ``eval/*``, ``rib/*``, ``throughput``
+``checkpoints/last.pt``    the complete training state after the last epoch (or step, with
+                           ``checkpoint_every``); see :mod:`nas_reid.train.checkpoint`
+``checkpoints/best.pt``    the model of the best evaluation mAP so far
+``results.json``           the final evaluation of the last model (``nas-reid evaluate``'s
+                           format), with and without re-ranking when asked
+=========================  ================================================================
+
+Epoch record: ``epoch`` (1-based), ``epochs``, ``step``, ``time`` (seconds, over resumed
+sessions), ``lr``, ``loss`` ``{"total", "id", "triplet", "center", "rib"}`` (means over the
+epoch's steps and ranks), ``rib`` (``{"weight", "I_XF", "I_FY", "IB"}`` or null),
+``eval`` (``{"mAP", "R1", "R5", "R10", "mINP"}`` fractions, or null on epochs without an
+evaluation), ``best`` (``{"mAP", "R1", "epoch"}``), ``images_per_second`` (training images per
+second of the epoch's steps, all ranks), ``peak_memory_mib`` (CUDA peak allocated, null on CPU).
+
+Which model is reported. ``results.json`` is the *last* model's evaluation, the honest figure:
+``best.pt`` is chosen by the mAP on the query / gallery split, which is the test set of the
+standard protocol, so its figure is optimistic (reported separately as ``best`` in the metrics).
+
+Resume. ``resume=True`` continues from ``checkpoints/last.pt``: weights, optimizers (and the
+center-loss optimizer), the learning-rate schedule, RIB buffers, every rank's RNG states and the
+sampler position; augmentation is a pure function of (seed, epoch, image)
+(:mod:`nas_reid.data.streams`), so a resumed run ends with the same weights as an uninterrupted
+one with the same seed (on CPU; on CUDA with ``deterministic: true``).
+
+Precision. On CUDA the forward and the losses run under bf16 autocast and the model and images
+use channels_last (``precision`` in the recipe; ``auto`` means on CUDA only); weights, optimizer
+state and the gradients stay float32, so no loss scaling is needed.
+
+DDP. Under ``torchrun`` every rank trains on a disjoint share of every PK batch list
+(:class:`~nas_reid.data.sampler.PKBatchSampler`) and DDP averages the gradients; the
+evaluations run on rank 0 (the others wait), and only rank 0 writes files.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+import time
+import warnings
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import torch
+import torch.distributed as dist
+import yaml
+from torch import nn
+from tqdm.auto import tqdm
+
+from nas_reid import __version__
+from nas_reid.data import ReIDDataset, load_dataset
+from nas_reid.data.streams import BatchStream, plain_loader
+from nas_reid.data.transforms import build_transforms
+from nas_reid.errors import UserError
+from nas_reid.evaluation.evaluate import EvaluationResult, evaluate_model, write_results
+from nas_reid.evaluation.features import extract
+from nas_reid.fileio import atomic_write_text
+from nas_reid.genotype import Genotype
+from nas_reid.losses import CenterLoss, CrossEntropyLabelSmooth, RIBLoss, TripletLoss
+from nas_reid.runlog import MetricsLog
+from nas_reid.runtime import (
+    World,
+    derived_seed,
+    deterministic,
+    device_type,
+    join_world,
+    resolve_device,
+    rng_state,
+    seed_all,
+    set_rng_state,
+)
+from nas_reid.space.discrete import ReIDNet, build_model
+from nas_reid.space.reference import REFERENCES, resolve_genotype
+from nas_reid.train.checkpoint import (
+    BEST,
+    LAST,
+    ModelCheckpointError,
+    model_state,
+    read_checkpoint,
+    save_model_checkpoint,
+)
+from nas_reid.train.recipe import Recipe, load_recipe, merge, parse_overrides
+
+CONFIG_FILE = "config.yaml"
+GENOTYPE_FILE = "genotype.json"
+RESULTS_FILE = "results.json"
+TRAIN_STREAM = 2
+
+
+@dataclass
+class TrainResult:
+    """What :func:`retrain` returns (on every DDP rank)."""
+
+    out_dir: Path
+    finished: bool
+    """False when stopped early by ``max_steps`` (``resume=True`` continues)."""
+    genotype: Genotype
+    epochs: int
+    epochs_done: int
+    steps: int
+    num_parameters: int
+    results: dict[str, Any] | None
+    """The final evaluation (``results.json``) when finished."""
+    best: dict[str, Any]
+    metrics: list[dict[str, Any]] = field(default_factory=list)
+    """The epoch records of metrics.jsonl."""
+
+
+def _run_folder_state(out: Path) -> str:
+    """``absent``, ``empty``, ``finished``, ``unfinished`` or ``foreign`` (not a retrain run)."""
+    if not out.exists():
+        return "absent"
+    if not out.is_dir():
+        raise UserError(f"--out {out} exists and is not a folder")
+    if not any(out.iterdir()):
+        return "empty"
+    if (out / LAST).is_file():
+        return "finished" if (out / RESULTS_FILE).is_file() else "unfinished"
+    return "foreign"
+
+
+def _load_data(data: ReIDDataset | str | None, root: str | os.PathLike | None,
+               saved: Mapping[str, Any] | None) -> ReIDDataset:
+    if isinstance(data, ReIDDataset):
+        return data
+    if data is None:
+        if saved is not None:
+            return load_dataset(saved["name"], saved["root"])
+        data = "synthreid"
+    if root is None and data != "synthreid":
+        raise UserError(f"--root is required for --data {data}")
+    return load_dataset(data, root)
+
+
+def retrain(genotype: Genotype | str | os.PathLike | None = None,
+            data: ReIDDataset | str | None = None, *,
+            recipe: str | os.PathLike | Mapping[str, Any] | Recipe | None = None,
+            overrides: Mapping[str, Any] | Sequence[str] | None = None,
+            out_dir: str | os.PathLike | None = None,
+            epochs: int | None = None,
+            seed: int | None = None,
+            device: str | torch.device = "cpu",
+            resume: bool = False,
+            progress: bool = True,
+            root: str | os.PathLike | None = None,
+            num_workers: int = 0,
+            backbone_weights: str | os.PathLike | None = None,
+            rerank: bool = False,
+            checkpoint_every: int = 0,
+            log_every: int = 0,
+            max_steps: int | None = None) -> TrainResult:
+    """Train the network of ``genotype`` on ``data``; write the run folder ``out_dir``.
+
+    Args:
+        genotype: a :class:`Genotype`, a genotype JSON path, a search run folder, or a shipped
+            reference name (``baseline``, ``rga_s``, ``rga_c``, ``rga_sc``, ``rib_dcs``,
+            ``rib_ca``; their recipe overrides, e.g. the RIB loss, are applied under
+            ``overrides``). With ``resume``, default the run's own.
+        data: a :class:`ReIDDataset` or a dataset name (with ``root``); default ``synthreid``.
+        recipe: a recipe name, YAML path, dict or :class:`Recipe`; default ``synthetic`` on
+            the built-in benchmark and ``bot`` otherwise (the run's own with ``resume``).
+        overrides: recipe overrides, ``{"loss": {"rib": 0.1}}`` or ``["loss.rib=0.1"]``.
+        epochs, seed: override the recipe's (milestones beyond the new epochs are an error).
+        device: ``cpu`` or ``cuda`` (``cuda:<local rank>`` under torchrun).
+        resume: continue ``out_dir/checkpoints/last.pt`` (a finished run is returned as is).
+        backbone_weights: a local torchvision state_dict file for the backbone (ImageNet).
+        rerank: the final evaluation also reports k-reciprocal re-ranking.
+        checkpoint_every: also checkpoint every this many steps (0: once per epoch).
+        log_every: also write a step record every this many steps (0: never).
+        max_steps: stop after this many steps in total, checkpointed, as if interrupted.
+
+    Raises :class:`UserError` (before anything is written) for a bad genotype, recipe,
+    dataset, device or run folder.
+    """
+    world = join_world(device_type(device))
+    try:
+        dev = resolve_device(device, world.local_rank)
+        run = _Retrain(genotype, data, recipe=recipe, overrides=overrides, out_dir=out_dir,
+                       epochs=epochs, seed=seed, device=dev, resume=resume, progress=progress,
+                       root=root, num_workers=num_workers, backbone_weights=backbone_weights,
+                       rerank=rerank, checkpoint_every=checkpoint_every, log_every=log_every,
+                       max_steps=max_steps, world=world)
+        with deterministic(dev) if run.recipe.deterministic else nullcontext():
+            return run.run()
+    finally:
+        if world.owns_group:
+            dist.destroy_process_group()
+
+
+class _Retrain:
+    """One retrain session (fresh or resumed); :meth:`run` does the work."""
+
+    def __init__(self, genotype, data, *, recipe, overrides, out_dir, epochs, seed, device,
+                 resume, progress, root, num_workers, backbone_weights, rerank,
+                 checkpoint_every, log_every, max_steps, world: World) -> None:
+        self.world, self.device = world, device
+        self.is_main = world.rank == 0
+        self.progress = progress and self.is_main
+        self.num_workers, self.max_steps = int(num_workers), max_steps
+        self.checkpoint_every, self.log_every = int(checkpoint_every), int(log_every)
+        self.rerank = bool(rerank)
+
+        # -- the run folder: decide everything before writing anything
+        if out_dir is None:
+            if resume:
+                raise UserError("--resume needs --out: the run folder to continue")
+            name = [f"runs/retrain-{datetime.now():%Y%m%d-%H%M%S}"]
+            if world.size > 1:
+                dist.broadcast_object_list(name, src=0)
+            out_dir = name[0]
+        self.out = Path(out_dir).expanduser()
+        state = _run_folder_state(self.out)
+        ckpt = None
+        if resume:
+            if state not in ("finished", "unfinished"):
+                raise UserError(f"--resume: no checkpoint at {self.out / LAST}; nothing to resume "
+                                "(run without --resume to start a retrain)")
+            try:
+                ckpt = read_checkpoint(self.out / LAST)
+            except ModelCheckpointError as exc:
+                raise UserError(f"--resume: {exc}") from None
+            if "training" not in ckpt:
+                raise UserError(f"--resume: {self.out / LAST} holds no training state")
+        elif state == "finished":
+            raise UserError(f"--out {self.out} already holds a finished retrain (results: "
+                            f"{self.out / RESULTS_FILE}); choose another --out")
+        elif state == "unfinished":
+            raise UserError(f"--out {self.out} holds an unfinished retrain; add --resume to "
+                            "continue it, or choose another --out")
+        elif state == "foreign":
+            raise UserError(f"--out {self.out} is not empty and holds no retrain run; choose "
+                            "another --out")
+        self.ckpt = ckpt
+        saved = ckpt["training"]["config"] if ckpt is not None else None
+
+        # -- the genotype
+        reference = None
+        if ckpt is not None:
+            if genotype is not None:
+                raise UserError("--resume continues the run's own genotype; leave out --genotype")
+            self.genotype = Genotype.from_json(ckpt["genotype"])
+            reference = saved["reference"]
+        elif isinstance(genotype, Genotype):
+            self.genotype = genotype
+        elif genotype is None:
+            raise UserError("--genotype is required: a genotype.json, a search run folder, or a "
+                            "reference name")
+        else:
+            self.genotype, reference = resolve_genotype(genotype)
+        self.reference = reference
+
+        # -- the data and the recipe
+        ds = _load_data(data, root, saved["data"] if saved is not None else None)
+        self.data_ref = {"name": ds.name, "root": str(ds.root)}
+        self.dataset = ds
+        if saved is not None:
+            if self.data_ref != saved["data"]:
+                raise UserError(f"--resume: the run in {self.out} trained on {saved['data']}, "
+                                f"not {self.data_ref}")
+            if recipe is not None or overrides or epochs is not None or seed is not None:
+                raise UserError("--resume continues the run's own recipe; leave out --recipe, "
+                                "--set, --epochs and --seed")
+            self.recipe = load_recipe(saved["recipe"])
+        else:
+            if recipe is None:
+                recipe = "synthetic" if ds.name == "synthreid" else "bot"
+            extra: dict[str, Any] = {}
+            if reference is not None:
+                extra = merge(extra, REFERENCES[reference].recipe_overrides)
+            if overrides:
+                extra = merge(extra, overrides if isinstance(overrides, Mapping)
+                              else parse_overrides(list(overrides)))
+            if epochs is not None:
+                extra["epochs"] = epochs
+            if seed is not None:
+                extra["seed"] = seed
+            self.recipe = load_recipe(recipe, extra or None)
+        r = self.recipe
+        self.epochs, self.seed = r.epochs, r.seed
+        self.num_classes = ds.num_train_pids
+        if self.num_classes < r.batch.p:
+            raise UserError(f"the training split of {ds.name} has {self.num_classes} identities; "
+                            f"the recipe's PK batch needs P={r.batch.p}")
+        h, w = self.genotype.input_size
+        transform = build_transforms(h, w, train=True, flip_p=r.augment.flip,
+                                     pad=r.augment.pad_for(h), erasing_p=r.augment.random_erasing)
+        self.stream = BatchStream(ds.train, (h, w), p=r.batch.p, k=r.batch.k, seed=self.seed,
+                                  stream=TRAIN_STREAM, num_replicas=world.size, rank=world.rank,
+                                  num_workers=self.num_workers, pin_memory=device.type == "cuda",
+                                  transform=transform)
+        if self.stream.batches_in(0) == 0:
+            raise UserError(f"the training split gives no PK batch of P={r.batch.p} x K={r.batch.k} "
+                            f"per rank with {world.size} rank(s); lower batch.p")
+        self.bf16 = r.uses(device.type, r.precision.bf16)
+        self.channels_last = r.uses(device.type, r.precision.channels_last)
+        if self.bf16 and device.type == "cuda" and not torch.cuda.is_bf16_supported():
+            raise UserError("precision.bf16: this GPU does not support bfloat16; set it to false")
+        self.eval_batch = 256 if device.type == "cuda" else 128
+
+        # -- the model, losses and optimizers (seeded: the same seed builds the same network)
+        seed_all(self.seed)
+        weights_file = backbone_weights if ckpt is None else None
+        self.net: ReIDNet = build_model(self.genotype, self.num_classes,
+                                        backbone_weights=weights_file).to(device)
+        if self.channels_last:
+            self.net = self.net.to(memory_format=torch.channels_last)
+        self.params = [q for q in self.net.parameters() if q.requires_grad]
+        o = r.optimizer
+        if o.name == "sgd":
+            self.opt = torch.optim.SGD(self.params, lr=o.lr, momentum=o.momentum,
+                                       weight_decay=o.weight_decay)
+        else:
+            self.opt = torch.optim.Adam(self.params, lr=o.lr, betas=tuple(o.betas),
+                                        weight_decay=o.weight_decay)
+        schedule = r.lr_schedule
+        self.sched = torch.optim.lr_scheduler.LambdaLR(
+            self.opt, lambda e: schedule.factor(e, self.epochs))
+        loss = r.loss
+        self.id_loss = CrossEntropyLabelSmooth(self.num_classes, loss.label_smoothing)
+        self.triplet = TripletLoss(loss.triplet_margin)
+        self.center = self.center_opt = None
+        if loss.center > 0:
+            self.center = CenterLoss(self.num_classes, self.net.backbone.out_channels).to(device)
+            self.center_opt = torch.optim.SGD(self.center.parameters(), lr=loss.center_lr)
+        self.rib = (RIBLoss(self.num_classes, weight=loss.rib, warmup_ratio=loss.rib_warmup,
+                            beta=loss.rib_beta, seed=self.seed).to(device) if loss.rib > 0 else None)
+        self.model: nn.Module = self.net
+        if world.size > 1:
+            self.model = nn.parallel.DistributedDataParallel(
+                self.net, device_ids=[device.index] if device.type == "cuda" else None)
+
+        # -- the position
+        self.epoch, self.batch, self.step = 0, 0, 0
+        self.finished = False
+        self.best: dict[str, Any] = {"mAP": None, "R1": None, "epoch": None}
+        self.last_eval: dict[str, Any] | None = None
+        self.last_result: EvaluationResult | None = None  # this session's evaluation of the last epoch
+        self.last_evaluated = False
+        self.results: dict[str, Any] | None = None
+        self.elapsed = 0.0
+        self.sums = self._zero_sums()
+        metrics: list[str] = []
+        if ckpt is not None:
+            metrics = self._restore(ckpt)
+        else:
+            seed_all(derived_seed(self.seed, world.rank, 3))
+        self.metrics_lines = metrics
+        self.config = saved if saved is not None else {
+            "genotype": {"source": str(genotype) if not isinstance(genotype, Genotype) else None,
+                         "reference": reference, "summary": self.genotype.summary()},
+            "reference": reference,
+            "recipe": r.resolved(),
+            "data": self.data_ref,
+            "train": {"device": str(device), "world_size": world.size,
+                      "num_workers": self.num_workers, "threads": torch.get_num_threads(),
+                      "bf16": self.bf16, "channels_last": self.channels_last,
+                      "backbone_weights": str(backbone_weights) if backbone_weights else None,
+                      "num_classes": self.num_classes, "parameters": self.net.num_parameters(),
+                      "out_dir": str(self.out), "package_version": __version__,
+                      "torch_version": str(torch.__version__)},
+        }
+
+    # -- helpers
+
+    @staticmethod
+    def _zero_sums() -> dict[str, float]:
+        return {"steps": 0.0, "images": 0.0, "seconds": 0.0, "total": 0.0, "id": 0.0,
+                "triplet": 0.0, "center": 0.0, "rib": 0.0}
+
+    def _all_rng(self) -> list[dict]:
+        state = rng_state()
+        if self.world.size == 1:
+            return [state]
+        states: list[Any] = [None] * self.world.size
+        dist.all_gather_object(states, state)
+        return states
+
+    def _sync_buffers(self) -> None:
+        if self.world.size > 1:
+            for buffer in self.net.buffers():
+                dist.broadcast(buffer, 0)
+
+    def _restore(self, ckpt: dict) -> list[str]:
+        t = ckpt["training"]
+        self.net.load_state_dict(ckpt["model"])
+        self.opt.load_state_dict(t["optimizer"])
+        self.sched.load_state_dict(t["scheduler"])
+        if self.center is not None:
+            self.center.load_state_dict(t["center"])
+            self.center_opt.load_state_dict(t["center_optimizer"])
+        if self.rib is not None:
+            self.rib.load_state_dict(t["rib"])
+        self.epoch, self.batch, self.step = t["epoch"], t["batch"], t["step"]
+        self.finished = bool(t["finished"])
+        self.best, self.elapsed = dict(t["best"]), float(t["elapsed"])
+        self.last_eval = t["last_eval"]
+        self.sums = dict(t["accumulators"])
+        if len(t["rng"]) == self.world.size:
+            set_rng_state(t["rng"][self.world.rank])
+        else:
+            warnings.warn(f"the checkpoint was written by {len(t['rng'])} rank(s), this run has "
+                          f"{self.world.size}: random streams are reseeded, so the run will not "
+                          "repeat an uninterrupted one exactly", stacklevel=3)
+            seed_all(derived_seed(self.seed, self.world.rank, 4, self.step))
+        return list(t["metrics"])
+
+    def _model_state(self, **extra: Any) -> dict[str, Any]:
+        return model_state(self.net, num_classes=self.num_classes, epoch=self.epoch,
+                           data=self.data_ref, metrics=self.last_eval, **extra)
+
+    def _save(self, session_start: float) -> None:
+        rngs = self._all_rng()  # a collective: every rank calls it
+        if not self.is_main:
+            return
+        training = {
+            "config": self.config, "epoch": self.epoch, "batch": self.batch, "step": self.step,
+            "finished": self.finished, "optimizer": self.opt.state_dict(),
+            "scheduler": self.sched.state_dict(),
+            "center": self.center.state_dict() if self.center is not None else {},
+            "center_optimizer": self.center_opt.state_dict() if self.center_opt is not None else {},
+            "rib": self.rib.state_dict() if self.rib is not None else {},
+            "rng": rngs, "accumulators": self.sums, "best": self.best,
+            "last_eval": self.last_eval,
+            "elapsed": self.elapsed + time.monotonic() - session_start,
+            "metrics": self.log.metrics,
+        }
+        save_model_checkpoint(self.out / LAST, self._model_state(training=training))
+
+    def _autocast(self):
+        if self.bf16:
+            return torch.autocast(self.device.type, dtype=torch.bfloat16)
+        return nullcontext()
+
+    # -- a step
+
+    def _step(self, batch) -> dict[str, float]:
+        imgs, pids, _, index = batch
+        imgs = imgs.to(self.device, non_blocking=True)
+        if self.channels_last:
+            imgs = imgs.contiguous(memory_format=torch.channels_last)
+        pids = pids.to(self.device)
+        cfg = self.recipe.loss
+        with self._autocast():
+            out = self.model(imgs)
+        feat = out["feat"].float()
+        id_loss = self.id_loss(out["logits"].float(), pids)
+        tri = self.triplet(feat, pids)
+        total = cfg.id * id_loss + cfg.triplet * tri
+        center = torch.zeros((), device=self.device)
+        if self.center is not None:
+            center = self.center(feat, pids)
+            total = total + cfg.center * center
+        rib_value = torch.zeros((), device=self.device)
+        rib_weight = self.rib_weight
+        if rib_weight > 0:
+            rib_value = self.rib(feat, pids, index.to(self.device))
+            total = total + rib_weight * rib_value
+        if not torch.isfinite(total):
+            raise UserError(f"the training loss became {total.item()} at epoch {self.epoch + 1}, "
+                            f"step {self.step + 1}; lower optimizer.lr (the last checkpoint in "
+                            f"{self.out} is from before)")
+        self.opt.zero_grad(set_to_none=True)
+        if self.center_opt is not None:
+            self.center_opt.zero_grad(set_to_none=True)
+        total.backward()
+        if self.recipe.grad_clip is not None:
+            nn.utils.clip_grad_norm_(self.params, self.recipe.grad_clip)
+        self.opt.step()
+        if self.center is not None:
+            if self.world.size > 1:  # the centres are not in DDP: average their gradients here
+                dist.all_reduce(self.center.centers.grad)
+                self.center.centers.grad /= self.world.size
+            # BoT: the centres' SGD sees the center loss's gradient without its weight
+            self.center.centers.grad /= cfg.center
+            self.center_opt.step()
+        return {"total": total.item(), "id": id_loss.item(), "triplet": tri.item(),
+                "center": center.item(), "rib": rib_value.item()}
+
+    @property
+    def rib_weight(self) -> float:
+        return self.rib.weight_at(self.epoch, self.epochs) if self.rib is not None else 0.0
+
+    # -- epochs
+
+    def _start_epoch(self) -> None:
+        if self.rib is not None:
+            self._sync_buffers()
+            self.net.eval()
+            h, w = self.genotype.input_size
+            with self._autocast():
+                feats = extract(self.net, self.dataset.train, (h, w), "feat", self.device,
+                                batch_size=self.eval_batch, num_workers=self.num_workers,
+                                world=self.world.size, rank=self.world.rank,
+                                channels_last=self.channels_last)
+            self.net.train()
+            labels = torch.tensor([pid for _, pid, _ in self.dataset.train], device=self.device)
+            self.rib.start_epoch(feats.float(), labels)
+
+    def _evaluate(self, *, final: bool) -> EvaluationResult | None:
+        """Rank 0 evaluates the bare network on query / gallery; the others wait."""
+        self._sync_buffers()
+        result = None
+        if self.is_main:
+            result = evaluate_model(
+                self.net, self.dataset, device=self.device, flip=self.recipe.eval.flip,
+                rerank=final and self.rerank, batch_size=self.eval_batch,
+                num_workers=self.num_workers,
+                autocast=torch.bfloat16 if self.bf16 else None, channels_last=self.channels_last,
+                keep_features=False)
+        if self.world.size > 1:
+            dist.barrier()
+        self.net.train()
+        return result
+
+    def _due_eval(self, number: int) -> bool:
+        every = self.recipe.eval.every
+        return number == self.epochs or (every > 0 and number % every == 0)
+
+    def _end_epoch(self, session_start: float) -> None:
+        if self.world.size > 1:
+            keys = sorted(self.sums)
+            sums = torch.tensor([self.sums[k] for k in keys], dtype=torch.float64, device=self.device)
+            dist.all_reduce(sums)
+            self.sums = dict(zip(keys, sums.tolist()))
+            self.sums["seconds"] /= self.world.size
+        number = self.epoch + 1
+        evaluation = None
+        improved = False
+        if self._due_eval(number):
+            result = self._evaluate(final=False)
+            if number == self.epochs:  # on every rank (None but on rank 0), so _finish agrees
+                self.last_result, self.last_evaluated = result, True
+            if result is not None:
+                evaluation = dict(result.to_dict()["plain"])
+                self.last_eval = {**evaluation, "epoch": number}
+                if self.best["mAP"] is None or evaluation["mAP"] > self.best["mAP"]:
+                    self.best = {"mAP": evaluation["mAP"], "R1": evaluation["R1"], "epoch": number}
+                    improved = True
+        s = self.sums
+        n = max(s["steps"], 1.0)
+        rib = {"weight": self.rib_weight, **self.rib.estimates()} if self.rib is not None else None
+        peak = (torch.cuda.max_memory_allocated(self.device) / 2**20
+                if self.device.type == "cuda" else None)
+        record = {
+            "kind": "epoch", "epoch": number, "epochs": self.epochs, "step": self.step,
+            "time": round(self.elapsed + time.monotonic() - session_start, 3),
+            "lr": self.opt.param_groups[0]["lr"],
+            "loss": {k: s[k] / n for k in ("total", "id", "triplet", "center", "rib")},
+            "rib": rib, "eval": evaluation, "best": self.best,
+            "images_per_second": s["images"] / s["seconds"] if s["seconds"] > 0 else None,
+            "peak_memory_mib": peak,
+        }
+        self.log.add(record, tb_keys=("loss", "lr", "rib", "eval", "images_per_second",
+                                      "peak_memory_mib"), step=self.step)
+        self.log.flush()
+        if self.progress:
+            e = (f"  mAP {100 * evaluation['mAP']:.1f}  R1 {100 * evaluation['R1']:.1f}"
+                 if evaluation else "")
+            tqdm.write(f"epoch {number}/{self.epochs}  loss {s['total'] / n:.3f}  "
+                       f"lr {self.opt.param_groups[0]['lr']:.2e}{e}", file=sys.stderr)
+        with warnings.catch_warnings():  # a session resumed at an epoch's end has not stepped
+            warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler.step")
+            self.sched.step()
+        self.epoch, self.batch, self.sums = number, 0, self._zero_sums()
+        if improved and self.is_main:
+            save_model_checkpoint(self.out / BEST, self._model_state())
+        self._save(session_start)
+
+    # -- the whole run
+
+    def run(self) -> TrainResult:
+        created = self.is_main and self.ckpt is None and not self.out.exists()
+        self.log = None
+        session_start = time.monotonic()
+        try:
+            if self.is_main and self.ckpt is None:
+                self.out.mkdir(parents=True, exist_ok=True)
+                atomic_write_text(self.out / CONFIG_FILE, yaml.safe_dump(self.config, sort_keys=False))
+                self.genotype.save(self.out / GENOTYPE_FILE)
+            if self.world.size > 1:
+                dist.barrier()
+            self.log = MetricsLog(self.out, enabled=self.is_main, metrics=self.metrics_lines,
+                                  purge_step=self.step + 1 if self.ckpt is not None else None)
+            if self.ckpt is None:
+                if self.rib is not None:
+                    h, w = self.genotype.input_size
+                    self.rib.fit_input_clusters(
+                        plain_loader(self.dataset.train, (h, w), batch_size=self.eval_batch,
+                                     num_workers=self.num_workers),
+                        size=(min(32, h), min(16, w)), device=self.device)
+                self._save(session_start)
+            stopped = self._train(session_start)
+            if not stopped and not self.finished:
+                self._finish(session_start)
+        except BaseException:
+            if self.log is not None:
+                self.log.close()
+            if created and not (self.out / LAST).is_file():
+                shutil.rmtree(self.out, ignore_errors=True)
+            raise
+        self.log.close()
+        return self._result()
+
+    def _train(self, session_start: float) -> bool:
+        """Run the remaining epochs; True if stopped early by ``max_steps``."""
+        self.net.train()
+        remaining = sum(self.stream.batches_in(e) for e in range(self.epoch, self.epochs))
+        bar = tqdm(total=remaining - self.batch, disable=None if self.progress else True,
+                   unit="step", dynamic_ncols=True, mininterval=1.0, file=sys.stderr)
+        try:
+            if self.max_steps is not None and self.step >= self.max_steps:
+                return True
+            while self.epoch < self.epochs:
+                if self.batch == 0:
+                    self._start_epoch()
+                bar.set_description(f"epoch {self.epoch + 1}/{self.epochs}")
+                t0 = time.perf_counter()
+                for batch in self.stream.epoch_batches(self.epoch, self.batch):
+                    losses = self._step(batch)
+                    self.batch, self.step = self.stream.batch, self.step + 1
+                    s = self.sums
+                    s["steps"] += 1
+                    s["images"] += len(batch[0])
+                    for k in ("total", "id", "triplet", "center", "rib"):
+                        s[k] += losses[k]
+                    bar.update(1)
+                    bar.set_postfix(loss=f"{losses['total']:.3f}", refresh=False)
+                    if self.log_every and self.step % self.log_every == 0:
+                        self.log.add({"kind": "step", "epoch": self.epoch + 1, "step": self.step,
+                                      "time": round(self.elapsed + time.monotonic() - session_start, 3),
+                                      "lr": self.opt.param_groups[0]["lr"], "loss": losses},
+                                     tb_keys=("loss",), step=self.step, prefix="step/")
+                        self.log.flush()
+                    stop = self.max_steps is not None and self.step >= self.max_steps
+                    if stop or (self.checkpoint_every and self.step % self.checkpoint_every == 0):
+                        if self.device.type == "cuda":
+                            torch.cuda.synchronize(self.device)
+                        s["seconds"] += time.perf_counter() - t0
+                        self._save(session_start)
+                        t0 = time.perf_counter()
+                    if stop:
+                        return True
+                if self.device.type == "cuda":
+                    torch.cuda.synchronize(self.device)
+                self.sums["seconds"] += time.perf_counter() - t0
+                self._end_epoch(session_start)
+        finally:
+            bar.close()
+        return False
+
+    def _finish(self, session_start: float) -> None:
+        """The final evaluation (results.json), the best checkpoint if none, the last state."""
+        result = self.last_result
+        if not self.last_evaluated or self.rerank:  # the last epoch's evaluation serves unless re-ranking
+            result = self._evaluate(final=True)
+        self.finished = True
+        if self.is_main:
+            if not (self.out / BEST).is_file():
+                save_model_checkpoint(self.out / BEST, self._model_state())
+            extra = {"checkpoint": str(self.out / LAST), "genotype": self.genotype.summary(),
+                     "reference": self.reference, "epochs": self.epochs,
+                     "parameters": self.net.num_parameters(), "best": self.best,
+                     "note": "the last model's evaluation; best.pt is selected on this split"}
+            write_results(result, self.out / RESULTS_FILE, extra=extra)
+            self.results = result.to_dict() | extra
+        self._save(session_start)
+
+    def _result(self) -> TrainResult:
+        results = self.results
+        if results is None and self.finished and (self.out / RESULTS_FILE).is_file():
+            results = json.loads((self.out / RESULTS_FILE).read_text())
+        return TrainResult(
+            out_dir=self.out, finished=self.finished, genotype=self.genotype,
+            epochs=self.epochs, epochs_done=self.epoch, steps=self.step,
+            num_parameters=self.net.num_parameters(), results=results, best=dict(self.best),
+            metrics=[r for r in map(json.loads, self.log.metrics)
+                     if r["kind"] == "epoch"])

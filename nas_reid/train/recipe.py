@@ -1,0 +1,235 @@
+"""The training recipe of a retrain: a validated YAML document.
+
+Two recipes ship in ``search_spaces/recipes/``: ``bot`` (the strong baseline of
+``shared/reference/reid.md`` section 4, the default for real datasets) and ``synthetic`` (the
+same recipe shortened to 20 epochs, the default on the built-in benchmark). A recipe names:
+
+==============  ===========================================================================
+``epochs``      training epochs (one epoch = one pass of the PK sampler over the identities)
+``batch``       ``{p, k}``: P identities x K images per batch
+``augment``     ``flip`` (probability), ``pad`` (pixels for a 256-pixel-high input, scaled
+                with the input height, then a random crop back), ``random_erasing``
+                (probability; area 0.02-0.4, aspect 0.3-3.3, filled with 0 after normalising)
+``optimizer``   ``name`` adam | sgd, ``lr``, ``weight_decay``, ``momentum`` (SGD), ``betas`` (Adam)
+``lr_schedule`` per epoch: linear warm-up from ``warmup_factor`` x lr over ``warmup_epochs``,
+                then ``decay: step`` (x ``gamma`` at each of ``milestones``) or ``cosine``
+                (to ``lr_min`` at the last epoch)
+``loss``        weights of label-smoothed CE (``id``, ``label_smoothing``), batch-hard triplet
+                on the pre-BN feature (``triplet``, ``triplet_margin``), center loss
+                (``center``; its centres have their own SGD with ``center_lr``, gradients
+                divided by the weight as in BoT), RIB / IBB (``rib``, off for the first
+                ``rib_warmup`` fraction of the epochs, ``rib_beta``)
+``grad_clip``   clip the gradient norm at this value (null: no clipping)
+``eval``        ``every`` N epochs (0: at the end only) on query / gallery, with ``flip``
+``precision``   ``bf16`` autocast and ``channels_last``: ``auto`` (on CUDA only), true, false
+``deterministic`` deterministic algorithms (slower on GPU; CPU runs are deterministic anyway)
+``seed``        python / numpy / torch seed, sampler and augmentation streams
+==============  ===========================================================================
+
+:func:`load_recipe` reads a recipe name, a YAML path or a dict, applies overrides (a nested dict
+or ``"key.sub=value"`` strings, values parsed as YAML) and validates every field, naming the bad
+one in its error (:class:`RecipeError`, a :class:`~nas_reid.errors.UserError`).
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import os
+from pathlib import Path
+from typing import Any, Literal, Mapping, Sequence
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from nas_reid.errors import UserError
+from nas_reid.space.config import BatchConfig, format_validation_error, read_yaml_mapping
+
+RECIPE_NAMES = ("bot", "synthetic")
+
+
+class RecipeError(UserError):
+    """A recipe that cannot be read or does not validate."""
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+
+class AugmentConfig(_Model):
+    flip: float = Field(default=0.5, ge=0, le=1)
+    pad: int = Field(default=10, ge=0, le=64)
+    random_erasing: float = Field(default=0.5, ge=0, le=1)
+
+    def pad_for(self, height: int) -> int:
+        """The padding at an input ``height`` (``pad`` is for 256 pixels; at least 1 if > 0)."""
+        return max(1, round(self.pad * height / 256)) if self.pad else 0
+
+
+class OptimizerConfig(_Model):
+    name: Literal["adam", "sgd"] = "adam"
+    lr: float = Field(default=3.5e-4, gt=0)
+    weight_decay: float = Field(default=5e-4, ge=0)
+    momentum: float = Field(default=0.9, ge=0, lt=1)
+    betas: list[float] = Field(default_factory=lambda: [0.9, 0.999], min_length=2, max_length=2)
+
+
+class LRScheduleConfig(_Model):
+    warmup_epochs: int = Field(default=10, ge=0)
+    warmup_factor: float = Field(default=0.01, gt=0, le=1)
+    decay: Literal["step", "cosine"] = "step"
+    milestones: list[int] = Field(default_factory=lambda: [40, 70])
+    gamma: float = Field(default=0.1, gt=0, le=1)
+    lr_min: float = Field(default=0.0, ge=0)
+
+    def factor(self, epoch: int, epochs: int) -> float:
+        """The learning-rate multiplier of 0-based ``epoch`` out of ``epochs``."""
+        if epoch < self.warmup_epochs:
+            alpha = epoch / self.warmup_epochs
+            warm = self.warmup_factor * (1 - alpha) + alpha
+        else:
+            warm = 1.0
+        if self.decay == "step":
+            return warm * self.gamma ** sum(1 for m in self.milestones if epoch >= m)
+        span = max(epochs - self.warmup_epochs, 1)
+        t = min(max(epoch - self.warmup_epochs, 0) / span, 1.0)
+        return warm * (0.5 * (1 + math.cos(math.pi * t)))
+
+
+class LossConfig(_Model):
+    id: float = Field(default=1.0, ge=0)
+    label_smoothing: float = Field(default=0.1, ge=0, lt=1)
+    triplet: float = Field(default=1.0, ge=0)
+    triplet_margin: float = Field(default=0.3, ge=0)
+    center: float = Field(default=0.0, ge=0)
+    center_lr: float = Field(default=0.5, gt=0)
+    rib: float = Field(default=0.0, ge=0)
+    rib_warmup: float = Field(default=0.3, ge=0, lt=1)
+    rib_beta: float = Field(default=1.0, gt=0)
+
+    @model_validator(mode="after")
+    def _some_loss(self) -> "LossConfig":
+        if self.id == 0 and self.triplet == 0:
+            raise ValueError("loss: id and triplet are both 0; at least one must be > 0")
+        return self
+
+
+class EvalConfig(_Model):
+    every: int = Field(default=10, ge=0)
+    flip: bool = False
+
+
+class PrecisionConfig(_Model):
+    bf16: Literal["auto"] | bool = "auto"
+    channels_last: Literal["auto"] | bool = "auto"
+
+
+class Recipe(_Model):
+    """A validated training recipe (see the module doc)."""
+
+    name: str = Field(default="custom", min_length=1)
+    epochs: int = Field(default=120, ge=1)
+    batch: BatchConfig = Field(default_factory=BatchConfig)
+    augment: AugmentConfig = Field(default_factory=AugmentConfig)
+    optimizer: OptimizerConfig = Field(default_factory=OptimizerConfig)
+    lr_schedule: LRScheduleConfig = Field(default_factory=LRScheduleConfig)
+    loss: LossConfig = Field(default_factory=LossConfig)
+    grad_clip: float | None = Field(default=None, gt=0)
+    eval: EvalConfig = Field(default_factory=EvalConfig)
+    precision: PrecisionConfig = Field(default_factory=PrecisionConfig)
+    deterministic: bool = False
+    seed: int = 0
+
+    @model_validator(mode="after")
+    def _schedule(self) -> "Recipe":
+        s = self.lr_schedule
+        if s.warmup_epochs >= self.epochs:
+            raise ValueError(f"lr_schedule.warmup_epochs: {s.warmup_epochs} must be below "
+                             f"epochs ({self.epochs})")
+        if s.milestones != sorted(set(s.milestones)) or any(m < 1 for m in s.milestones):
+            raise ValueError(f"lr_schedule.milestones: must be increasing epochs >= 1, got {s.milestones}")
+        if s.decay == "step" and any(m >= self.epochs for m in s.milestones):
+            raise ValueError(f"lr_schedule.milestones: {s.milestones} must all be below epochs "
+                             f"({self.epochs})")
+        return self
+
+    def resolved(self) -> dict[str, Any]:
+        """The recipe as plain JSON/YAML types, every default filled in."""
+        return self.model_dump(mode="json")
+
+    def uses(self, device_type: str, flag: bool | str) -> bool:
+        """Whether a precision flag (``auto``: on CUDA) is on for ``device_type``."""
+        return device_type == "cuda" if flag == "auto" else bool(flag)
+
+
+def recipe_path(name: str) -> Path:
+    """The YAML file of a shipped recipe."""
+    from nas_reid.space.reference import shipped_file
+
+    return shipped_file("recipes", f"{name}.yaml")
+
+
+def parse_overrides(items: Sequence[str]) -> dict[str, Any]:
+    """``["loss.rib=0.1", "batch.p=8"]`` -> ``{"loss": {"rib": 0.1}, "batch": {"p": 8}}``
+    (values parsed as YAML)."""
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, text = item.partition("=")
+        parts = key.strip().split(".")
+        if not sep or not all(parts):
+            raise RecipeError(f"--set {item!r}: expected KEY=VALUE, e.g. loss.rib=0.1")
+        try:
+            value = yaml.safe_load(text) if text.strip() else None
+        except yaml.YAMLError:
+            raise RecipeError(f"--set {item!r}: the value is not valid YAML") from None
+        node = out
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise RecipeError(f"--set {item!r}: {part} is set to a value and a mapping")
+        node[parts[-1]] = value
+    return out
+
+
+def merge(base: Mapping[str, Any], overrides: Mapping[str, Any]) -> dict[str, Any]:
+    """Deep merge (``overrides`` wins; nested mappings merge key by key)."""
+    out = copy.deepcopy(dict(base))
+    for key, value in overrides.items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
+            out[key] = merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def load_recipe(recipe: str | os.PathLike | Mapping[str, Any] | Recipe | None = None,
+                overrides: Mapping[str, Any] | Sequence[str] | None = None) -> Recipe:
+    """A recipe from a shipped name (``bot``, ``synthetic``), a YAML path, a dict or a
+    :class:`Recipe` (default ``bot``), with ``overrides`` applied and validated."""
+    where = "<dict>"
+    if recipe is None:
+        recipe = "bot"
+    if isinstance(recipe, Recipe):
+        data, where = recipe.resolved(), f"recipe {recipe.name!r}"
+    elif isinstance(recipe, Mapping):
+        data = dict(recipe)
+    elif isinstance(recipe, (str, os.PathLike)):
+        if isinstance(recipe, str) and recipe in RECIPE_NAMES:
+            path = recipe_path(recipe)
+        else:
+            path = Path(recipe).expanduser()
+            if not path.is_file():
+                raise RecipeError(f"recipe {recipe}: no such file, and not a shipped recipe name "
+                                  f"({', '.join(RECIPE_NAMES)})")
+        data, where = read_yaml_mapping(path, "recipe", RecipeError), str(path)
+    else:
+        raise RecipeError(f"recipe: expected a name, a YAML path or a mapping, got {type(recipe).__name__}")
+    if overrides:
+        if not isinstance(overrides, Mapping):
+            overrides = parse_overrides(list(overrides))
+        data = merge(data, overrides)
+        where += " (with overrides)"
+    try:
+        return Recipe.model_validate(data)
+    except ValidationError as exc:
+        raise RecipeError(format_validation_error(exc, f"recipe {where}", Recipe)) from None
