@@ -67,7 +67,8 @@ def _dataset_options(fn):
     return fn
 
 
-def _load(dataset: str, root: Path | None, cuhk03_variant: str, msmt17_combine_val: bool):
+def _load(dataset: str, root: Path | None, cuhk03_variant: str, msmt17_combine_val: bool,
+          flag: str = "--dataset"):
     from .data import load_dataset
 
     options = {}
@@ -76,7 +77,7 @@ def _load(dataset: str, root: Path | None, cuhk03_variant: str, msmt17_combine_v
     if dataset == "msmt17" and msmt17_combine_val:
         options["combine_val"] = True
     if root is None and dataset != "synthreid":
-        raise UserError(f"--root is required for --dataset {dataset}")
+        raise UserError(f"--root is required for {flag} {dataset}")
     return load_dataset(dataset, root, **options), options
 
 
@@ -214,6 +215,172 @@ def search_cmd(space, data, root, epochs, device, out, resume, seed, threads, wo
                    f"(best, epoch {best['epoch']}); run folder: {result.out_dir}")
     else:
         click.echo(f"  run folder: {result.out_dir}")
+
+
+# ------------------------------------------------------------------------------------ retrain
+@main.command("retrain", context_settings=CONTEXT)
+@click.option("--genotype", "genotype", default=None, metavar="JSON|RUN|NAME",
+              help="A genotype.json, a search run folder, or a reference model: baseline, rga_s, "
+              "rga_c, rga_sc, rib_dcs, rib_ca (required but with --resume).")
+@click.option("--data", type=click.Choice(SEARCH_DATASETS), default=None,
+              help="Dataset to train on. Default: synthreid, the built-in benchmark (with "
+              "--resume: the run's own).")
+@click.option("--root", type=click.Path(path_type=Path), default=None,
+              help="Dataset folder (required but for synthreid).")
+@click.option("--recipe", default=None, metavar="NAME|YAML",
+              help="Training recipe: bot, synthetic, or a YAML file. Default: synthetic on "
+              "synthreid, bot otherwise.")
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
+              help="Override a recipe field, e.g. --set loss.rib=0.1 --set batch.p=8 (repeatable).")
+@click.option("--epochs", type=click.IntRange(min=1), default=None, help="Override the recipe's epochs.")
+@click.option("--seed", type=int, default=None, help="Override the recipe's seed.")
+@click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True,
+              help="cuda: one GPU per process (torchrun --nproc_per_node N for several), bf16 "
+              "and channels_last by default.")
+@click.option("--out", type=click.Path(path_type=Path), default=None,
+              help="Run folder. Default: runs/retrain-<timestamp> under the current folder.")
+@click.option("--resume", is_flag=True, help="Continue the run in --out from its last checkpoint.")
+@click.option("--backbone-weights", type=click.Path(path_type=Path), default=None,
+              help="Local torchvision state_dict file for the backbone (e.g. ImageNet ResNet-50); "
+              "nothing is downloaded. Default: random initialisation.")
+@click.option("--rerank", is_flag=True, help="The final evaluation also reports re-ranking.")
+@click.option("--threads", type=click.IntRange(min=1), default=None,
+              help="torch CPU threads. Default on cpu: half the cores.")
+@click.option("--workers", type=click.IntRange(min=0), default=0, show_default=True,
+              help="Image-loading worker processes (results do not depend on it).")
+@click.option("--checkpoint-every", type=click.IntRange(min=0), default=0, show_default=True,
+              help="Also checkpoint every N steps (0: once per epoch).")
+def retrain_cmd(genotype, data, root, recipe, overrides, epochs, seed, device, out, resume,
+                backbone_weights, rerank, threads, workers, checkpoint_every) -> None:
+    """Train the network of a genotype from scratch and evaluate it.
+
+    Builds the network from the genotype alone, trains it with the recipe on the training
+    identities, evaluates on query / gallery every eval.every epochs, and writes a run folder
+    (config.yaml, genotype.json, metrics.jsonl, TensorBoard events, checkpoints/last.pt and
+    best.pt, results.json with the last model's evaluation).
+    """
+    import os
+
+    import torch
+
+    from .evaluation.evaluate import format_results
+    from .train.loop import retrain
+
+    threads = threads or _default_threads(device)
+    if threads:
+        torch.set_num_threads(threads)
+    result = retrain(genotype, data, root=root, recipe=recipe, overrides=list(overrides),
+                     out_dir=out, epochs=epochs, seed=seed, device=device, resume=resume,
+                     backbone_weights=backbone_weights, rerank=rerank, num_workers=workers,
+                     checkpoint_every=checkpoint_every, progress=True)
+    if int(os.environ.get("RANK", "0")) != 0:
+        return
+    click.echo(f"run folder: {result.out_dir}  ({result.genotype.summary()}; "
+               f"{result.num_parameters / 1e6:.2f} M parameters)")
+    if result.results is not None:
+        click.echo(format_results(result.results))
+        best = result.best
+        if best.get("mAP") is not None:
+            click.echo(f"best evaluation: mAP {100 * best['mAP']:.1f} at epoch {best['epoch']} "
+                       "(checkpoints/best.pt; chosen on the test split, so optimistic)")
+
+
+# ----------------------------------------------------------------------------------- evaluate
+@main.command("evaluate", context_settings=CONTEXT)
+@click.option("--checkpoint", type=click.Path(path_type=Path), required=True,
+              help="A model checkpoint (checkpoints/last.pt or best.pt of a retrain run), or a "
+              "retrain run folder (its last.pt).")
+@click.option("--data", type=click.Choice(SEARCH_DATASETS), default=None,
+              help="Dataset whose query / gallery split is ranked. Default: the one the model "
+              "was trained on (another one: a cross-domain evaluation).")
+@click.option("--root", type=click.Path(path_type=Path), default=None,
+              help="Dataset folder (default: the training data's, when --data is left out).")
+@click.option("--cuhk03-variant", type=click.Choice(["labeled", "detected"]), default="labeled",
+              show_default=True, help="CUHK03: which bounding boxes to read.")
+@click.option("--rerank", is_flag=True, help="Also report k-reciprocal re-ranking (k1 20, k2 6, "
+              "lambda 0.3).")
+@click.option("--flip", is_flag=True, help="Average each image's feature with its mirror's.")
+@click.option("--out", type=click.Path(path_type=Path), default=None,
+              help="Folder for results.json and ranked_lists.png. Default: evaluation/<dataset>-"
+              "<checkpoint> in the run folder.")
+@click.option("--ranked", type=click.IntRange(min=0, max=64), default=8, show_default=True,
+              help="Queries shown in ranked_lists.png (0: no picture).")
+@click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True)
+@click.option("--threads", type=click.IntRange(min=1), default=None,
+              help="torch CPU threads. Default on cpu: half the cores.")
+@click.option("--workers", type=click.IntRange(min=0), default=0, show_default=True,
+              help="Image-loading worker processes.")
+def evaluate_cmd(checkpoint, data, root, cuhk03_variant, rerank, flip, out, ranked, device,
+                 threads, workers) -> None:
+    """Rank a dataset's query / gallery split with a trained model.
+
+    Prints R1 / R5 / R10 / mAP / mINP (Market-1501 protocol, cosine distance on the BNNeck
+    feature; with --rerank also after re-ranking) and writes results.json and a picture of
+    some queries' top-10 gallery images (green: same identity, red: another).
+    """
+    import torch
+
+    from .evaluation.evaluate import evaluate_model, format_results, ranked_lists, write_results
+    from .runtime import resolve_device
+    from .train.checkpoint import load_model
+    from .viz.ranked_list import plot_ranked_lists
+
+    threads = threads or _default_threads(device)
+    if threads:
+        torch.set_num_threads(threads)
+    dev = resolve_device(device, 0)
+    loaded = load_model(checkpoint, dev)
+    if data is None:  # the training dataset (its root too, unless --root says otherwise)
+        saved = loaded.state.get("data") or {}
+        data = saved.get("name")
+        if root is None and saved.get("root"):
+            root = Path(saved["root"])
+    ds, _ = _load(data, root, cuhk03_variant, False, flag="--data")
+    if out is None:
+        run_dir = loaded.path.parent
+        if run_dir.name == "checkpoints":
+            run_dir = run_dir.parent
+        out = run_dir / "evaluation" / f"{ds.name}-{loaded.path.stem}{'-flip' if flip else ''}"
+    result = evaluate_model(loaded.model, ds, device=dev, flip=flip, rerank=rerank,
+                            num_workers=workers, keep_distances=rerank and ranked > 0,
+                            autocast=torch.bfloat16 if dev.type == "cuda" else None)
+    out.mkdir(parents=True, exist_ok=True)
+    write_results(result, out / "results.json",
+                  extra={"checkpoint": str(loaded.path), "genotype": loaded.genotype.summary(),
+                         "epoch": loaded.state.get("epoch")})
+    click.echo(format_results(result))
+    click.echo(f"wrote {out / 'results.json'}")
+    if ranked:
+        picture = plot_ranked_lists(ranked_lists(result, max_queries=ranked), out / "ranked_lists.png",
+                                    title=f"{ds.name}: {loaded.genotype.summary()}")
+        click.echo(f"wrote {picture}")
+
+
+# ------------------------------------------------------------------------------------- export
+@main.command("export", context_settings=CONTEXT)
+@click.option("--checkpoint", type=click.Path(path_type=Path), required=True,
+              help="A model checkpoint (or a retrain run folder: its last.pt).")
+@click.option("--format", "fmt", type=click.Choice(["onnx", "torchscript"]), required=True)
+@click.option("--out", type=click.Path(path_type=Path), default=None,
+              help="File to write. Default: beside the checkpoint, <name>.onnx or "
+              "<name>.torchscript.pt.")
+@click.option("--overwrite", is_flag=True, help="Replace an existing file.")
+@click.option("--no-check", is_flag=True,
+              help="Skip running the exported file against PyTorch.")
+def export_cmd(checkpoint, fmt, out, overwrite, no_check) -> None:
+    """Export a trained model for deployment: images (N, 3, H, W) -> features (N, D).
+
+    The file maps normalised images at the genotype's input size to the retrieval feature
+    (the BNNeck output); by default it is run once (onnxruntime / torch.jit) and its features
+    compared with PyTorch's.
+    """
+    from .train.export import export_model
+
+    result = export_model(checkpoint, fmt, out, check=not no_check, overwrite=overwrite)
+    check = (f"; max |difference| to PyTorch {result.max_abs_diff:.2e}"
+             if result.max_abs_diff is not None else "")
+    click.echo(f"wrote {result.path} ({fmt}, input 3x{result.input_size[0]}x{result.input_size[1]}, "
+               f"{result.feature_dim}-d features{check})")
 
 
 def _parse_size(text: str) -> tuple[int, int]:
