@@ -115,7 +115,8 @@ def test_cosine_schedule_and_overrides():
 
 @pytest.mark.parametrize("overrides, match", [
     (["loss.ribb=1"], r"loss\.ribb"),
-    (["epochs=50"], r"milestones"),
+    (["lr_schedule.milestones=[70, 40]"], r"milestones"),
+    (["epochs=10"], r"warmup_epochs"),
     (["optimizer.name=rmsprop"], r"optimizer\.name"),
     (["batch.p=1"], r"batch\.p"),
     (["loss.id=0", "loss.triplet=0"], r"at least one"),
@@ -246,7 +247,7 @@ def test_bad_inputs_fail_before_anything_is_written(tmp_path, dataset, finished)
     with pytest.raises(UserError, match="reference"):
         run("no_such_model", dataset, out)
     with pytest.raises(UserError, match="milestones"):
-        run(tiny_genotype(), dataset, out, recipe=tiny_recipe(lr_schedule={"warmup_epochs": 1, "milestones": [5]}))
+        run(tiny_genotype(), dataset, out, recipe=tiny_recipe(lr_schedule={"warmup_epochs": 1, "milestones": [0]}))
     with pytest.raises(UserError, match="needs P=16"):
         run(tiny_genotype(), dataset, out, recipe="bot")
     with pytest.raises(UserError, match="nothing to resume"):
@@ -376,3 +377,12 @@ def test_cli_evaluate_writes_results_and_the_ranked_lists(finished, tmp_path):
         bad = runner.invoke(main, ["evaluate", *args])
         assert bad.exit_code == 2 and match in bad.output, bad.output
         assert "Traceback" not in bad.output
+
+
+def test_the_throughput_benchmark_times_a_training_step():
+    from bench.train_throughput import run_case
+
+    r = run_case({"model": "rga_sc", "searched": None, "backbone": "resnet18", "size": [64, 32],
+                  "device": "cpu", "precision": "fp32", "p": 2, "k": 2, "repeats": 1, "threads": 1})
+    assert r["img_s"] > 0 and r["backbone"] == "resnet18" and r["size"] == [64, 32]
+    assert "layer1: 0->1 rga_sc" in r["cells"]

@@ -12,8 +12,8 @@ same recipe shortened to 20 epochs, the default on the built-in benchmark). A re
                 (probability; area 0.02-0.4, aspect 0.3-3.3, filled with 0 after normalising)
 ``optimizer``   ``name`` adam | sgd, ``lr``, ``weight_decay``, ``momentum`` (SGD), ``betas`` (Adam)
 ``lr_schedule`` per epoch: linear warm-up from ``warmup_factor`` x lr over ``warmup_epochs``,
-                then ``decay: step`` (x ``gamma`` at each of ``milestones``) or ``cosine``
-                (to ``lr_min`` at the last epoch)
+                then ``decay: step`` (x ``gamma`` at each of ``milestones``; one at or
+                after ``epochs`` is never reached) or ``cosine`` (to 0 at the last epoch)
 ``loss``        weights of label-smoothed CE (``id``, ``label_smoothing``), batch-hard triplet
                 on the pre-BN feature (``triplet``, ``triplet_margin``), center loss
                 (``center``; its centres have their own SGD with ``center_lr``, gradients
@@ -80,7 +80,6 @@ class LRScheduleConfig(_Model):
     decay: Literal["step", "cosine"] = "step"
     milestones: list[int] = Field(default_factory=lambda: [40, 70])
     gamma: float = Field(default=0.1, gt=0, le=1)
-    lr_min: float = Field(default=0.0, ge=0)
 
     def factor(self, epoch: int, epochs: int) -> float:
         """The learning-rate multiplier of 0-based ``epoch`` out of ``epochs``."""
@@ -148,9 +147,6 @@ class Recipe(_Model):
                              f"epochs ({self.epochs})")
         if s.milestones != sorted(set(s.milestones)) or any(m < 1 for m in s.milestones):
             raise ValueError(f"lr_schedule.milestones: must be increasing epochs >= 1, got {s.milestones}")
-        if s.decay == "step" and any(m >= self.epochs for m in s.milestones):
-            raise ValueError(f"lr_schedule.milestones: {s.milestones} must all be below epochs "
-                             f"({self.epochs})")
         return self
 
     def resolved(self) -> dict[str, Any]:
