@@ -37,8 +37,11 @@ class _Group(click.Group):
 def main() -> None:
     """Neural architecture search for person re-identification.
 
-    Start with `nas-reid data synth` or `nas-reid data check --dataset synthreid`: the built-in
-    synthetic benchmark needs no download.
+    The flow: `nas-reid search` finds attention cells and writes a genotype; `nas-reid retrain
+    --genotype ...` trains its network (or one of the papers' reference models) and evaluates it;
+    `nas-reid evaluate` ranks a dataset with a trained model; `nas-reid export` writes ONNX or
+    TorchScript. Without --data, search and retrain use the built-in synthetic benchmark (no
+    download).
     """
 
 
