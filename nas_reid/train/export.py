@@ -37,7 +37,8 @@ Formats (the default output is next to the checkpoint file: ``<stem>.onnx`` /
     :func:`export_model` restores its previous state); the :class:`ExportError` carries the
     first line of the exporter's message.
     Needs the ``onnx`` package (and ``onnxruntime`` for the check): ``pip install
-    'nas-reid[export]'``; ``onnxscript`` is not used by this exporter.
+    'nas-reid[export]'``. ``onnxscript``, which the ``torch.export``-based exporter needs, is
+    not used.
 
 ``torchscript``
     A ``torch.jit.save`` archive (load with ``torch.jit.load``; no nas-reid code needed). The
