@@ -1,25 +1,32 @@
-"""Pictures of a genotype: the cell DAGs and the architecture-probability heatmap.
+"""Pictures of a genotype: the cell DAGs, the architecture-probability heatmap, the cost of each
+cell, and two genotypes side by side.
 
-Both functions take a :class:`~nas_reid.genotype.Genotype` (as derived by a search or loaded
-with :func:`~nas_reid.genotype.load_genotype`), return a matplotlib ``Figure`` (built without
-pyplot, so nothing depends on the active backend and nothing opens a window) and, given a path,
-also write it as a PNG atomically. A notebook shows the returned figure as is.
+Every function takes a :class:`~nas_reid.genotype.Genotype` (as derived by a search or loaded
+with :func:`~nas_reid.genotype.load_genotype`) or, where said, anything
+:func:`nas_reid.genotype_report.load_source` reads; it returns a matplotlib ``Figure`` (built
+without pyplot, see :mod:`nas_reid.viz.figures`) and, given a path, also writes it as a PNG
+atomically. A notebook shows the returned figure as is.
 
 - :func:`plot_cells`: one panel per cell, nodes left to right (``networkx.multipartite_layout``
   by node index), each chosen edge an arrow coloured by its op and labelled with it; edges that
-  cannot reach the output (dead) are dashed and faded. Each op keeps the same colour in every
-  picture (:func:`op_color`).
+  cannot reach the output (dead) are dashed and faded.
 - :func:`plot_arch_probabilities`: rows are the edges of every cell (``layer3 0->1``), columns
-  the candidate ops, colour and number the probability softmax(alpha) the genotype was derived
-  from; the chosen op of each kept edge is outlined.
+  the candidate ops (their names in the op's colour), colour and number the probability
+  softmax(alpha) the genotype was derived from; the chosen op of each kept edge is outlined.
+- :func:`plot_cell_costs`: parameters and FLOPs of every cell, stacked by op.
+- :func:`plot_genotype_diff`: the cells of two genotypes side by side, position by position,
+  the edges that differ under a pastel halo (added, removed, changed).
+
+Colours. Each op keeps the same colour in every picture (:func:`op_color`: identity and zero in
+greys, the others from tab10 then Dark2 without their greys, by the op's place in the sorted
+registry), nodes are coloured by kind (input, inner node, output), and the diff's halos use
+pastels that no op uses.
 """
 
 from __future__ import annotations
 
-import io
 import os
-from pathlib import Path
-from typing import Mapping
+from typing import TYPE_CHECKING, Callable, Mapping
 
 import networkx as nx
 from matplotlib import colormaps
@@ -28,14 +35,20 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import FancyArrowPatch, Patch, Rectangle
 
-from nas_reid.fileio import atomic_write_bytes
-from nas_reid.genotype import CellProbabilities, Genotype
+from nas_reid.genotype import CellGenotype, CellProbabilities, Genotype
 from nas_reid.ops import available_ops
+from nas_reid.viz.figures import message_figure, write_figure
 
-_PALETTE = colormaps["tab10"].colors + colormaps["Dark2"].colors
+if TYPE_CHECKING:
+    from nas_reid.genotype_diff import GenotypeDiff
+    from nas_reid.genotype_report import RunSource
+
+_PALETTE = tuple(c for c in colormaps["tab10"].colors + colormaps["Dark2"].colors
+                 if len({round(v, 3) for v in c}) > 1)
 _FIXED = {"identity": "#7f7f7f", "zero": "#c7c7c7"}  # parameter-free ops in greys
 _NODE_COLORS = {"input": "#d9e6f2", "node": "#f2f2f2", "output": "#e3f2d9"}
-_DPI = 120
+HIGHLIGHT_COLORS = {"added": "#b9e7b0", "removed": "#f6b8b8", "changed": "#ffdc8f"}
+"""Halo colours of :func:`plot_genotype_diff` (pastels no op uses)."""
 
 
 def op_color(op: str) -> tuple[float, float, float]:
@@ -49,85 +62,170 @@ def op_color(op: str) -> tuple[float, float, float]:
     return _PALETTE[ops.index(op) % len(_PALETTE)]
 
 
-def _save(fig: Figure, path: str | os.PathLike | None) -> None:
-    if path is None:
-        return
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=_DPI, bbox_inches="tight", facecolor="white")
-    atomic_write_bytes(Path(path), buffer.getvalue())
+_save = write_figure  # the plots' ``path`` argument
 
 
-def plot_cells(genotype: Genotype, path: str | os.PathLike | None = None, *,
-               title: str | None = None) -> Figure:
-    """The DAG of every cell of ``genotype``, side by side; written to ``path`` if given."""
-    cells = genotype.cells
-    shapes = genotype.position_shapes()
-    widths = [max(2.6, 1.6 * (c.nodes + 1)) for c in cells] or [3.0]
-    fig = Figure(figsize=(sum(widths) + 0.6, 3.4 if any(c.nodes > 1 for c in cells) else 2.6),
-                 layout="constrained")
-    axes = fig.subplots(1, max(1, len(cells)), squeeze=False, width_ratios=widths)[0]
-    used: dict[str, bool] = {}
-    for ax, cell in zip(axes, cells):
-        graph = cell.to_networkx()
-        for n in graph.nodes:
-            graph.nodes[n]["layer"] = n
-        pos = {n: (float(x), float(y)) for n, (x, y) in
-               nx.multipartite_layout(graph, subset_key="layer", scale=1.0).items()}
-        xs = sorted({x for x, _ in pos.values()})
-        spacing = (xs[1] - xs[0]) if len(xs) > 1 else 1.0
-        pos = {n: ((x - xs[0]) / spacing, 0.0) for n, (x, _) in pos.items()}  # unit steps
-        reach = 0.3
-        for s, t, data in graph.edges(data=True):
-            gap = t - s
-            rad = 0.0 if gap == 1 else (0.35 + 0.1 * (gap - 2)) * (1 if s % 2 == 0 else -1)
-            reach = max(reach, 0.5 * abs(rad) * gap + 0.2)
-            color = op_color(data["op"])
-            live = data["live"]
-            used[data["op"]] = True
+def _arc(source: int, target: int) -> float:
+    """Curvature of an edge: straight between neighbours, arcs (alternating sides by the
+    source's parity, larger for longer jumps) otherwise."""
+    gap = target - source
+    return 0.0 if gap == 1 else (0.35 + 0.1 * (gap - 2)) * (1 if source % 2 == 0 else -1)
+
+
+def cell_extent(cell: CellGenotype) -> tuple[float, float]:
+    """``(below, above)``: how far, in node spacings, the drawing of ``cell`` reaches under
+    and over the line of nodes (arcs with a positive curvature bend down)."""
+    below = above = 0.3
+    for e in cell.edges:
+        rad = _arc(e.source, e.target)
+        height = 0.5 * abs(rad) * (e.target - e.source) + 0.2
+        if rad > 0:
+            below = max(below, height)
+        elif rad < 0:
+            above = max(above, height)
+    return below, above
+
+
+def draw_cell(ax, cell: CellGenotype, shape: tuple[int, int, int] | None = None, *,
+              highlights: Mapping[tuple[int, int], str] | None = None,
+              title: str | None = None, extent: tuple[float, float] | None = None
+              ) -> tuple[set[str], bool]:
+    """Draw the DAG of ``cell`` on ``ax``: nodes left to right (``networkx.multipartite_layout``
+    by node index), each edge an arrow in its op's colour labelled with the op, dead edges
+    dashed and faded. ``highlights``: edge -> ``added`` / ``removed`` / ``changed``, drawn as
+    a pastel halo under the edge (:data:`HIGHLIGHT_COLORS`). ``extent``: ``(below, above)``
+    of the y range (default :func:`cell_extent`). Returns the ops drawn and whether a dead
+    edge was drawn."""
+    graph = cell.to_networkx()
+    for n in graph.nodes:
+        graph.nodes[n]["layer"] = n
+    pos = {n: (float(x), float(y)) for n, (x, y) in
+           nx.multipartite_layout(graph, subset_key="layer", scale=1.0).items()}
+    xs = sorted({x for x, _ in pos.values()})
+    spacing = (xs[1] - xs[0]) if len(xs) > 1 else 1.0
+    pos = {n: ((x - xs[0]) / spacing, 0.0) for n, (x, _) in pos.items()}  # unit steps
+    used: set[str] = set()
+    dead = False
+    for s, t, data in graph.edges(data=True):
+        rad = _arc(s, t)
+        color = op_color(data["op"])
+        live = data["live"]
+        dead |= not live
+        used.add(data["op"])
+        halo = (highlights or {}).get((s, t))
+        if halo is not None:
             ax.add_patch(FancyArrowPatch(
-                pos[s], pos[t], connectionstyle=f"arc3,rad={rad}", arrowstyle="-|>",
-                mutation_scale=14, lw=2.4 if live else 1.4, color=color,
-                linestyle="-" if live else "--", alpha=1.0 if live else 0.45,
-                shrinkA=17, shrinkB=17, zorder=1))
-            (x1, y1), (x2, y2) = pos[s], pos[t]
-            lx, ly = (x1 + x2) / 2 + 0.5 * rad * (y2 - y1), (y1 + y2) / 2 - 0.5 * rad * (x2 - x1)
-            ax.text(lx, ly + (0.09 if rad == 0 else 0.0), data["op"], ha="center",
-                    va="bottom" if rad >= 0 else "top", fontsize=8.5, color="black",
-                    alpha=1.0 if live else 0.6, zorder=3,
-                    bbox=dict(boxstyle="round,pad=0.15", fc="white", ec="none", alpha=0.85))
-        for n, data in graph.nodes(data=True):
-            label = {"input": "in", "output": "out"}.get(data["kind"], str(n))
-            ax.scatter(*pos[n], s=900, c=_NODE_COLORS[data["kind"]], edgecolors="#404040",
-                       linewidths=1.2, zorder=2, alpha=1.0 if data["live"] else 0.5)
-            ax.text(*pos[n], label, ha="center", va="center", fontsize=9, zorder=4)
-        c, h, w = shapes[cell.position]
-        ax.set_title(f"{cell.position}  ({c}x{h}x{w})", fontsize=10)
-        span = max(1.0, float(cell.nodes))
-        ax.set_xlim(-0.45, span + 0.45)
-        ax.set_ylim(-reach, reach)
-        ax.set_aspect("equal")
-        ax.axis("off")
-    handles = [Line2D([], [], color=op_color(op), lw=2.4, label=op) for op in sorted(used)]
-    if any(not d["live"] for cell in cells for _, _, d in cell.to_networkx().edges(data=True)):
+                pos[s], pos[t], connectionstyle=f"arc3,rad={rad}", arrowstyle="-",
+                lw=11, color=HIGHLIGHT_COLORS[halo], shrinkA=12, shrinkB=12, zorder=0.5,
+                capstyle="round"))
+        ax.add_patch(FancyArrowPatch(
+            pos[s], pos[t], connectionstyle=f"arc3,rad={rad}", arrowstyle="-|>",
+            mutation_scale=14, lw=2.4 if live else 1.4, color=color,
+            linestyle="-" if live else "--", alpha=1.0 if live else 0.45,
+            shrinkA=17, shrinkB=17, zorder=1))
+        (x1, y1), (x2, y2) = pos[s], pos[t]
+        lx, ly = (x1 + x2) / 2 + 0.5 * rad * (y2 - y1), (y1 + y2) / 2 - 0.5 * rad * (x2 - x1)
+        ax.text(lx, ly + (0.09 if rad == 0 else 0.0), data["op"], ha="center",
+                va="bottom" if rad >= 0 else "top", fontsize=8.5, color="black",
+                alpha=1.0 if live else 0.6, zorder=3,
+                bbox=dict(boxstyle="round,pad=0.15", fc="white", ec="none", alpha=0.85))
+    for n, data in graph.nodes(data=True):
+        label = {"input": "in", "output": "out"}.get(data["kind"], str(n))
+        ax.scatter(*pos[n], s=900, c=_NODE_COLORS[data["kind"]], edgecolors="#404040",
+                   linewidths=1.2, zorder=2, alpha=1.0 if data["live"] else 0.5)
+        ax.text(*pos[n], label, ha="center", va="center", fontsize=9, zorder=4)
+    if title is None and shape is not None:
+        c, h, w = shape
+        title = f"{cell.position}  ({c}x{h}x{w})"
+    if title is not None:
+        ax.set_title(title, fontsize=10)
+    span = max(1.0, float(cell.nodes))
+    below, above = cell_extent(cell) if extent is None else extent
+    ax.set_xlim(-0.45, span + 0.45)
+    ax.set_ylim(-below, above)
+    ax.set_aspect("equal")
+    ax.axis("off")
+    return used, dead
+
+
+def op_handles(ops, *, dead: bool = False, lw: float = 2.4) -> list[Line2D]:
+    """Legend entries: one line per op in its colour (sorted), and the dead-edge style."""
+    handles = [Line2D([], [], color=op_color(op), lw=lw, label=op) for op in sorted(set(ops))]
+    if dead:
         handles.append(Line2D([], [], color="grey", lw=1.4, ls="--", label="dead edge"))
+    return handles
+
+
+def _resolve(genotype: "Genotype | RunSource | str | os.PathLike"
+             ) -> tuple[Genotype, str | None, Callable[[str], str] | None]:
+    """``(genotype, name, op_of)`` of a genotype or anything ``load_source`` reads."""
+    if isinstance(genotype, Genotype):
+        return genotype, genotype.space.name, None
+    from nas_reid.genotype_report import load_source
+
+    source = load_source(genotype)
+    return source.genotype, source.name, source.op_of
+
+
+def plot_cells(genotype: "Genotype | RunSource | str | os.PathLike",
+               path: str | os.PathLike | None = None, *, title: str | None = None) -> Figure:
+    """The DAG of every cell of ``genotype`` (or of anything
+    :func:`~nas_reid.genotype_report.load_source` reads), side by side; written to ``path`` if
+    given."""
+    from_source = not isinstance(genotype, Genotype)
+    genotype, name, _ = _resolve(genotype)
+    cells = genotype.cells
+    if not cells:
+        fig = message_figure("no cells: the backbone alone",
+                             title=title or (f"{name}: cells" if name else "cells"))
+        _save(fig, path)
+        return fig
+    shapes = genotype.position_shapes()
+    widths = [max(2.6, 1.6 * (c.nodes + 1)) for c in cells]
+    height = max(lo + hi for lo, hi in map(cell_extent, cells))
+    fig = Figure(figsize=(sum(widths) + 0.6, max(2.2, 1.4 * height + 1.5)), layout="constrained")
+    axes = fig.subplots(1, len(cells), squeeze=False, width_ratios=widths)[0]
+    used: set[str] = set()
+    dead = False
+    for ax, cell in zip(axes, cells):
+        ops, has_dead = draw_cell(ax, cell, shapes[cell.position])
+        used |= ops
+        dead |= has_dead
+    handles = op_handles(used, dead=dead)
     if handles:
         fig.legend(handles=handles, loc="outside lower center", ncol=min(len(handles), 6),
                    fontsize=8.5, frameon=False)
-    name = genotype.space.name or "genotype"
-    fig.suptitle(title or f"{name}: searched cells", fontsize=11)
+    default = f"{name}: {'cells' if from_source else 'searched cells'}" if name else "cells"
+    fig.suptitle(title or default, fontsize=11)
     _save(fig, path)
     return fig
 
 
-def plot_arch_probabilities(genotype: Genotype,
+def _op_lookup(op_of: Mapping[str, str] | Callable[[str], str] | None) -> Callable[[str], str]:
+    if op_of is None:
+        return lambda label: label
+    if callable(op_of):
+        return op_of
+    return lambda label: op_of.get(label, label)
+
+
+def plot_arch_probabilities(genotype: "Genotype | RunSource | str | os.PathLike",
                             path: str | os.PathLike | None = None, *,
                             probabilities: Mapping[str, CellProbabilities] | None = None,
-                            title: str | None = None) -> Figure:
+                            title: str | None = None,
+                            op_of: Mapping[str, str] | Callable[[str], str] | None = None
+                            ) -> Figure:
     """Heatmap of softmax(alpha) per cell edge (rows) and candidate op (columns).
 
     ``probabilities`` defaults to the genotype's own (those it was derived from); the chosen op
-    of every kept edge is outlined in red. Written to ``path`` if given.
+    of every kept edge is outlined in red. ``op_of`` maps a candidate label to its op name
+    (labels are op names unless the space gives labels; :meth:`RunSource.op_of
+    <nas_reid.genotype_report.RunSource.op_of>`); column names are written in their op's
+    colour. ``genotype`` may be anything :func:`~nas_reid.genotype_report.load_source` reads
+    (then ``op_of`` defaults to the run's). Written to ``path`` if given.
     """
+    genotype, name, source_op_of = _resolve(genotype)
+    op_name = _op_lookup(op_of if op_of is not None else source_op_of)
     probs = dict(probabilities if probabilities is not None else genotype.probabilities)
     rows, labels, values, boxes, separators = [], None, [], [], []
     for cell in genotype.cells:
@@ -145,20 +243,25 @@ def plot_arch_probabilities(genotype: Genotype,
             values.append(list(row))
             op = chosen.get((s, t))
             if op is not None:
-                matches = [k for k, lab in enumerate(p.ops) if lab == op]
+                matches = [k for k, lab in enumerate(p.ops) if lab == op or op_name(lab) == op]
                 candidates = matches or [k for k, lab in enumerate(p.ops) if lab != "zero"]
                 boxes.append((r, max(candidates, key=lambda k: row[k])))
-    fig = Figure(figsize=(2.4 + 0.75 * len(labels or [1]), 2.2 + 0.42 * max(1, len(rows))),
-                 layout="constrained")
-    ax = fig.subplots()
+    name = name or "genotype"
     if not rows:
-        ax.text(0.5, 0.5, "no architecture probabilities in this genotype", ha="center",
-                va="center")
-        ax.axis("off")
+        fig = message_figure(
+            "no architecture probabilities in this genotype (a hand-written or reference "
+            "genotype, or one retargeted to another size, records none)",
+            title=title or f"{name}: architecture probabilities")
         _save(fig, path)
         return fig
+    fig = Figure(figsize=(2.4 + 0.75 * len(labels), 2.2 + 0.42 * len(rows)),
+                 layout="constrained")
+    ax = fig.subplots()
     image = ax.imshow(values, cmap="viridis", vmin=0.0, vmax=1.0, aspect="auto")
     ax.set_xticks(range(len(labels)), labels, rotation=40, ha="right", fontsize=9)
+    for tick, label in zip(ax.get_xticklabels(), labels):
+        tick.set_color(op_color(op_name(label)))
+        tick.set_fontweight("bold")
     ax.set_yticks(range(len(rows)), rows, fontsize=9)
     if len(rows) * len(labels) <= 600:
         for r, row in enumerate(values):
@@ -175,9 +278,155 @@ def plot_arch_probabilities(genotype: Genotype,
     ax.set_ylabel("cell edge", fontsize=9)
     fig.legend(handles=[Patch(fill=False, ec="red", lw=2.0, label="chosen op")],
                loc="outside lower center", fontsize=8.5, frameon=False)
-    name = genotype.space.name or "genotype"
     epoch = genotype.provenance.epoch
     ax.set_title(title or f"{name}: architecture probabilities"
                  + (f" (epoch {epoch})" if epoch is not None else ""), fontsize=11)
+    _save(fig, path)
+    return fig
+
+
+# ------------------------------------------------------------------------------ cell costs
+
+
+def _tick_label(value: float, _position: int | None = None) -> str:
+    """Axis tick: ``0``, ``500 k``, ``2.5 M`` (no trailing zeros)."""
+    for scale, suffix in ((1e9, " G"), (1e6, " M"), (1e3, " k")):
+        if abs(value) >= scale:
+            return f"{value / scale:g}{suffix}"
+    return f"{value:g}"
+
+
+def plot_cell_costs(genotype: "Genotype | RunSource | str | os.PathLike",
+                    path: str | os.PathLike | None = None, *, title: str | None = None) -> Figure:
+    """Parameters and forward FLOPs (one image) of every cell, bars stacked by op (live edges
+    only; :func:`nas_reid.genotype_report.cell_costs`), the total written above each bar.
+    ``genotype``: a genotype or anything :func:`~nas_reid.genotype_report.load_source` reads."""
+    from nas_reid.genotype_report import cell_costs, format_count, load_source, total_cost
+
+    name = None
+    if not isinstance(genotype, Genotype):
+        source = load_source(genotype)
+        genotype, name = source.genotype, source.name
+    name = name or genotype.space.name or "genotype"
+    costs = cell_costs(genotype)
+    if not costs:
+        fig = message_figure("no cells, so no cell cost: the backbone alone",
+                             title=title or f"{name}: cost per cell")
+        _save(fig, path)
+        return fig
+    ops = sorted({e.op for c in costs for e in c.edges if e.live})
+    fig = Figure(figsize=(max(6.4, 2.2 + 1.5 * len(costs)), 3.4), layout="constrained")
+    axes = fig.subplots(1, 2)
+    x = list(range(len(costs)))
+    for ax, what, unit in ((axes[0], "parameters", "parameters"),
+                           (axes[1], "flops", "FLOPs per image")):
+        bottom = [0.0] * len(costs)
+        for op in ops:
+            heights = [float(sum(getattr(e, what) for e in c.edges if e.live and e.op == op))
+                       for c in costs]
+            ax.bar(x, heights, bottom=bottom, color=op_color(op), width=0.6, label=op,
+                   edgecolor="white", linewidth=0.6)
+            bottom = [b + h for b, h in zip(bottom, heights)]
+        top = max(bottom) or 1.0
+        for xi, total in zip(x, bottom):
+            ax.text(xi, total + 0.02 * top, format_count(total), ha="center", va="bottom",
+                    fontsize=8.5)
+        ax.set_ylim(0, top * 1.15)
+        ax.set_xticks(x, [f"{c.position}\n{c.shape[0]}x{c.shape[1]}x{c.shape[2]}" for c in costs],
+                      fontsize=8.5)
+        ax.set_ylabel(unit, fontsize=9)
+        ax.yaxis.set_major_formatter(_tick_label)
+        ax.tick_params(axis="y", labelsize=8.5)
+        ax.spines[["top", "right"]].set_visible(False)
+        ax.set_title({"parameters": "parameters", "flops": "FLOPs (one image)"}[what], fontsize=10)
+    params, flops = total_cost(costs)
+    if ops:
+        fig.legend(handles=op_handles(ops, lw=6), loc="outside lower center",
+                   ncol=min(len(ops), 6), fontsize=8.5, frameon=False)
+    fig.suptitle(title or f"{name}: cost per cell (live edges; total {format_count(params)} "
+                          f"parameters, {format_count(flops)} FLOPs)", fontsize=11)
+    _save(fig, path)
+    return fig
+
+
+# ------------------------------------------------------------------------------------ diff
+
+
+def plot_genotype_diff(a: "Genotype | RunSource | str | os.PathLike | GenotypeDiff",
+                       b: "Genotype | RunSource | str | os.PathLike | None" = None,
+                       path: str | os.PathLike | None = None, *,
+                       names: tuple[str, str] | None = None, title: str | None = None) -> Figure:
+    """The cells of ``a`` (left) and ``b`` (right), one row per cell position of either, the
+    edges that differ under a halo: removed (only in A), added (only in B), changed (another op,
+    other parameters, or live in one and dead in the other). Each panel's title gives the
+    cell's size, parameters and FLOPs (B's also the difference to A). ``a`` may be a
+    :class:`~nas_reid.genotype_diff.GenotypeDiff` already computed (then ``b`` is None)."""
+    from nas_reid.genotype_diff import GenotypeDiff, diff_genotypes
+    from nas_reid.genotype_report import format_count, format_delta
+
+    diff = a if isinstance(a, GenotypeDiff) else diff_genotypes(a, b, names=names)
+    sides = (("a", diff.name_a, diff.a), ("b", diff.name_b, diff.b))
+    if not diff.cells:
+        fig = message_figure("neither genotype has a cell (both are the backbone alone)",
+                             title=title or f"{diff.name_a} vs {diff.name_b}")
+        _save(fig, path)
+        return fig
+    nodes = max(c.nodes for d in diff.cells for c in (d.a, d.b) if c is not None)
+    extents = [tuple(max(cell_extent(c)[i] for c in (d.a, d.b) if c is not None) for i in (0, 1))
+               for d in diff.cells]
+    col_width = max(3.4, 1.6 * (nodes + 1))
+    height = sum(max(1.5, 1.6 * (lo + hi) + 0.9) for lo, hi in extents) + 1.6
+    fig = Figure(figsize=(2 * col_width + 0.6, height), layout="constrained")
+    subfigs = fig.subfigures(1, 2, wspace=0.04)
+    used: set[str] = set()
+    dead = False
+    kinds: set[str] = set()
+    for sub, (side, name, genotype) in zip(subfigs, sides):
+        g = genotype
+        head = side.upper() if name == side.upper() else f"{side.upper()}: {name}"
+        sub.suptitle(f"{head}\n{g.backbone.name}, {g.input.height}x{g.input.width}", fontsize=10.5)
+        axes = sub.subplots(len(diff.cells), 1, squeeze=False,
+                            height_ratios=[max(1.2, lo + hi) for lo, hi in extents])[:, 0]
+        for ax, d, extent in zip(axes, diff.cells, extents):
+            cell = d.a if side == "a" else d.b
+            cost = d.cost_a if side == "a" else d.cost_b
+            if cell is None:
+                ax.text(0.5, 0.5, f"no cell at {d.position}", ha="center", va="center",
+                        fontsize=9.5, color="#606060", transform=ax.transAxes)
+                ax.add_patch(Rectangle((0.02, 0.1), 0.96, 0.8, transform=ax.transAxes,
+                                       fc="#f4f4f4", ec="#c0c0c0", ls="--", lw=1.0))
+                ax.axis("off")
+                continue
+            halos = d.highlights(side)
+            if d.status in ("only_a", "only_b"):
+                halos = {(e.source, e.target): "removed" if side == "a" else "added"
+                         for e in cell.edges}
+            kinds |= set(halos.values())
+            c, h, w = cost.shape
+            text = f"{d.position} ({c}x{h}x{w}): {format_count(cost.parameters)} params, " \
+                   f"{format_count(cost.flops)} FLOPs"
+            if side == "b" and d.cost_a is not None:
+                text += f"\n({format_delta(d.params_delta)} params, " \
+                        f"{format_delta(d.flops_delta, True)} vs A)"
+            ops, has_dead = draw_cell(ax, cell, title=text, highlights=halos, extent=extent)
+            middle, half = cell.nodes / 2, max(1.0, float(nodes)) / 2 + 0.45
+            ax.set_xlim(middle - half, middle + half)  # a smaller cell, centred
+            used |= ops
+            dead |= has_dead
+            ax.title.set_fontsize(9)
+    handles = op_handles(used, dead=dead)
+    labels = {"removed": "only in A (removed)", "added": "only in B (added)",
+              "changed": "changed (op, parameters or liveness)"}
+    handles += [Patch(color=HIGHLIGHT_COLORS[k], label=labels[k])
+                for k in ("removed", "added", "changed") if k in kinds]
+    fig.legend(handles=handles, loc="outside lower center", ncol=min(len(handles), 4),
+               fontsize=8.5, frameon=False)
+    changed = sum(d.status != "same" for d in diff.cells)
+    pa, pb, fa, fb = diff.totals
+    summary = ("the same network" if diff.identical else
+               f"{changed} of {len(diff.cells)} cell positions differ")
+    fig.suptitle(title or f"{diff.name_a} vs {diff.name_b}: {summary}; cells "
+                          f"{format_count(pa)} -> {format_count(pb)} params, "
+                          f"{format_count(fa)} -> {format_count(fb)} FLOPs", fontsize=11)
     _save(fig, path)
     return fig

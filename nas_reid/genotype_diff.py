@@ -1,0 +1,255 @@
+"""How two genotypes differ, position by position: the layer under ``nas-reid genotype diff``.
+
+:func:`diff_genotypes` compares
+
+- the network around the cells: search space (name, hash), input size, backbone (name, last
+  stride); a different backbone or input changes every cell's ``(C, H, W)`` and so its cost even
+  where the cell itself is the same;
+- every cell position of either genotype (in network order): a cell only in A or only in B, or,
+  for a cell in both, its node count and its edges by ``(source, target)``: an edge only in B
+  (``added``), only in A (``removed``), with another op (``op``), or with the same op and other
+  parameters (``params``; parameters are compared with the op's defaults filled in, so a
+  hand-written genotype that leaves a default out is not different), and edges whose liveness
+  changed (``live``);
+- parameters and FLOPs per cell and in total (:func:`nas_reid.genotype_report.cell_costs`).
+
+:func:`format_diff` writes it as text; :func:`nas_reid.viz.plot_genotype_diff` draws it.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import Literal
+
+from nas_reid.genotype import CellGenotype, Edge, Genotype
+from nas_reid.genotype_report import (
+    CellCost,
+    RunSource,
+    full_params,
+    cell_costs,
+    format_count,
+    format_delta,
+    format_flops,
+    format_params,
+    load_source,
+)
+from nas_reid.space.backbone import POSITIONS
+
+__all__ = ["EdgeChange", "CellDiff", "GenotypeDiff", "diff_genotypes", "format_diff"]
+
+ChangeKind = Literal["added", "removed", "op", "params", "live"]
+
+
+@dataclass(frozen=True)
+class EdgeChange:
+    """One edge ``source -> target`` that differs; ``a`` / ``b`` its edge in each (or None)."""
+
+    source: int
+    target: int
+    kind: ChangeKind
+    a: Edge | None
+    b: Edge | None
+
+    @property
+    def key(self) -> tuple[int, int]:
+        return (self.source, self.target)
+
+    def describe(self) -> str:
+        s = f"{self.source}->{self.target}"
+        a, b = self.a, self.b
+        if self.kind == "added":
+            return f"{s} added: {b.op}" + (f" [{format_params(b.params)}]" if b.params else "")
+        if self.kind == "removed":
+            return f"{s} removed: {a.op}" + (f" [{format_params(a.params)}]" if a.params else "")
+        if self.kind == "op":
+            return f"{s} op: {a.op} -> {b.op}"
+        if self.kind == "params":
+            pa, pb = full_params(a.op, a.params), full_params(b.op, b.params)
+            changed = [f"{k} {pa.get(k, '-')} -> {pb.get(k, '-')}"
+                       for k in sorted(set(pa) | set(pb)) if pa.get(k) != pb.get(k)]
+            return f"{s} {a.op} params: {', '.join(changed)}"
+        return f"{s} {b.op}: {'live' if self.a_live else 'dead'} -> {'live' if self.b_live else 'dead'}"
+
+    a_live: bool = True
+    b_live: bool = True
+
+
+@dataclass
+class CellDiff:
+    """One cell position: ``status`` ``same`` / ``changed`` / ``only_a`` / ``only_b``."""
+
+    position: str
+    status: Literal["same", "changed", "only_a", "only_b"]
+    a: CellGenotype | None
+    b: CellGenotype | None
+    cost_a: CellCost | None
+    cost_b: CellCost | None
+    changes: list[EdgeChange] = field(default_factory=list)
+
+    @property
+    def params_delta(self) -> int:
+        return ((self.cost_b.parameters if self.cost_b else 0)
+                - (self.cost_a.parameters if self.cost_a else 0))
+
+    @property
+    def flops_delta(self) -> int:
+        return (self.cost_b.flops if self.cost_b else 0) - (self.cost_a.flops if self.cost_a else 0)
+
+    def highlights(self, side: Literal["a", "b"]) -> dict[tuple[int, int], str]:
+        """Edge -> change kind to highlight in the drawing of side ``a`` or ``b``."""
+        out = {}
+        for c in self.changes:
+            if c.kind == "added" and side == "b":
+                out[c.key] = "added"
+            elif c.kind == "removed" and side == "a":
+                out[c.key] = "removed"
+            elif c.kind in ("op", "params", "live"):
+                out[c.key] = "changed"
+        return out
+
+
+@dataclass
+class GenotypeDiff:
+    name_a: str
+    name_b: str
+    a: Genotype
+    b: Genotype
+    header: list[tuple[str, str, str]]
+    """``(field, value in A, value in B)`` for each differing field around the cells."""
+    cells: list[CellDiff]
+
+    @property
+    def identical(self) -> bool:
+        """Same network: no header difference and every cell the same."""
+        return not self.header and all(c.status == "same" for c in self.cells)
+
+    @property
+    def totals(self) -> tuple[int, int, int, int]:
+        """``(params A, params B, flops A, flops B)`` over the cells."""
+        pa = sum(c.cost_a.parameters for c in self.cells if c.cost_a)
+        pb = sum(c.cost_b.parameters for c in self.cells if c.cost_b)
+        fa = sum(c.cost_a.flops for c in self.cells if c.cost_a)
+        fb = sum(c.cost_b.flops for c in self.cells if c.cost_b)
+        return pa, pb, fa, fb
+
+
+def _space(g: Genotype) -> str:
+    if g.space.name is None and g.space.hash is None:
+        return "none (hand-written)"
+    return " ".join(x for x in (g.space.name, f"({g.space.hash})" if g.space.hash else None) if x)
+
+
+def _header(a: Genotype, b: Genotype) -> list[tuple[str, str, str]]:
+    fields = [
+        ("space", _space(a), _space(b)),
+        ("input", f"{a.input.height}x{a.input.width}", f"{b.input.height}x{b.input.width}"),
+        ("backbone", f"{a.backbone.name} (last stride {a.backbone.last_stride})",
+         f"{b.backbone.name} (last stride {b.backbone.last_stride})"),
+    ]
+    return [f for f in fields if f[1] != f[2]]
+
+
+def _cell_changes(a: CellGenotype, b: CellGenotype) -> list[EdgeChange]:
+    ea = {(e.source, e.target): e for e in a.edges}
+    eb = {(e.source, e.target): e for e in b.edges}
+    live_a = {(e.source, e.target) for e in a.live_edges()}
+    live_b = {(e.source, e.target) for e in b.live_edges()}
+    changes = []
+    for key in sorted(set(ea) | set(eb), key=lambda k: (k[1], k[0])):
+        x, y = ea.get(key), eb.get(key)
+        if x is None:
+            kind = "added"
+        elif y is None:
+            kind = "removed"
+        elif x.op != y.op:
+            kind = "op"
+        elif full_params(x.op, x.params) != full_params(y.op, y.params):
+            kind = "params"
+        elif (key in live_a) != (key in live_b):
+            kind = "live"
+        else:
+            continue
+        changes.append(EdgeChange(*key, kind, x, y, a_live=key in live_a, b_live=key in live_b))
+    return changes
+
+
+def diff_genotypes(a: Genotype | RunSource | str | os.PathLike,
+                   b: Genotype | RunSource | str | os.PathLike, *,
+                   names: tuple[str, str] | None = None) -> GenotypeDiff:
+    """Compare ``a`` and ``b`` (genotypes, or anything :func:`load_source` reads)."""
+    resolved = []
+    for x, default in ((a, "A"), (b, "B")):
+        if isinstance(x, Genotype):
+            resolved.append((x, x.space.name or default))
+        else:
+            src = load_source(x)
+            resolved.append((src.genotype, src.name))
+    (ga, na), (gb, nb) = resolved
+    if names is not None:
+        na, nb = names
+    costs_a = {c.position: c for c in cell_costs(ga)}
+    costs_b = {c.position: c for c in cell_costs(gb)}
+    cells_a = {c.position: c for c in ga.cells}
+    cells_b = {c.position: c for c in gb.cells}
+    diffs = []
+    for pos in POSITIONS:
+        ca, cb = cells_a.get(pos), cells_b.get(pos)
+        if ca is None and cb is None:
+            continue
+        if cb is None:
+            diffs.append(CellDiff(pos, "only_a", ca, None, costs_a[pos], None))
+            continue
+        if ca is None:
+            diffs.append(CellDiff(pos, "only_b", None, cb, None, costs_b[pos]))
+            continue
+        changes = _cell_changes(ca, cb)
+        status = "changed" if changes or ca.nodes != cb.nodes else "same"
+        diffs.append(CellDiff(pos, status, ca, cb, costs_a[pos], costs_b[pos], changes))
+    return GenotypeDiff(na, nb, ga, gb, _header(ga, gb), diffs)
+
+
+def _edges_text(cell: CellGenotype) -> str:
+    live = {(e.source, e.target) for e in cell.live_edges()}
+    return ", ".join(f"{e.source}->{e.target} {e.op}" + ("" if (e.source, e.target) in live
+                                                         else " (dead)") for e in cell.edges)
+
+
+def _cost(c: CellCost | None) -> str:
+    return "none" if c is None else f"{format_count(c.parameters)} params, {format_flops(c.flops)}"
+
+
+def format_diff(diff: GenotypeDiff) -> str:
+    """The text of ``nas-reid genotype diff``."""
+    lines = [f"A: {diff.name_a}", f"B: {diff.name_b}"]
+    if diff.identical:
+        lines.append("the two genotypes describe the same network")
+    if diff.header:
+        lines.append("around the cells:")
+        width = max(len(f) for f, _, _ in diff.header)
+        lines += [f"  {f:<{width}}  {x}  ->  {y}" for f, x, y in diff.header]
+    lines.append("cells (parameters and FLOPs of the live edges, one image; A -> B):")
+    if not diff.cells:
+        lines.append("  neither genotype has a cell")
+    for c in diff.cells:
+        delta = (f"cost {_cost(c.cost_a)} -> {_cost(c.cost_b)} "
+                 f"({format_delta(c.params_delta)} params, {format_delta(c.flops_delta, True)})")
+        if c.status == "only_a":
+            lines.append(f"  {c.position}  only in A: {_edges_text(c.a)}")
+        elif c.status == "only_b":
+            lines.append(f"  {c.position}  only in B: {_edges_text(c.b)}")
+        elif c.status == "same":
+            same = "same cell" + ("" if c.params_delta == 0 and c.flops_delta == 0
+                                  else " (other size, so another cost)")
+            lines.append(f"  {c.position}  {same}: {_edges_text(c.a)}")
+        else:
+            lines.append(f"  {c.position}  changed:")
+            if c.a.nodes != c.b.nodes:
+                lines.append(f"      nodes {c.a.nodes} -> {c.b.nodes}")
+            lines += [f"      {ch.describe()}" for ch in c.changes]
+        lines.append(f"      {delta}")
+    pa, pb, fa, fb = diff.totals
+    lines.append(f"total (cells only): {format_count(pa)} -> {format_count(pb)} params "
+                 f"({format_delta(pb - pa)}), {format_flops(fa)} -> {format_flops(fb)} "
+                 f"({format_delta(fb - fa, True)})")
+    return "\n".join(lines)

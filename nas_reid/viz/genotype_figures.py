@@ -1,0 +1,104 @@
+"""All the pictures of a genotype or a run at once: what ``nas-reid genotype plot`` writes.
+
+:func:`genotype_figures` builds, for anything :func:`nas_reid.genotype_report.load_source`
+reads, every figure that the source has data for, and says why each other one is left out:
+
+================  =====================================================  ===================
+file stem         picture                                                needs
+================  =====================================================  ===================
+cells             the cell DAGs                                          a cell
+arch_probs        the final architecture-probability heatmap             probabilities
+prob_evolution    the probabilities over epochs, one panel per edge      a search history
+op_counts         live edges per op in each epoch's genotype             a search history
+cell_costs        parameters and FLOPs per cell, stacked by op           a cell
+losses            the loss curves                                        metrics.jsonl
+evaluation        held-out (search) or query / gallery (retrain) mAP     metrics.jsonl
+rib               the RIB estimates                                      RIB in the metrics
+temperature       the Gumbel temperature                                 a search's metrics
+================  =====================================================  ===================
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Iterable
+
+from matplotlib.figure import Figure
+
+from nas_reid.genotype_report import RunSource, load_source, op_count_history, probability_history
+from nas_reid.viz.figures import save_figure
+from nas_reid.viz.genotype_plots import plot_arch_probabilities, plot_cell_costs, plot_cells
+from nas_reid.viz.search_plots import (
+    plot_heldout,
+    plot_losses,
+    plot_op_counts,
+    plot_probability_evolution,
+    plot_rib,
+    plot_temperature,
+)
+
+__all__ = ["genotype_figures", "write_genotype_figures"]
+
+
+def genotype_figures(source: RunSource | str | os.PathLike
+                     ) -> tuple[dict[str, Figure], dict[str, str]]:
+    """``(figures, skipped)``: file stem -> figure, and file stem -> why it is left out."""
+    src = load_source(source)
+    g = src.genotype
+    figures: dict[str, Figure] = {}
+    skipped: dict[str, str] = {}
+    if g.cells:
+        figures["cells"] = plot_cells(src)
+    else:
+        skipped["cells"] = "no cells (the backbone alone)"
+    if g.probabilities:
+        figures["arch_probs"] = plot_arch_probabilities(src)
+    else:
+        skipped["arch_probs"] = "the genotype records no architecture probabilities"
+    if probability_history(src) is not None:
+        figures["prob_evolution"] = plot_probability_evolution(src)
+    else:
+        skipped["prob_evolution"] = "no architecture-probability history (not a search run)"
+    if op_count_history(src) is not None:
+        figures["op_counts"] = plot_op_counts(src)
+    else:
+        skipped["op_counts"] = "no genotype history (not a search run)"
+    if g.cells:
+        figures["cell_costs"] = plot_cell_costs(src)
+    else:
+        skipped["cell_costs"] = "no cells"
+    m = src.metrics
+    if m:
+        figures["losses"] = plot_losses(src)
+        figures["evaluation"] = plot_heldout(src)
+        if any(isinstance(r.get("rib"), dict) for r in m):
+            figures["rib"] = plot_rib(src)
+        else:
+            skipped["rib"] = "no RIB estimates in the metrics"
+        if any(isinstance(r.get("tau"), (int, float)) for r in m):
+            figures["temperature"] = plot_temperature(src)
+        else:
+            skipped["temperature"] = "no temperature in the metrics (not a search run)"
+    else:
+        why = "no metrics.jsonl epochs (not a run folder)"
+        skipped.update({k: why for k in ("losses", "evaluation", "rib", "temperature")})
+    return figures, skipped
+
+
+def write_genotype_figures(source: RunSource | str | os.PathLike, out_dir: str | os.PathLike,
+                           formats: Iterable[str] = ("png", "svg")
+                           ) -> tuple[list[Path], dict[str, str]]:
+    """Write :func:`genotype_figures` into ``out_dir`` (created), one file per figure and
+    format (``cells.png``, ``cells.svg``, ...). Returns the files and the skipped figures."""
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        from nas_reid.errors import UserError
+
+        raise UserError(f"--out {out} exists and is not a folder")
+    figures, skipped = genotype_figures(source)
+    out.mkdir(parents=True, exist_ok=True)
+    written: list[Path] = []
+    for stem, fig in figures.items():
+        written += save_figure(fig, out / stem, formats=list(formats))
+    return written, skipped
