@@ -386,6 +386,116 @@ def export_cmd(checkpoint, fmt, out, overwrite, no_check) -> None:
                f"{result.feature_dim}-d features{check})")
 
 
+# ----------------------------------------------------------------------------------- genotype
+GENOTYPE_METAVAR = "FILE|RUN|NAME"
+PICTURE_FORMATS = ["png", "svg", "pdf"]
+
+
+def _formats_option(fn):
+    return click.option(
+        "--format", "formats", multiple=True, type=click.Choice(PICTURE_FORMATS),
+        default=("png", "svg"), show_default=True,
+        help="Picture format (repeatable): each picture is written once per format.")(fn)
+
+
+@main.group("genotype", cls=_Group, context_settings=CONTEXT)
+def genotype_group() -> None:
+    """Look at genotypes: a text summary, pictures, a diff, the notebooks as HTML.
+
+    Every command takes a genotype.json, a search or retrain run folder, or a reference model
+    name (baseline, rga_s, rga_c, rga_sc, rib_dcs, rib_ca). What a genotype lacks (a reference
+    has no probabilities, a retrain run no search history) is said, not an error.
+    """
+
+
+@genotype_group.command("show", context_settings=CONTEXT)
+@click.argument("spec", metavar=GENOTYPE_METAVAR)
+def genotype_show(spec) -> None:
+    """Print a genotype: its cells and edges, parameters and FLOPs per cell, op counts,
+    probabilities, provenance, and the run's final figures."""
+    from .genotype_report import format_summary
+
+    click.echo(format_summary(spec))
+
+
+@genotype_group.command("plot", context_settings=CONTEXT)
+@click.argument("spec", metavar=GENOTYPE_METAVAR)
+@click.option("--out", type=click.Path(path_type=Path), required=True,
+              help="Folder to write the pictures into (created; files of the same name are "
+              "replaced).")
+@_formats_option
+def genotype_plot(spec, out, formats) -> None:
+    """Draw a genotype or run: cells, architecture probabilities (final and over epochs), ops
+    per epoch, cost per cell, and a run's losses, evaluation, RIB and temperature curves.
+
+    Writes one file per picture and format (cells.png, cells.svg, ...) and lists the pictures
+    left out, with the reason (e.g. a reference genotype has no probabilities).
+    """
+    from .viz.genotype_figures import write_genotype_figures
+
+    written, skipped = write_genotype_figures(spec, out, formats)
+    for path in written:
+        click.echo(f"wrote {path}")
+    for stem, why in skipped.items():
+        click.echo(f"skipped {stem}: {why}")
+
+
+@genotype_group.command("diff", context_settings=CONTEXT)
+@click.argument("a", metavar="A")
+@click.argument("b", metavar="B")
+@click.option("--out", type=click.Path(path_type=Path), default=None,
+              help="Also write the side-by-side picture (diff.png, diff.svg) into this folder.")
+@_formats_option
+def genotype_diff(a, b, out, formats) -> None:
+    """Compare genotype A with B, cell position by cell position.
+
+    Prints the differences around the cells (search space, input size, backbone), the cells
+    only in A or only in B, the edges added, removed or changed (op or parameters), and the
+    change in parameters and FLOPs per cell and in total. A and B are each a FILE, RUN or NAME.
+    """
+    from .genotype_diff import diff_genotypes, format_diff
+
+    diff = diff_genotypes(a, b)
+    click.echo(format_diff(diff))
+    if out is not None:
+        from .viz.figures import save_figure
+        from .viz.genotype_plots import plot_genotype_diff
+
+        if out.exists() and not out.is_dir():
+            raise UserError(f"--out {out} exists and is not a folder")
+        out.mkdir(parents=True, exist_ok=True)
+        for path in save_figure(plot_genotype_diff(diff), out / "diff", formats=formats):
+            click.echo(f"wrote {path}")
+
+
+@genotype_group.command("notebooks", context_settings=CONTEXT)
+@click.argument("spec", metavar=GENOTYPE_METAVAR, required=False)
+@click.option("--out", type=click.Path(path_type=Path), required=True,
+              help="Folder for each notebook's HTML page and executed .ipynb (created).")
+@click.option("--compare", default=None, metavar=GENOTYPE_METAVAR,
+              help="The genotype the visualization notebook compares with. Default: rga_sc.")
+@click.option("--notebook", "notebooks", multiple=True, type=click.Path(path_type=Path),
+              help="Run this notebook instead of the repository's notebooks/*.ipynb "
+              "(repeatable).")
+@click.option("--timeout", type=click.IntRange(min=1), default=600, show_default=True,
+              help="Seconds a notebook cell may run.")
+def genotype_notebooks(spec, out, compare, notebooks, timeout) -> None:
+    """Run the notebooks on a run and save them as HTML pages for sharing.
+
+    Executes notebooks/genotype_visualization.ipynb and notebooks/search_report.ipynb top to
+    bottom on SPEC (default: the newest finished runs/search-*, else rga_sc) and writes
+    <notebook>.html (pictures embedded) and the executed <notebook>.ipynb into --out. Needs
+    the notebooks extra: pip install 'nas-reid[notebooks]'.
+    """
+    from .viz.notebooks import find_notebooks, render_notebooks
+
+    paths = find_notebooks(notebooks or None)
+    click.echo(f"running {len(paths)} notebook{'s' if len(paths) != 1 else ''} on "
+               f"{spec or 'the default run'} ...", err=True)
+    for path in render_notebooks(spec, out, notebooks=paths, compare=compare, timeout=timeout):
+        click.echo(f"wrote {path}")
+
+
 def _parse_size(text: str) -> tuple[int, int]:
     try:
         h, w = (int(v) for v in text.lower().split("x"))
