@@ -308,7 +308,8 @@ def retrain_cmd(genotype, data, root, recipe, overrides, epochs, seed, device, o
               "<checkpoint> in the run folder.")
 @click.option("--ranked", type=click.IntRange(min=0, max=64), default=8, show_default=True,
               help="Queries shown in ranked_lists.png (0: no picture).")
-@click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True)
+@click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True,
+              help="cuda: the features are computed under bf16 autocast (as in training).")
 @click.option("--threads", type=click.IntRange(min=1), default=None,
               help="torch CPU threads. Default on cpu: half the cores.")
 @click.option("--workers", type=click.IntRange(min=0), default=0, show_default=True,
