@@ -296,7 +296,8 @@ DDP_SCRIPT = textwrap.dedent("""
                      progress=False)
     rank = os.environ["RANK"]
     with open(f"{out}.rank{rank}.json", "w") as f:
-        json.dump({"steps": result.steps, "finished": result.finished,
+        json.dump({"steps": result.steps, "finished": result.finished, "best": result.best,
+                   "evals": [m["eval"] for m in result.metrics],
                    "plain": (result.results or {}).get("plain")}, f)
 """)
 
@@ -316,6 +317,8 @@ def test_ddp_two_cpu_processes_train_one_model(tmp_path, data_root):
     assert ranks[0]["steps"] == ranks[1]["steps"] >= 2
     assert ranks[0]["finished"] and ranks[1]["finished"]
     assert ranks[0]["plain"] is not None and ranks[1]["plain"] == ranks[0]["plain"]  # from results.json
+    assert ranks[1]["best"] == ranks[0]["best"] and ranks[0]["best"]["epoch"] is not None
+    assert ranks[1]["evals"] == ranks[0]["evals"] and all(e is not None for e in ranks[0]["evals"])
     for name in RUN_FILES:
         assert (out / name).is_file(), name
     config = yaml.safe_load((out / "config.yaml").read_text())

@@ -547,8 +547,12 @@ class _Retrain:
             result = self._evaluate(final=False)
             if number == self.epochs:  # on every rank (None but on rank 0), so _finish agrees
                 self.last_result, self.last_evaluated = result, True
-            if result is not None:
-                evaluation = dict(result.to_dict()["plain"])
+            evaluation = dict(result.to_dict()["plain"]) if result is not None else None
+            if self.world.size > 1:  # rank 0's figures to every rank (best, records agree)
+                box = [evaluation]
+                dist.broadcast_object_list(box, src=0)
+                evaluation = box[0]
+            if evaluation is not None:
                 self.last_eval = {**evaluation, "epoch": number}
                 if self.best["mAP"] is None or evaluation["mAP"] > self.best["mAP"]:
                     self.best = {"mAP": evaluation["mAP"], "R1": evaluation["R1"], "epoch": number}
