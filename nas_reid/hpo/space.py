@@ -1,0 +1,375 @@
+"""The tune space: which recipe or schedule fields a tuning run varies, and how.
+
+A tune space is one YAML file (``search_spaces/tune/*.yaml``)::
+
+    name: retrain_small
+    target: retrain            # retrain | search: which config the parameters override
+    metric: {name: mAP, mode: max}
+    params:                    # dotted paths -> one distribution each
+      optimizer.lr: {type: float, low: 1.0e-4, high: 1.0e-3, log: true}
+      loss.triplet_margin: {type: float, low: 0.1, high: 0.5}
+      loss.rib: {type: categorical, choices: [0.0, 0.05, 0.1]}
+      batch.k: {type: int, low: 2, high: 8, step: 2}
+    fixed: {epochs: 5, lr_schedule.warmup_epochs: 1}   # applied to every trial
+
+Distributions (Optuna's, see :meth:`TuneSpace.distributions`):
+
+- ``float``: ``low < high``; ``log: true`` needs ``low > 0``; an optional ``step`` (> 0) makes
+  it discrete; ``log`` and ``step`` cannot be combined;
+- ``int``: ``low <= high``, ``step >= 1`` (default 1), optional ``log`` (then ``low >= 1`` and
+  ``step`` 1);
+- ``categorical``: a non-empty list of distinct scalars (numbers, booleans, strings, null).
+
+Keys. Parameter keys and ``fixed`` keys are dotted paths (``fixed`` may also be written as
+nested mappings). For ``target: retrain`` they are paths into the retrain recipe
+(:mod:`nas_reid.train.recipe`: ``optimizer.lr``, ``loss.rib``, ``batch.k``, ``epochs``...) and
+are checked against the resolved ``bot`` recipe. For ``target: search`` they are paths
+**relative to a search space's** ``schedule`` (``weights.lr``, ``arch.lr``, ``loss.rib``,
+``batch.p``, ``epochs``...; not ``schedule.weights.lr``) and are checked against the resolved
+schedule of ``search_spaces/cpu_small.yaml``. A key must name a leaf field; an unknown key is an
+error listing the closest known keys. A float distribution on an integer field, or a numeric
+distribution on a text, boolean or list field, is an error too.
+
+:meth:`TuneSpace.overrides` turns one trial's values into the nested overrides of that trial
+(``fixed`` merged with the values); for retrain targets the result is validated as a ``bot``
+recipe with those overrides, so an impossible combination fails before any training starts.
+Search-target overrides are relative to ``schedule`` and are not validated here.
+
+Every problem is one :class:`TuneSpaceError` (a :class:`~nas_reid.errors.UserError`) naming the
+file and the bad field by its path (``params.optimizer.lr.low``).
+"""
+
+from __future__ import annotations
+
+import difflib
+import math
+import os
+from pathlib import Path
+from typing import Annotated, Any, Literal, Union
+
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
+
+from nas_reid.errors import UserError
+from nas_reid.space.config import format_validation_error, read_yaml_mapping
+
+TARGETS = ("retrain", "search")
+DIST_TYPES = ("float", "int", "categorical")
+
+
+class TuneSpaceError(UserError):
+    """A tune-space file or dict that does not follow the schema, or trial values that give an
+    invalid configuration."""
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+
+def _finite(value: float) -> float:
+    if not math.isfinite(value):
+        raise ValueError(f"must be a finite number, got {value!r}")
+    return value
+
+
+# ------------------------------------------------------------------------------ distributions
+
+
+class FloatParam(_Model):
+    type: Literal["float"]
+    low: float
+    high: float
+    log: bool = False
+    step: float | None = Field(default=None, gt=0)
+
+    @field_validator("low", "high")
+    @classmethod
+    def _finite(cls, value: float) -> float:
+        return _finite(value)
+
+    @model_validator(mode="after")
+    def _bounds(self) -> "FloatParam":
+        if not self.low < self.high:
+            raise ValueError(f".low: {self.low} must be below high ({self.high})")
+        if self.log and self.low <= 0:
+            raise ValueError(f".low: {self.low} must be > 0 with log: true")
+        if self.log and self.step is not None:
+            raise ValueError(".step: cannot be combined with log: true")
+        return self
+
+    def distribution(self) -> Any:
+        from optuna.distributions import FloatDistribution
+
+        return FloatDistribution(self.low, self.high, log=self.log, step=self.step)
+
+    def suggest(self, trial: Any, key: str) -> float:
+        return trial.suggest_float(key, self.low, self.high, step=self.step, log=self.log)
+
+
+class IntParam(_Model):
+    type: Literal["int"]
+    low: int
+    high: int
+    step: int = Field(default=1, ge=1)
+    log: bool = False
+
+    @model_validator(mode="after")
+    def _bounds(self) -> "IntParam":
+        if not self.low <= self.high:
+            raise ValueError(f".low: {self.low} must be at most high ({self.high})")
+        if self.log and self.low < 1:
+            raise ValueError(f".low: {self.low} must be >= 1 with log: true")
+        if self.log and self.step != 1:
+            raise ValueError(f".step: must be 1 with log: true, got {self.step}")
+        return self
+
+    def distribution(self) -> Any:
+        from optuna.distributions import IntDistribution
+
+        return IntDistribution(self.low, self.high, log=self.log, step=self.step)
+
+    def suggest(self, trial: Any, key: str) -> int:
+        return trial.suggest_int(key, self.low, self.high, step=self.step, log=self.log)
+
+
+Scalar = Union[bool, int, float, str, None]
+
+
+class CategoricalParam(_Model):
+    type: Literal["categorical"]
+    choices: list[Scalar] = Field(min_length=1)
+
+    @field_validator("choices")
+    @classmethod
+    def _distinct(cls, choices: list[Scalar]) -> list[Scalar]:
+        for i, value in enumerate(choices):
+            if isinstance(value, float) and not math.isfinite(value):
+                raise ValueError(f"[{i}]: must be a finite number, got {value!r}")
+            if any(value == other and type(value) is type(other) for other in choices[:i]):
+                raise ValueError(f"[{i}]: {value!r} is listed twice")
+        return choices
+
+    def distribution(self) -> Any:
+        from optuna.distributions import CategoricalDistribution
+
+        return CategoricalDistribution(list(self.choices))
+
+    def suggest(self, trial: Any, key: str) -> Any:
+        return trial.suggest_categorical(key, list(self.choices))
+
+
+Param = Annotated[Union[FloatParam, IntParam, CategoricalParam], Field(discriminator="type")]
+_PARAM_MODELS: dict[str, type[BaseModel]] = {
+    "float": FloatParam, "int": IntParam, "categorical": CategoricalParam}
+
+
+# ------------------------------------------------------------------------------ the space
+
+
+class MetricConfig(_Model):
+    name: str = Field(min_length=1)
+    """A metric the trials report (``mAP``, ``rank1``...)."""
+    mode: Literal["max", "min"] = "max"
+
+
+class TuneSpace(_Model):
+    """A validated tune space (see the module doc for the YAML)."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    target: Literal["retrain", "search"] = "retrain"
+    metric: MetricConfig
+    params: dict[str, Param] = Field(min_length=1)
+    fixed: dict[str, Any] = Field(default_factory=dict)
+    _source: str | None = PrivateAttr(default=None)
+
+    @property
+    def source(self) -> str | None:
+        """The YAML file it was read from (None for a dict)."""
+        return self._source
+
+    @property
+    def direction(self) -> str:
+        """Optuna's study direction: ``"maximize"`` or ``"minimize"``."""
+        return "maximize" if self.metric.mode == "max" else "minimize"
+
+    def fixed_flat(self) -> dict[str, Any]:
+        """``fixed`` as dotted keys (nested mappings flattened)."""
+        return _flatten_fixed(self.fixed)
+
+    def distributions(self) -> dict[str, Any]:
+        """``{dotted key: optuna distribution}`` in file order (Float/Int/CategoricalDistribution)."""
+        return {key: spec.distribution() for key, spec in self.params.items()}
+
+    def suggest(self, trial: Any) -> dict[str, Any]:
+        """One value per parameter from an Optuna ``trial`` (``suggest_float/int/categorical``),
+        as flat dotted keys."""
+        return {key: spec.suggest(trial, key) for key, spec in self.params.items()}
+
+    def overrides(self, values: dict[str, Any]) -> dict[str, Any]:
+        """The nested overrides of one trial: ``fixed`` merged with ``values`` (flat dotted
+        keys, the values win). For ``retrain`` targets, checked by loading the ``bot`` recipe
+        with them; relative to ``schedule`` for ``search`` targets (see the module doc)."""
+        from nas_reid.train.recipe import RecipeError, load_recipe, merge
+
+        unknown = [key for key in values if key not in self.params]
+        if unknown:
+            raise TuneSpaceError(f"tune space {self.name!r}: trial values for unknown parameters "
+                                 f"{', '.join(unknown)} (parameters: {', '.join(self.params)})")
+        out = merge(_nest(self.fixed_flat()), _nest(values))
+        if self.target == "retrain":
+            try:
+                load_recipe("bot", out)
+            except RecipeError as exc:
+                shown = ", ".join(f"{k}={v!r}" for k, v in values.items())
+                raise TuneSpaceError(f"tune space {self.name!r}: trial values {shown} give an "
+                                     f"invalid retrain recipe: {exc}") from None
+        return out
+
+    def resolved(self) -> dict[str, Any]:
+        """The space as plain JSON/YAML types, every default filled in."""
+        return self.model_dump(mode="json")
+
+
+# ------------------------------------------------------------------------------ loading
+
+
+def load_tune_space(path_or_dict: str | os.PathLike | dict[str, Any] | TuneSpace) -> TuneSpace:
+    """Read and validate a tune space from a YAML file (safe loader) or a parsed dict; a
+    :class:`TuneSpace` is returned as is. Raises :class:`TuneSpaceError` naming the bad fields."""
+    if isinstance(path_or_dict, TuneSpace):
+        return path_or_dict
+    if isinstance(path_or_dict, dict):
+        return _validate(dict(path_or_dict), "<dict>")
+    if not isinstance(path_or_dict, (str, os.PathLike)):
+        raise TuneSpaceError(f"tune space: expected a YAML path or a dict, got {type(path_or_dict).__name__}")
+    path = Path(path_or_dict).expanduser()
+    space = _validate(read_yaml_mapping(path, "tune space", TuneSpaceError), str(path))
+    space._source = str(path)
+    return space
+
+
+def _validate(data: dict[str, Any], where: str) -> TuneSpace:
+    what = f"tune space {where}"
+    try:
+        space = TuneSpace.model_validate(data)
+    except ValidationError as exc:
+        raise TuneSpaceError(format_validation_error(_clean(exc), what, TuneSpace)) from None
+    problems = _check_keys(space)
+    if problems:
+        head = f"{what}: " if len(problems) == 1 else f"{what}:\n  "
+        raise TuneSpaceError(head + "\n  ".join(problems))
+    return space
+
+
+def _clean(exc: ValidationError) -> ValidationError:
+    """``exc`` with the distribution tag dropped from ``params`` paths (``params.x.low``, not
+    ``params.x.float.low``), and unknown fields or types inside a parameter explained."""
+    errors = []
+    for err in exc.errors(include_url=False):
+        loc, kind, ctx = tuple(err["loc"]), err["type"], dict(err.get("ctx") or {})
+        if len(loc) >= 2 and loc[0] == "params":
+            if len(loc) >= 3 and loc[2] in _PARAM_MODELS:
+                model, loc = _PARAM_MODELS[loc[2]], loc[:2] + loc[3:]
+                if kind == "extra_forbidden":
+                    kind, ctx = "value_error", {"error": ValueError(
+                        f"unknown field (allowed: {', '.join(model.model_fields)})")}
+            elif kind in ("union_tag_invalid", "union_tag_not_found"):
+                value = err["input"].get("type") if isinstance(err["input"], dict) else None
+                problem = ("required field is missing" if kind == "union_tag_not_found"
+                           else f"unknown distribution type {value!r}")
+                kind, loc = "value_error", loc + ("type",)
+                ctx = {"error": ValueError(f"{problem} (allowed: {', '.join(DIST_TYPES)})")}
+        errors.append({"type": kind, "loc": loc, "input": err["input"], "ctx": ctx})
+    return ValidationError.from_exception_data(exc.title, errors)
+
+
+def _flatten_fixed(fixed: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in fixed.items():
+        full = f"{prefix}{key}"
+        items = _flatten_fixed(value, full + ".") if isinstance(value, dict) and value else {full: value}
+        for k, v in items.items():
+            if k in out:
+                raise TuneSpaceError(f"tune space: fixed.{k} is given twice")
+            out[k] = v
+    return out
+
+
+def _nest(flat: dict[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in flat.items():
+        parts = key.split(".")
+        node = out
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+        node[parts[-1]] = value
+    return out
+
+
+def _leaves(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """``{dotted key: default}`` of every leaf (non-mapping value) of ``tree``."""
+    out: dict[str, Any] = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            out.update(_leaves(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def target_fields(target: str) -> dict[str, Any]:
+    """``{dotted key: default}`` of the fields a ``target`` can override: the resolved ``bot``
+    recipe (retrain) or the resolved ``schedule`` of ``cpu_small.yaml`` (search, keys relative
+    to ``schedule``)."""
+    if target == "retrain":
+        from nas_reid.train.recipe import load_recipe
+
+        return _leaves(load_recipe("bot").resolved())
+    from nas_reid.space import load_space
+    from nas_reid.space.reference import shipped_file
+
+    return _leaves(load_space(shipped_file("cpu_small.yaml")).resolved()["schedule"])
+
+
+def _check_keys(space: TuneSpace) -> list[str]:
+    fields = target_fields(space.target)
+    where = "the retrain recipe" if space.target == "retrain" else "a search space's schedule"
+    problems = []
+    try:
+        fixed = space.fixed_flat()
+    except TuneSpaceError as exc:
+        return [str(exc).removeprefix("tune space: ")]
+    keys = [(f"params.{k}", k, spec) for k, spec in space.params.items()]
+    keys += [(f"fixed.{k}", k, None) for k in fixed]
+    for path, key, spec in keys:
+        if key not in fields:
+            problems.append(f"{path}: {_unknown(key, fields, where)}")
+            continue
+        if spec is not None:
+            problem = _type_problem(spec, fields[key])
+            if problem:
+                problems.append(f"{path}: {problem}")
+        elif key in space.params:
+            problems.append(f"{path}: is also a tuned parameter (params.{key})")
+    return problems
+
+
+def _unknown(key: str, fields: dict[str, Any], where: str) -> str:
+    sections = sorted(k for k in fields if k.startswith(key + "."))
+    if sections:
+        shown = ", ".join(sections[:6]) + (", ..." if len(sections) > 6 else "")
+        return f"is a section of {where}, not a field; name one of its fields ({shown})"
+    close = difflib.get_close_matches(key, list(fields), n=3, cutoff=0.6)
+    last = key.rsplit(".", 1)[-1]
+    close += [k for k in fields if k.rsplit(".", 1)[-1] == last and k not in close]
+    hint = f"; did you mean {' or '.join(close[:4])}?" if close else ""
+    return f"unknown key of {where}{hint}"
+
+
+def _type_problem(spec: Any, default: Any) -> str | None:
+    if isinstance(spec, CategoricalParam) or default is None:
+        return None
+    if isinstance(default, bool) or not isinstance(default, (int, float)):
+        return f"a {spec.type} distribution cannot set this field (its default is {default!r})"
+    if isinstance(spec, FloatParam) and isinstance(default, int):
+        return "the field is an integer; use type: int"
+    return None
