@@ -177,7 +177,8 @@ def retrain(genotype: Genotype | str | os.PathLike | None = None,
         recipe: a recipe name, YAML path, dict or :class:`Recipe`; default ``synthetic`` on
             the built-in benchmark and ``bot`` otherwise (the run's own with ``resume``).
         overrides: recipe overrides, ``{"loss": {"rib": 0.1}}`` or ``["loss.rib=0.1"]``.
-        epochs, seed: override the recipe's (milestones beyond the new epochs are an error).
+        epochs, seed: override the recipe's (a milestone at or after the new epochs is never
+            reached; the warm-up must stay shorter than the epochs).
         device: ``cpu`` or ``cuda`` (``cuda:<local rank>`` under torchrun).
         resume: continue ``out_dir/checkpoints/last.pt`` (a finished run is returned as is).
         backbone_weights: a local torchvision state_dict file for the backbone (ImageNet).
