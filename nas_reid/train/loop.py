@@ -10,7 +10,7 @@ the dataset's query / gallery split every ``eval.every`` epochs and at the end, 
 ``genotype.json``          the genotype trained (what ``evaluate`` / ``export`` rebuild)
 ``metrics.jsonl``          one ``"kind": "epoch"`` record per epoch (below), step records
                            every ``log_every`` steps
-``tensorboard/``           scalars ``loss/*``, ``lr``, ``eval/*``, ``rib/*``, ``throughput``
+``tensorboard/``           scalars ``loss/*``, ``lr``, ``eval/*``, ``rib/*``, ``images_per_second``
 ``checkpoints/last.pt``    the complete training state after the last epoch (or step, with
                            ``checkpoint_every``); see :mod:`nas_reid.train.checkpoint`
 ``checkpoints/best.pt``    the model of the best evaluation mAP so far
