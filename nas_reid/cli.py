@@ -346,7 +346,7 @@ def evaluate_cmd(checkpoint, data, root, cuhk03_variant, rerank, flip, out, rank
             run_dir = run_dir.parent
         out = run_dir / "evaluation" / f"{ds.name}-{loaded.path.stem}{'-flip' if flip else ''}"
     result = evaluate_model(loaded.model, ds, device=dev, flip=flip, rerank=rerank,
-                            num_workers=workers, keep_distances=rerank and ranked > 0,
+                            num_workers=workers,
                             autocast=torch.bfloat16 if dev.type == "cuda" else None)
     out.mkdir(parents=True, exist_ok=True)
     write_results(result, out / "results.json",

@@ -56,7 +56,7 @@ from contextlib import nullcontext
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import torch
 import torch.distributed as dist
@@ -165,7 +165,8 @@ def retrain(genotype: Genotype | str | os.PathLike | None = None,
             rerank: bool = False,
             checkpoint_every: int = 0,
             log_every: int = 0,
-            max_steps: int | None = None) -> TrainResult:
+            max_steps: int | None = None,
+            on_epoch: Callable[[dict[str, Any]], None] | None = None) -> TrainResult:
     """Train the network of ``genotype`` on ``data``; write the run folder ``out_dir``.
 
     Args:
@@ -186,6 +187,9 @@ def retrain(genotype: Genotype | str | os.PathLike | None = None,
         checkpoint_every: also checkpoint every this many steps (0: once per epoch).
         log_every: also write a step record every this many steps (0: never).
         max_steps: stop after this many steps in total, checkpointed, as if interrupted.
+        on_epoch: called on rank 0 after each epoch's record and checkpoint with the epoch
+            record as logged; an exception it raises stops the run with the checkpoint in
+            place, resumable.
 
     Raises :class:`UserError` (before anything is written) for a bad genotype, recipe,
     dataset, device or run folder.
@@ -197,7 +201,7 @@ def retrain(genotype: Genotype | str | os.PathLike | None = None,
                        epochs=epochs, seed=seed, device=dev, resume=resume, progress=progress,
                        root=root, num_workers=num_workers, backbone_weights=backbone_weights,
                        rerank=rerank, checkpoint_every=checkpoint_every, log_every=log_every,
-                       max_steps=max_steps, world=world)
+                       max_steps=max_steps, world=world, on_epoch=on_epoch)
         with deterministic(dev) if run.recipe.deterministic else nullcontext():
             return run.run()
     finally:
@@ -210,8 +214,10 @@ class _Retrain:
 
     def __init__(self, genotype, data, *, recipe, overrides, out_dir, epochs, seed, device,
                  resume, progress, root, num_workers, backbone_weights, rerank,
-                 checkpoint_every, log_every, max_steps, world: World) -> None:
+                 checkpoint_every, log_every, max_steps, world: World,
+                 on_epoch: Callable[[dict[str, Any]], None] | None = None) -> None:
         self.world, self.device = world, device
+        self.on_epoch = on_epoch
         self.is_main = world.rank == 0
         self.progress = progress and self.is_main
         self.num_workers, self.max_steps = int(num_workers), max_steps
@@ -572,8 +578,8 @@ class _Retrain:
             "images_per_second": s["images"] / s["seconds"] if s["seconds"] > 0 else None,
             "peak_memory_mib": peak,
         }
-        self.log.add(record, tb_keys=("loss", "lr", "rib", "eval", "images_per_second",
-                                      "peak_memory_mib"), step=self.step)
+        logged = self.log.add(record, tb_keys=("loss", "lr", "rib", "eval", "images_per_second",
+                                               "peak_memory_mib"), step=self.step)
         self.log.flush()
         if self.progress:
             e = (f"  mAP {100 * evaluation['mAP']:.1f}  R1 {100 * evaluation['R1']:.1f}"
@@ -587,6 +593,8 @@ class _Retrain:
         if improved and self.is_main:
             save_model_checkpoint(self.out / BEST, self._model_state())
         self._save(session_start)
+        if self.on_epoch is not None and self.is_main:
+            self.on_epoch(logged)
 
     # -- the whole run
 
