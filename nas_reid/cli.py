@@ -497,6 +497,75 @@ def genotype_notebooks(spec, out, compare, notebooks, timeout) -> None:
         click.echo(f"wrote {path}")
 
 
+# --------------------------------------------------------------------------------------- tune
+@main.command("tune", context_settings=CONTEXT)
+@click.option("--space", "tune_space", default=None, metavar="YAML",
+              help="Tune space (Optuna distributions over recipe fields). Default: "
+              "search_spaces/tune/retrain_small.yaml.")
+@click.option("--genotype", required=True, metavar="JSON|RUN|NAME",
+              help="What every trial retrains: a genotype.json, a search run folder or a "
+              "reference name.")
+@click.option("--data", type=click.Choice(SEARCH_DATASETS), default=None,
+              help="Dataset of the trials. Default: synthreid.")
+@click.option("--root", type=click.Path(path_type=Path), default=None,
+              help="Dataset folder (required but for synthreid).")
+@click.option("--recipe", default=None, metavar="NAME|YAML",
+              help="Recipe every trial starts from (the space's values on top). Default: "
+              "synthetic on synthreid, bot otherwise.")
+@click.option("--trials", type=click.IntRange(min=1), default=8, show_default=True,
+              help="Trials the study holds in the end (with --resume the finished ones count).")
+@click.option("--seed", type=int, default=0, show_default=True, help="TPE sampler seed.")
+@click.option("--pruner", type=click.Choice(["median", "none"]), default="median",
+              show_default=True, help="Stop trials whose per-epoch evaluation trails the median.")
+@click.option("--storage", default=None, metavar="URL",
+              help="Optuna storage (any RDB URL). Default: sqlite:///<out>/study.db.")
+@click.option("--study-name", default=None, help="Default: the tune space's name.")
+@click.option("--out", type=click.Path(path_type=Path), default=None,
+              help="Study folder. Default: runs/tune-<timestamp>.")
+@click.option("--resume", is_flag=True, help="Continue the study in --out / --storage.")
+@click.option("--threads", type=click.IntRange(min=1), default=None,
+              help="torch CPU threads. Default: half the cores.")
+def tune_cmd(tune_space, genotype, data, root, recipe, trials, seed, pruner, storage,
+             study_name, out, resume, threads) -> None:
+    """Tune a retrain's hyper-parameters with an Optuna study (one machine, no Ray yet).
+
+    Trials run one after another in <out>/trials/<n>/ (retrain run folders); a trial that
+    fails is recorded and the study goes on. Writes trials.csv and best.yaml (the best
+    trial's recipe overrides) into --out. Ray Tune scheduling is not built yet.
+    """
+    from datetime import datetime
+
+    import torch
+
+    from .data import load_dataset
+    from .hpo import run_study
+    from .space.reference import resolve_genotype, shipped_file
+    from .train.recipe import load_recipe
+
+    threads = threads or _default_threads("cpu")
+    if threads:
+        torch.set_num_threads(threads)
+    if out is None:
+        if resume:
+            raise UserError("--resume needs --out: the study folder to continue")
+        out = Path(f"runs/tune-{datetime.now():%Y%m%d-%H%M%S}")
+    if data is not None and data != "synthreid" and root is None:
+        raise UserError(f"--root is required for --data {data}")
+    resolve_genotype(genotype)  # bad input fails here, not as failed trials
+    if recipe is not None:
+        load_recipe(recipe)
+    dataset = load_dataset(data or "synthreid", root)
+    space = tune_space or shipped_file("tune", "retrain_small.yaml")
+    result = run_study(space, genotype, dataset, out_dir=out, trials=trials, seed=seed,
+                       storage=storage, study_name=study_name, recipe=recipe, resume=resume,
+                       pruner=pruner)
+    click.echo(f"study {result.study_name}: {result.n_complete} complete, {result.n_pruned} "
+               f"pruned, {result.n_failed} failed ({result.storage})")
+    if result.best_value is not None:
+        click.echo(f"best value {result.best_value:.4f}: {result.best_params}")
+        click.echo(f"wrote {out / 'best.yaml'} and {out / 'trials.csv'}")
+
+
 def _parse_size(text: str) -> tuple[int, int]:
     try:
         h, w = (int(v) for v in text.lower().split("x"))

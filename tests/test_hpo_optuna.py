@@ -181,3 +181,33 @@ def test_bad_inputs_are_user_errors(tmp_path):
         run_study(SPACE, None, None, out_dir=tmp_path / "c", trials=0)
     with pytest.raises(TuneSpaceError, match="metric"):
         run_study({**SPACE, "metric": {"name": "rank1"}}, None, None, out_dir=tmp_path / "d", trials=1)
+
+
+def test_cli_tune_runs_a_study_and_fails_cleanly(tmp_path, data_root, monkeypatch):
+    from click.testing import CliRunner
+
+    from nas_reid.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    space = tmp_path / "space.yaml"
+    space.write_text(yaml.safe_dump(SPACE))
+    genotype = tmp_path / "g.json"
+    tiny_genotype().save(genotype)
+    runner = CliRunner()
+    args = ["tune", "--space", str(space), "--genotype", str(genotype), "--data", "synthreid",
+            "--root", str(data_root), "--recipe", "bot", "--trials", "2", "--pruner", "none",
+            "--out", "study", "--threads", "1"]
+    done = runner.invoke(main, args)
+    assert done.exit_code == 0, done.output
+    assert "2 complete" in done.output and "best value" in done.output
+    best = yaml.safe_load((tmp_path / "study" / "best.yaml").read_text())
+    load_recipe("bot", best["overrides"])
+    again = runner.invoke(main, args)  # the study exists: --resume or another name
+    assert again.exit_code == 2 and "resume" in again.output and "Traceback" not in again.output
+    bad = runner.invoke(main, ["tune", "--space", str(tmp_path / "nope.yaml"), "--genotype",
+                               str(genotype), "--out", "s2"])
+    assert bad.exit_code == 2 and "nope.yaml" in bad.output
+    bad = runner.invoke(main, ["tune", "--space", str(space), "--genotype", "no_such_model",
+                               "--out", "s3"])
+    assert bad.exit_code == 2 and "no_such_model" in bad.output
+    assert not (tmp_path / "s3").exists()
