@@ -537,7 +537,7 @@ def tune_cmd(tune_space, genotype, data, root, recipe, trials, seed, pruner, sto
 
     import torch
 
-    from .data import load_dataset
+    from .data import resolve_dataset
     from .hpo import run_study
     from .space.reference import resolve_genotype, shipped_file
     from .train.recipe import load_recipe
@@ -549,12 +549,10 @@ def tune_cmd(tune_space, genotype, data, root, recipe, trials, seed, pruner, sto
         if resume:
             raise UserError("--resume needs --out: the study folder to continue")
         out = Path(f"runs/tune-{datetime.now():%Y%m%d-%H%M%S}")
-    if data is not None and data != "synthreid" and root is None:
-        raise UserError(f"--root is required for --data {data}")
     resolve_genotype(genotype)  # bad input fails here, not as failed trials
     if recipe is not None:
         load_recipe(recipe)
-    dataset = load_dataset(data or "synthreid", root)
+    dataset = resolve_dataset(data, root)
     space = tune_space or shipped_file("tune", "retrain_small.yaml")
     result = run_study(space, genotype, dataset, out_dir=out, trials=trials, seed=seed,
                        storage=storage, study_name=study_name, recipe=recipe, resume=resume,

@@ -48,6 +48,34 @@ def atomic_write_json(path: str | os.PathLike, obj: Any, *, indent: int | None =
     return atomic_write_text(path, json.dumps(obj, indent=indent, sort_keys=False) + "\n")
 
 
+def atomic_torch_save(path: str | os.PathLike, obj: Any) -> Path:
+    """``torch.save(obj)`` to ``path`` atomically (serialised in memory, then
+    :func:`atomic_write_bytes`)."""
+    import io
+
+    import torch
+
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    return atomic_write_bytes(path, buffer.getvalue())
+
+
+def torch_load_safe(path: str | os.PathLike, error: type[Exception]) -> Any:
+    """``torch.load(path, weights_only=True)`` onto the CPU: reading runs no code. ``error`` for
+    a missing file or one torch cannot read (the message names the file and the first line of
+    torch's reason)."""
+    import torch
+
+    path = Path(path)
+    if not path.is_file():
+        raise error(f"no checkpoint at {path}")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # zip, pickle or unsafe-type errors: not a checkpoint of ours
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise error(f"checkpoint {path} cannot be read ({first})") from None
+
+
 @contextlib.contextmanager
 def atomic_directory(path: str | os.PathLike, *, overwrite: bool = False) -> Iterator[Path]:
     """Build a folder under a temporary name and rename it to ``path`` when the block succeeds.

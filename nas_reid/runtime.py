@@ -9,13 +9,16 @@
 - :func:`seed_all`, :func:`derived_seed`: seeding python / numpy / torch, and seeds derived from
   several integers (``numpy.random.SeedSequence``).
 - :func:`rng_state`, :func:`set_rng_state`: the generators' states as tensors, numbers and
-  lists only, so a checkpoint holding them loads with ``torch.load(weights_only=True)``.
+  lists only, so a checkpoint holding them loads with ``torch.load(weights_only=True)``;
+  :func:`gather_rng_states` / :func:`restore_rng_states`: every rank's, for a checkpoint.
+- :func:`broadcast_buffers`, :func:`all_reduce_sums`: the two DDP collectives the loops share.
 """
 
 from __future__ import annotations
 
 import os
 import random
+import warnings
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Iterator
@@ -122,3 +125,45 @@ def _tuples(value):
     if isinstance(value, (list, tuple)):
         return tuple(_tuples(v) for v in value)
     return value
+
+
+def gather_rng_states(world: World) -> list[dict[str, Any]]:
+    """Every rank's :func:`rng_state`, in rank order (a collective under DDP: every rank calls
+    it, every rank gets the list)."""
+    state = rng_state()
+    if world.size == 1:
+        return [state]
+    states: list[Any] = [None] * world.size
+    dist.all_gather_object(states, state)
+    return states
+
+
+def restore_rng_states(states: list[dict[str, Any]], world: World, *, reseed: int,
+                       what: str) -> None:
+    """This rank's state of :func:`gather_rng_states`'s list; when the list comes from another
+    number of ranks, warn that ``what`` will not repeat an uninterrupted run and seed with
+    ``reseed`` instead."""
+    if len(states) == world.size:
+        set_rng_state(states[world.rank])
+        return
+    warnings.warn(f"the checkpoint was written by {len(states)} rank(s), this run has "
+                  f"{world.size}: random streams are reseeded, so {what} will not repeat an "
+                  "uninterrupted run exactly", stacklevel=4)
+    seed_all(reseed)
+
+
+def broadcast_buffers(module: torch.nn.Module, world: World) -> None:
+    """Rank 0's buffers (BN statistics) to every rank, so evaluations agree."""
+    if world.size > 1:
+        for buffer in module.buffers():
+            dist.broadcast(buffer, 0)
+
+
+def all_reduce_sums(sums: dict[str, float], world: World, device: torch.device) -> dict[str, float]:
+    """``sums`` added over the ranks (float64; returned as is on one rank)."""
+    if world.size == 1:
+        return sums
+    keys = sorted(sums)
+    values = torch.tensor([sums[k] for k in keys], dtype=torch.float64, device=device)
+    dist.all_reduce(values)
+    return dict(zip(keys, values.tolist()))

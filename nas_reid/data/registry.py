@@ -10,7 +10,7 @@ from __future__ import annotations
 import inspect
 import os
 from dataclasses import dataclass
-from typing import Callable, Mapping, Union
+from typing import Any, Callable, Mapping, Union
 
 from nas_reid.data.base import SPLITS, ReIDDataset, SplitStats
 from nas_reid.data.cuhk03 import VARIANTS, load_cuhk03
@@ -19,7 +19,7 @@ from nas_reid.data.market1501 import load_market1501
 from nas_reid.data.msmt17 import load_msmt17
 from nas_reid.data.occluded_duke import load_occluded_duke
 from nas_reid.data.synthreid_dataset import load_synthreid
-from nas_reid.errors import DatasetError
+from nas_reid.errors import DatasetError, UserError
 
 Loader = Callable[..., ReIDDataset]
 Counts = Mapping[str, Union[SplitStats, tuple]]
@@ -84,6 +84,22 @@ def _entry(name: str, options: Mapping) -> _Entry:
 def load_dataset(name: str, root: str | os.PathLike, **options) -> ReIDDataset:
     """Load dataset ``name`` from ``root`` with its ``options``."""
     return _entry(name, options).loader(root, **options)
+
+
+def resolve_dataset(data: ReIDDataset | str | None, root: str | os.PathLike | None,
+                    saved: Mapping[str, Any] | None = None) -> ReIDDataset:
+    """The dataset a training command runs on: ``data`` itself when it is a
+    :class:`ReIDDataset`; else the dataset named (``--root`` required but for ``synthreid``);
+    when no name is given, the ``{"name", "root"}`` a resumed run ``saved``, else ``synthreid``."""
+    if isinstance(data, ReIDDataset):
+        return data
+    if data is None:
+        if saved is not None:
+            return load_dataset(saved["name"], saved["root"])
+        data = "synthreid"
+    if root is None and data != "synthreid":
+        raise UserError(f"--root is required for --data {data}")
+    return load_dataset(data, root)
 
 
 def official_counts(name: str, **options) -> dict[str, SplitStats] | None:

@@ -41,15 +41,12 @@ checkpoint's lines on resume, so lines written after the last checkpoint are dro
 
 from __future__ import annotations
 
-import io
 import os
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from nas_reid.errors import UserError
-from nas_reid.fileio import atomic_write_bytes
+from nas_reid.fileio import atomic_torch_save, torch_load_safe
 
 VERSION = 1
 CHECKPOINT = Path("checkpoints") / "last.pt"
@@ -61,22 +58,13 @@ class CheckpointError(UserError):
 
 def save_checkpoint(path: str | os.PathLike, state: dict[str, Any]) -> Path:
     """``torch.save(state)`` to ``path`` atomically (temporary sibling, fsync, rename)."""
-    buffer = io.BytesIO()
-    torch.save({"version": VERSION, **state}, buffer)
-    return atomic_write_bytes(path, buffer.getvalue())
+    return atomic_torch_save(path, {"version": VERSION, **state})
 
 
 def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     """Read a checkpoint with ``weights_only=True`` onto the CPU; :class:`CheckpointError` if it
     is missing, unreadable or of another version."""
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"no checkpoint at {path}")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # zip, pickle or unsafe-type errors: not a checkpoint of ours
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        raise CheckpointError(f"checkpoint {path} cannot be read ({first})") from None
+    state = torch_load_safe(path, CheckpointError)
     if not isinstance(state, dict) or state.get("version") != VERSION:
         version = state.get("version") if isinstance(state, dict) else None
         raise CheckpointError(f"checkpoint {path} has version {version!r}; this nas-reid reads "

@@ -77,7 +77,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from nas_reid import __version__
-from nas_reid.data import ReIDDataset, load_dataset
+from nas_reid.data import ReIDDataset, resolve_dataset
 from nas_reid.errors import UserError
 from nas_reid.fileio import atomic_write_text
 from nas_reid.genotype import Genotype, derive_genotype
@@ -85,14 +85,16 @@ from nas_reid.losses import CrossEntropyLabelSmooth, RIBLoss, TripletLoss
 from nas_reid.ops.dcs import dcs_keep_ratios
 from nas_reid.runtime import (
     World,
+    all_reduce_sums,
+    broadcast_buffers,
     derived_seed,
     deterministic,
     device_type,
+    gather_rng_states,
     join_world,
     resolve_device,
-    rng_state,
+    restore_rng_states,
     seed_all,
-    set_rng_state,
 )
 from nas_reid.search.checkpoint import CHECKPOINT, load_checkpoint, save_checkpoint
 from nas_reid.search.data import (
@@ -191,19 +193,6 @@ def _effective_space(space: SearchSpace, epochs: int | None, seed: int | None) -
     out = load_space(resolved)
     out._source = space.source
     return out
-
-
-def _load_data(data: ReIDDataset | str | None, root: str | os.PathLike | None,
-               saved: dict[str, Any] | None) -> ReIDDataset:
-    if isinstance(data, ReIDDataset):
-        return data
-    if data is None:
-        if saved is not None:
-            return load_dataset(saved["name"], saved["root"])
-        data = "synthreid"
-    if root is None and data != "synthreid":
-        raise UserError(f"--root is required for --data {data}")
-    return load_dataset(data, root)
 
 
 # ------------------------------------------------------------------------------ the search
@@ -310,7 +299,7 @@ class _Search:
         self.epochs, self.seed = sched.epochs, sched.seed
 
         # -- the data
-        ds = _load_data(data, root, saved["search"]["data"] if saved is not None else None)
+        ds = resolve_dataset(data, root, saved["search"]["data"] if saved is not None else None)
         self.data_ref = {"name": ds.name, "root": str(ds.root)}
         p, k = sched.batch.p, sched.batch.k
         self.split: IdentitySplit = split_identities(ds.train, sched.heldout_fraction, self.seed,
@@ -404,20 +393,6 @@ class _Search:
         return {"steps": 0.0, "total": 0.0, "id": 0.0, "triplet": 0.0, "rib": 0.0,
                 "arch_steps": 0.0, "arch_triplet": 0.0}
 
-    def _sync_buffers(self) -> None:
-        """Rank 0's buffers (BN statistics) to every rank, so evaluations agree."""
-        if self.world.size > 1:
-            for buffer in self.net.buffers():
-                dist.broadcast(buffer, 0)
-
-    def _all_rng(self) -> list[dict]:
-        state = rng_state()
-        if self.world.size == 1:
-            return [state]
-        states: list[Any] = [None] * self.world.size
-        dist.all_gather_object(states, state)
-        return states
-
     def _restore(self, ckpt: dict) -> tuple[list[str], list[str]]:
         self.net.load_state_dict(ckpt["model"])
         self.weight_opt.load_state_dict(ckpt["weight_optimizer"])
@@ -431,17 +406,12 @@ class _Search:
         self.best, self.elapsed = dict(ckpt["best"]), float(ckpt["elapsed"])
         self.sums = dict(ckpt["accumulators"])
         self.dcs_keep = dict(ckpt["dcs_keep"])
-        if len(ckpt["rng"]) == self.world.size:
-            set_rng_state(ckpt["rng"][self.world.rank])
-        else:
-            warnings.warn(f"the checkpoint was written by {len(ckpt['rng'])} rank(s), this run "
-                          f"has {self.world.size}: random streams are reseeded, so the search "
-                          "will not repeat an uninterrupted run exactly", stacklevel=3)
-            seed_all(derived_seed(self.seed, self.world.rank, 2, self.step))
+        restore_rng_states(ckpt["rng"], self.world, what="the search",
+                           reseed=derived_seed(self.seed, self.world.rank, 2, self.step))
         return list(ckpt["metrics"]), list(ckpt["genotype_history"])
 
     def _save(self, session_start: float) -> None:
-        rngs = self._all_rng()  # a collective: every rank calls it
+        rngs = gather_rng_states(self.world)  # a collective: every rank calls it
         if not self.is_main:
             return
         save_checkpoint(self.out / CHECKPOINT, {
@@ -518,7 +488,7 @@ class _Search:
         """Temperature and RIB clusters of a fresh epoch (a mid-epoch resume has both)."""
         self.net.set_temperature(self.space.sampling.tau.at(self.epoch / self.epochs))
         if self.rib is not None:
-            self._sync_buffers()
+            broadcast_buffers(self.net, self.world)
             self.net.eval()
             feats = extract(self.net, self.split.weight, self.space.input_size, "feat", self.device,
                             batch_size=self.eval_batch, num_workers=self.num_workers,
@@ -528,13 +498,9 @@ class _Search:
             self.rib.start_epoch(feats, labels)
 
     def _end_epoch(self, session_start: float) -> None:
-        if self.world.size > 1:
-            keys = sorted(self.sums)
-            sums = torch.tensor([self.sums[k] for k in keys], dtype=torch.float64, device=self.device)
-            dist.all_reduce(sums)
-            self.sums = dict(zip(keys, sums.tolist()))
+        self.sums = all_reduce_sums(self.sums, self.world, self.device)
         self._update_dcs_keep()
-        self._sync_buffers()
+        broadcast_buffers(self.net, self.world)
         self.net.eval()
         heldout = quick_eval(self.net, self.eval_split, self.space.input_size, self.device,
                              batch_size=self.eval_batch, num_workers=self.num_workers,

@@ -23,7 +23,6 @@ string, or a list / dict of those, so :func:`load_model` reads it with
 
 from __future__ import annotations
 
-import io
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,7 +31,7 @@ from typing import Any
 import torch
 
 from nas_reid.errors import UserError
-from nas_reid.fileio import atomic_write_bytes
+from nas_reid.fileio import atomic_torch_save, torch_load_safe
 from nas_reid.genotype import Genotype, GenotypeError
 from nas_reid.space.discrete import ReIDNet, build_model
 
@@ -71,9 +70,7 @@ def model_state(model: ReIDNet, *, num_classes: int, epoch: int, data: dict[str,
 
 def save_model_checkpoint(path: str | os.PathLike, state: dict[str, Any]) -> Path:
     """``torch.save(state)`` to ``path`` atomically."""
-    buffer = io.BytesIO()
-    torch.save(state, buffer)
-    return atomic_write_bytes(path, buffer.getvalue())
+    return atomic_torch_save(path, state)
 
 
 def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
@@ -86,13 +83,7 @@ def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
             raise ModelCheckpointError(f"{path} is a folder without {LAST}; name a checkpoint file "
                                        "or a retrain run folder")
         path = path / LAST
-    if not path.is_file():
-        raise ModelCheckpointError(f"no checkpoint at {path}")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # zip, pickle or unsafe-type errors: not a checkpoint of ours
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        raise ModelCheckpointError(f"checkpoint {path} cannot be read ({first})") from None
+    state = torch_load_safe(path, ModelCheckpointError)
     if not isinstance(state, dict) or state.get("kind") != KIND:
         hint = (" (a search checkpoint: retrain its genotype.json first)"
                 if isinstance(state, dict) and "space_hash" in state else "")

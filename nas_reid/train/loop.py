@@ -65,7 +65,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from nas_reid import __version__
-from nas_reid.data import ReIDDataset, load_dataset
+from nas_reid.data import ReIDDataset, resolve_dataset
 from nas_reid.data.streams import BatchStream, plain_loader
 from nas_reid.data.transforms import build_transforms
 from nas_reid.errors import UserError
@@ -77,14 +77,16 @@ from nas_reid.losses import CenterLoss, CrossEntropyLabelSmooth, RIBLoss, Triple
 from nas_reid.runlog import MetricsLog
 from nas_reid.runtime import (
     World,
+    all_reduce_sums,
+    broadcast_buffers,
     derived_seed,
     deterministic,
     device_type,
+    gather_rng_states,
     join_world,
     resolve_device,
-    rng_state,
+    restore_rng_states,
     seed_all,
-    set_rng_state,
 )
 from nas_reid.space.discrete import ReIDNet, build_model
 from nas_reid.space.reference import REFERENCES, resolve_genotype
@@ -134,19 +136,6 @@ def _run_folder_state(out: Path) -> str:
     if (out / LAST).is_file():
         return "finished" if (out / RESULTS_FILE).is_file() else "unfinished"
     return "foreign"
-
-
-def _load_data(data: ReIDDataset | str | None, root: str | os.PathLike | None,
-               saved: Mapping[str, Any] | None) -> ReIDDataset:
-    if isinstance(data, ReIDDataset):
-        return data
-    if data is None:
-        if saved is not None:
-            return load_dataset(saved["name"], saved["root"])
-        data = "synthreid"
-    if root is None and data != "synthreid":
-        raise UserError(f"--root is required for --data {data}")
-    return load_dataset(data, root)
 
 
 def retrain(genotype: Genotype | str | os.PathLike | None = None,
@@ -274,7 +263,7 @@ class _Retrain:
         self.reference = reference
 
         # -- the data and the recipe
-        ds = _load_data(data, root, saved["data"] if saved is not None else None)
+        ds = resolve_dataset(data, root, saved["data"] if saved is not None else None)
         self.data_ref = {"name": ds.name, "root": str(ds.root)}
         self.dataset = ds
         if saved is not None:
@@ -391,19 +380,6 @@ class _Retrain:
         return {"steps": 0.0, "images": 0.0, "seconds": 0.0, "total": 0.0, "id": 0.0,
                 "triplet": 0.0, "center": 0.0, "rib": 0.0}
 
-    def _all_rng(self) -> list[dict]:
-        state = rng_state()
-        if self.world.size == 1:
-            return [state]
-        states: list[Any] = [None] * self.world.size
-        dist.all_gather_object(states, state)
-        return states
-
-    def _sync_buffers(self) -> None:
-        if self.world.size > 1:
-            for buffer in self.net.buffers():
-                dist.broadcast(buffer, 0)
-
     def _restore(self, ckpt: dict) -> list[str]:
         t = ckpt["training"]
         self.net.load_state_dict(ckpt["model"])
@@ -419,13 +395,8 @@ class _Retrain:
         self.best, self.elapsed = dict(t["best"]), float(t["elapsed"])
         self.last_eval = t["last_eval"]
         self.sums = dict(t["accumulators"])
-        if len(t["rng"]) == self.world.size:
-            set_rng_state(t["rng"][self.world.rank])
-        else:
-            warnings.warn(f"the checkpoint was written by {len(t['rng'])} rank(s), this run has "
-                          f"{self.world.size}: random streams are reseeded, so the run will not "
-                          "repeat an uninterrupted one exactly", stacklevel=3)
-            seed_all(derived_seed(self.seed, self.world.rank, 4, self.step))
+        restore_rng_states(t["rng"], self.world, what="the retrain",
+                           reseed=derived_seed(self.seed, self.world.rank, 4, self.step))
         return list(t["metrics"])
 
     def _model_state(self, **extra: Any) -> dict[str, Any]:
@@ -433,7 +404,7 @@ class _Retrain:
                            data=self.data_ref, metrics=self.last_eval, **extra)
 
     def _save(self, session_start: float) -> None:
-        rngs = self._all_rng()  # a collective: every rank calls it
+        rngs = gather_rng_states(self.world)  # a collective: every rank calls it
         if not self.is_main:
             return
         training = {
@@ -508,7 +479,7 @@ class _Retrain:
 
     def _start_epoch(self) -> None:
         if self.rib is not None:
-            self._sync_buffers()
+            broadcast_buffers(self.net, self.world)
             self.net.eval()
             h, w = self.genotype.input_size
             with self._autocast():
@@ -522,7 +493,7 @@ class _Retrain:
 
     def _evaluate(self, *, final: bool) -> EvaluationResult | None:
         """Rank 0 evaluates the bare network on query / gallery; the others wait."""
-        self._sync_buffers()
+        broadcast_buffers(self.net, self.world)
         result = None
         if self.is_main:
             result = evaluate_model(
@@ -542,10 +513,7 @@ class _Retrain:
 
     def _end_epoch(self, session_start: float) -> None:
         if self.world.size > 1:
-            keys = sorted(self.sums)
-            sums = torch.tensor([self.sums[k] for k in keys], dtype=torch.float64, device=self.device)
-            dist.all_reduce(sums)
-            self.sums = dict(zip(keys, sums.tolist()))
+            self.sums = all_reduce_sums(self.sums, self.world, self.device)
             self.sums["seconds"] /= self.world.size
         number = self.epoch + 1
         evaluation = None
