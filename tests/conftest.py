@@ -10,3 +10,22 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="session")
+def data_root(tmp_path_factory):
+    """A tiny synthreid benchmark (16 identities, 8 train / 8 test, 3 cameras, 8 images each,
+    64x32), generated once per session; tests read it and never write into it."""
+    from nas_reid.data.synthreid import SynthConfig, generate_synthreid
+
+    root = tmp_path_factory.mktemp("synth") / "synthreid"
+    generate_synthreid(root, SynthConfig(ids=16, cameras=3, images_per_id=8, height=64, width=32),
+                       workers=1, progress=False)
+    return root
+
+
+@pytest.fixture(scope="session")
+def dataset(data_root):
+    from nas_reid.data import load_dataset
+
+    return load_dataset("synthreid", data_root)

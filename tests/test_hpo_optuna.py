@@ -14,14 +14,12 @@ import optuna
 import pytest
 import yaml
 
-from nas_reid.data import load_dataset
-from nas_reid.data.synthreid import SynthConfig, generate_synthreid
 from nas_reid.errors import UserError
-from nas_reid.genotype import Genotype
 from nas_reid.hpo import StudyResult, TuneSpaceError, run_study
 from nas_reid.hpo import optuna_backend
 from nas_reid.train.loop import retrain
 from nas_reid.train.recipe import load_recipe
+from tests.tiny import tiny_genotype
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -36,30 +34,6 @@ SPACE = {
     "fixed": {"epochs": 2, "batch": {"p": 2, "k": 4},
               "lr_schedule": {"warmup_epochs": 1, "milestones": []}, "eval": {"every": 1}},
 }
-
-
-@pytest.fixture(scope="module")
-def data_root(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("synth") / "synthreid"
-    generate_synthreid(root, SynthConfig(ids=16, cameras=3, images_per_id=8, height=64, width=32),
-                       workers=1, progress=False)
-    return root
-
-
-@pytest.fixture(scope="module")
-def dataset(data_root):
-    return load_dataset("synthreid", data_root)
-
-
-def tiny_genotype() -> Genotype:
-    return Genotype.from_dict({
-        "schema": "nas-reid/genotype", "version": 1,
-        "space": {"name": None, "hash": None},
-        "input": {"height": 64, "width": 32},
-        "backbone": {"name": "resnet18", "last_stride": 1, "choices": {}},
-        "cells": [{"position": "layer4", "nodes": 1,
-                   "edges": [{"source": 0, "target": 1, "op": "se", "params": {"reduction": 8}}]}],
-    })
 
 
 def study(dataset, out, **kwargs) -> StudyResult:

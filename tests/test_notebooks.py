@@ -16,11 +16,10 @@ import pytest
 from click.testing import CliRunner
 
 from nas_reid.cli import main
-from nas_reid.data import load_dataset
-from nas_reid.data.synthreid import SynthConfig, generate_synthreid
 from nas_reid.search import search
 from nas_reid.errors import UserError
 from nas_reid.viz.notebooks import NOTEBOOKS, execute_notebook
+from tests.tiny import tiny_space
 
 nbformat = pytest.importorskip("nbformat")
 pytest.importorskip("nbclient")
@@ -30,16 +29,7 @@ pytest.importorskip("nbconvert")
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 FOLDER = Path(__file__).resolve().parents[1] / "notebooks"
-SPACE = {
-    "name": "tiny_notebooks",
-    "input": {"height": 64, "width": 32},
-    "backbone": {"name": "resnet18", "last_stride": 1},
-    "cells": {"positions": ["layer3", "layer4"], "nodes": 1, "edges_per_node": 1},
-    "ops": ["identity", {"name": "se", "params": {"reduction": 8}}, "eca"],
-    "sampling": {"strategy": "gumbel", "tau": {"start": 5.0, "end": 0.5}},
-    "schedule": {"epochs": 2, "warmup_epochs": 0, "batch": {"p": 2, "k": 4},
-                 "weights": {"lr": 0.05}, "arch": {"lr": 0.01}},
-}
+SPACE = tiny_space(name="tiny_notebooks")
 # figures each notebook draws (one image output per plot call)
 IMAGES = {"genotype_visualization.ipynb": 6, "search_report.ipynb": 4}
 
@@ -49,13 +39,10 @@ def _code_cells(path: Path):
 
 
 @pytest.fixture(scope="module")
-def run_dir(tmp_path_factory) -> Path:
+def run_dir(tmp_path_factory, dataset) -> Path:
     base = tmp_path_factory.mktemp("nb")
-    root = base / "synthreid"
-    generate_synthreid(root, SynthConfig(ids=16, cameras=3, images_per_id=8, height=64, width=32),
-                       workers=1, progress=False)
     out = base / "search-nb"
-    search(SPACE, load_dataset("synthreid", root), out_dir=out, progress=False)
+    search(SPACE, dataset, out_dir=out, progress=False)
     return out
 
 

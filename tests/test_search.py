@@ -22,8 +22,6 @@ from click.testing import CliRunner
 from PIL import Image
 
 from nas_reid.cli import main
-from nas_reid.data import load_dataset
-from nas_reid.data.synthreid import SynthConfig, generate_synthreid
 from nas_reid.genotype import Genotype, derive_genotype
 from nas_reid.search import (
     CollapseWarning,
@@ -37,6 +35,7 @@ from nas_reid.search import (
 from nas_reid.runtime import rng_state, set_rng_state
 from nas_reid.search.checkpoint import save_checkpoint
 from nas_reid.space import Supernet, load_space
+from tests.tiny import tiny_space
 
 EPOCH_KEYS = {"kind", "epoch", "epochs", "step", "time", "lr", "tau", "arch_updates", "loss", "rib",
               "heldout", "arch_probs", "genotype", "op_counts", "collapse", "dcs_keep", "best", "ddp"}
@@ -45,34 +44,6 @@ RUN_FILES = ["config.yaml", "metrics.jsonl", "genotype_history.jsonl", "genotype
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
-
-
-@pytest.fixture(scope="module")
-def data_root(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("synth") / "synthreid"
-    generate_synthreid(root, SynthConfig(ids=16, cameras=3, images_per_id=8, height=64, width=32),
-                       workers=1, progress=False)
-    return root
-
-
-@pytest.fixture(scope="module")
-def dataset(data_root):
-    return load_dataset("synthreid", data_root)
-
-
-def tiny_space(**schedule) -> dict:
-    space = {
-        "name": "tiny",
-        "input": {"height": 64, "width": 32},
-        "backbone": {"name": "resnet18", "last_stride": 1},
-        "cells": {"positions": ["layer3", "layer4"], "nodes": 1, "edges_per_node": 1},
-        "ops": ["identity", {"name": "se", "params": {"reduction": 8}}, "eca"],
-        "sampling": {"strategy": "gumbel", "tau": {"start": 5.0, "end": 0.5}},
-        "schedule": {"epochs": 2, "warmup_epochs": 0, "batch": {"p": 2, "k": 4},
-                     "weights": {"lr": 0.05}, "arch": {"lr": 0.01}},
-    }
-    space["schedule"].update(schedule)
-    return space
 
 
 def run_search(space, dataset, out, **kwargs):

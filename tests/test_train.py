@@ -20,13 +20,12 @@ import yaml
 from click.testing import CliRunner
 
 from nas_reid.cli import main
-from nas_reid.data import load_dataset
-from nas_reid.data.synthreid import SynthConfig, generate_synthreid
 from nas_reid.errors import UserError
 from nas_reid.genotype import Genotype
 from nas_reid.train.checkpoint import load_model, read_checkpoint
 from nas_reid.train.loop import retrain
 from nas_reid.train.recipe import RecipeError, load_recipe, parse_overrides
+from tests.tiny import tiny_genotype
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -34,31 +33,6 @@ RUN_FILES = ["config.yaml", "genotype.json", "metrics.jsonl", "results.json",
              "checkpoints/last.pt", "checkpoints/best.pt"]
 EPOCH_KEYS = {"kind", "epoch", "epochs", "step", "time", "lr", "loss", "rib", "eval", "best",
               "images_per_second", "peak_memory_mib"}
-
-
-@pytest.fixture(scope="module")
-def data_root(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("synth") / "synthreid"
-    generate_synthreid(root, SynthConfig(ids=16, cameras=3, images_per_id=8, height=64, width=32),
-                       workers=1, progress=False)
-    return root
-
-
-@pytest.fixture(scope="module")
-def dataset(data_root):
-    return load_dataset("synthreid", data_root)
-
-
-def tiny_genotype(ops=(("layer4", "se", {"reduction": 8}),)) -> Genotype:
-    return Genotype.from_dict({
-        "schema": "nas-reid/genotype", "version": 1,
-        "space": {"name": None, "hash": None},
-        "input": {"height": 64, "width": 32},
-        "backbone": {"name": "resnet18", "last_stride": 1, "choices": {}},
-        "cells": [{"position": pos, "nodes": 1,
-                   "edges": [{"source": 0, "target": 1, "op": op, "params": params}]}
-                  for pos, op, params in ops],
-    })
 
 
 def tiny_recipe(**changes) -> dict:

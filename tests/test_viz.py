@@ -23,8 +23,6 @@ from matplotlib.figure import Figure
 from matplotlib.text import Text
 
 from nas_reid.cli import main
-from nas_reid.data import load_dataset
-from nas_reid.data.synthreid import SynthConfig, generate_synthreid
 from nas_reid.errors import UserError
 from nas_reid.genotype import Genotype, GenotypeError
 from nas_reid.genotype_diff import diff_genotypes, format_diff
@@ -47,31 +45,20 @@ from nas_reid.ops import available_ops
 from nas_reid.search import search
 from nas_reid import viz
 from nas_reid.viz.genotype_plots import op_color
+from tests.tiny import tiny_space
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
-SPACE = {
-    "name": "tiny_viz",
-    "input": {"height": 64, "width": 32},
-    "backbone": {"name": "resnet18", "last_stride": 1},
-    "cells": {"positions": ["layer3", "layer4"], "nodes": 2, "edges_per_node": 1},
-    "ops": ["identity", {"name": "se", "params": {"reduction": 8}}, "eca"],
-    "sampling": {"strategy": "gumbel", "tau": {"start": 5.0, "end": 0.5}},
-    "schedule": {"epochs": 2, "warmup_epochs": 0, "batch": {"p": 2, "k": 4},
-                 "weights": {"lr": 0.05}, "arch": {"lr": 0.01}},
-}
+SPACE = tiny_space(name="tiny_viz", nodes=2)
 FIGURES = ["cells", "arch_probs", "prob_evolution", "op_counts", "cell_costs", "losses",
            "evaluation", "rib", "temperature"]
 
 
 @pytest.fixture(scope="module")
-def run_dir(tmp_path_factory) -> Path:
+def run_dir(tmp_path_factory, dataset) -> Path:
     base = tmp_path_factory.mktemp("viz")
-    root = base / "synthreid"
-    generate_synthreid(root, SynthConfig(ids=16, cameras=3, images_per_id=8, height=64, width=32),
-                       workers=1, progress=False)
     out = base / "search-tiny"
-    search(SPACE, load_dataset("synthreid", root), out_dir=out, progress=False)
+    search(SPACE, dataset, out_dir=out, progress=False)
     return out
 
 

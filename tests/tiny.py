@@ -1,0 +1,37 @@
+"""The tiny configurations the training tests share: a one-or-two-cell search space and a
+genotype, both ResNet-18 at 64x32 (the benchmark itself is the ``data_root`` / ``dataset``
+fixtures of ``conftest.py``)."""
+
+from __future__ import annotations
+
+from nas_reid.genotype import Genotype
+
+
+def tiny_space(*, name: str = "tiny", nodes: int = 1, **schedule) -> dict:
+    """Cells after layer3 and layer4 (``nodes`` each), three candidates, gumbel, two epochs of
+    PK 2x4; ``schedule`` entries replace the schedule's."""
+    space = {
+        "name": name,
+        "input": {"height": 64, "width": 32},
+        "backbone": {"name": "resnet18", "last_stride": 1},
+        "cells": {"positions": ["layer3", "layer4"], "nodes": nodes, "edges_per_node": 1},
+        "ops": ["identity", {"name": "se", "params": {"reduction": 8}}, "eca"],
+        "sampling": {"strategy": "gumbel", "tau": {"start": 5.0, "end": 0.5}},
+        "schedule": {"epochs": 2, "warmup_epochs": 0, "batch": {"p": 2, "k": 4},
+                     "weights": {"lr": 0.05}, "arch": {"lr": 0.01}},
+    }
+    space["schedule"].update(schedule)
+    return space
+
+
+def tiny_genotype(ops=(("layer4", "se", {"reduction": 8}),)) -> Genotype:
+    """A hand-written genotype: one one-node cell per ``(position, op, params)``."""
+    return Genotype.from_dict({
+        "schema": "nas-reid/genotype", "version": 1,
+        "space": {"name": None, "hash": None},
+        "input": {"height": 64, "width": 32},
+        "backbone": {"name": "resnet18", "last_stride": 1, "choices": {}},
+        "cells": [{"position": pos, "nodes": 1,
+                   "edges": [{"source": 0, "target": 1, "op": op, "params": params}]}
+                  for pos, op, params in ops],
+    })
