@@ -94,3 +94,44 @@ def time_steps(step, device, repeats: int, warmup: int = WARMUP) -> dict:
         result["cuda_peak_mib"] = peak / 2**20
         result["cuda_step_mib"] = (peak - base) / 2**20
     return result
+
+
+def measure_case(script: str, case: dict, run_case) -> dict:
+    """``run_case(case)`` with its memory: on CUDA in this process (``peak_total_mib`` /
+    ``peak_step_mib`` from :func:`time_steps`' CUDA figures), on CPU in a fresh process running
+    ``script --_worker CASE`` (:func:`run_measured`; peak RSS in all and above the pre-step RSS,
+    ``upper_bound`` when the high-water mark could not be reset). On CUDA the allocator's cache
+    is emptied first, so one case's cached blocks do not crowd the next."""
+    if case["device"] == "cuda":
+        import torch
+
+        torch.cuda.empty_cache()
+        result = run_case(case)
+        result["peak_total_mib"] = result["cuda_peak_mib"]
+        result["peak_step_mib"] = result["cuda_step_mib"]
+        return result
+    result, peak_mib, _ = run_measured(script, ["--_worker", json.dumps(case)])
+    result["peak_total_mib"] = peak_mib
+    result["peak_step_mib"] = peak_mib - result["base_rss_kb"] / 1024
+    result["upper_bound"] = not result["hwm_reset"]
+    return result
+
+
+def add_worker_arguments(parser) -> None:
+    """The hidden ``--_worker CASE --out FILE`` arguments :func:`measure_case` calls a script with."""
+    import argparse
+
+    parser.add_argument("--_worker", help=argparse.SUPPRESS)
+    parser.add_argument("--out", help=argparse.SUPPRESS)
+
+
+def serve_worker(args, run_case) -> None:
+    """In a ``--_worker`` process: run the case, write its figures to ``--out`` and exit at once
+    (interpreter teardown could only add to the peak). Returns when not a worker."""
+    if not args._worker:
+        return
+    result = run_case(json.loads(args._worker))
+    with open(args.out, "w") as handle:
+        json.dump(result, handle)
+    sys.stdout.flush()
+    os._exit(0)

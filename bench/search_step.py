@@ -34,7 +34,6 @@ Prints a markdown table and the gumbel / softmax ratios. No assertion on timings
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 
@@ -42,7 +41,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
-from bench.measure import WARMUP, run_measured, time_steps  # noqa: E402
+from bench.measure import WARMUP, add_worker_arguments, measure_case, serve_worker, time_steps  # noqa: E402
 
 STRATEGIES = ("softmax", "gumbel")
 NUM_CLASSES = 751  # Market-1501's training identities: the classifier's width
@@ -107,19 +106,6 @@ def run_case(case: dict) -> dict:
               "candidates": len(space.ops), "cells": len(space.cells.positions)}
     result.update(time_steps(step, device, case["repeats"]))
     result["img_s"] = 2 * p * k / result["best_s"]
-    if device.type == "cuda":
-        result["peak_total_mib"] = result["cuda_peak_mib"]
-        result["peak_step_mib"] = result["cuda_step_mib"]
-    return result
-
-
-def _measure(case: dict) -> dict:
-    if case["device"] == "cuda":
-        return run_case(case)
-    result, peak_mib, _ = run_measured(__file__, ["--_worker", json.dumps(case)])
-    result["peak_total_mib"] = peak_mib
-    result["peak_step_mib"] = peak_mib - result["base_rss_kb"] / 1024
-    result["upper_bound"] = not result["hwm_reset"]
     return result
 
 
@@ -132,15 +118,9 @@ def main(argv=None) -> None:
     parser.add_argument("--repeats", type=int, help="timed steps (default: 3 on CPU, 10 on CUDA)")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     parser.add_argument("--quick", action="store_true", help="P=2, K=2, one timed step")
-    parser.add_argument("--_worker", help=argparse.SUPPRESS)
-    parser.add_argument("--out", help=argparse.SUPPRESS)
+    add_worker_arguments(parser)
     args = parser.parse_args(argv)
-    if args._worker:
-        result = run_case(json.loads(args._worker))
-        with open(args.out, "w") as handle:
-            json.dump(result, handle)
-        sys.stdout.flush()
-        os._exit(0)  # skip interpreter teardown (it can only add to the peak)
+    serve_worker(args, run_case)
 
     from nas_reid.space import load_space
 
@@ -170,7 +150,7 @@ def main(argv=None) -> None:
     for strategy in STRATEGIES:
         case = {"space": space_path, "strategy": strategy, "device": args.device, "p": p, "k": k,
                 "repeats": repeats, "threads": args.threads}
-        r = results[strategy] = _measure(case)
+        r = results[strategy] = measure_case(__file__, case, run_case)
         bound = "<=" if r.get("upper_bound") else ""
         print(f"| {strategy} | {r['ms']:.0f} | {r['img_s']:.1f} | {bound}{r['peak_step_mib']:.0f} "
               f"| {r['peak_total_mib']:.0f} |", flush=True)

@@ -27,7 +27,6 @@ Prints a markdown table. No assertion on timings.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 
@@ -35,7 +34,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
-from bench.measure import WARMUP, run_measured, time_steps  # noqa: E402
+from bench.measure import WARMUP, add_worker_arguments, measure_case, serve_worker, time_steps  # noqa: E402
 
 NUM_CLASSES = 751  # Market-1501's training identities: the classifier's width
 
@@ -90,22 +89,6 @@ def run_case(case: dict) -> dict:
               "size": [h, w], "backbone": genotype.backbone.name, "cells": genotype.summary()}
     result.update(time_steps(step, device, case["repeats"]))
     result["img_s"] = p * k / result["best_s"]
-    if device.type == "cuda":
-        result["peak_total_mib"] = result["cuda_peak_mib"]
-        result["peak_step_mib"] = result["cuda_step_mib"]
-    return result
-
-
-def _measure(case: dict) -> dict:
-    if case["device"] == "cuda":
-        import torch
-
-        torch.cuda.empty_cache()
-        return run_case(case)
-    result, peak_mib, _ = run_measured(__file__, ["--_worker", json.dumps(case)])
-    result["peak_total_mib"] = peak_mib
-    result["peak_step_mib"] = peak_mib - result["base_rss_kb"] / 1024
-    result["upper_bound"] = not result["hwm_reset"]
     return result
 
 
@@ -122,15 +105,9 @@ def main(argv=None) -> None:
     parser.add_argument("--k", type=int, default=4)
     parser.add_argument("--repeats", type=int, help="timed steps (default: 3 on CPU, 10 on CUDA)")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
-    parser.add_argument("--_worker", help=argparse.SUPPRESS)
-    parser.add_argument("--out", help=argparse.SUPPRESS)
+    add_worker_arguments(parser)
     args = parser.parse_args(argv)
-    if args._worker:
-        result = run_case(json.loads(args._worker))
-        with open(args.out, "w") as handle:
-            json.dump(result, handle)
-        sys.stdout.flush()
-        os._exit(0)  # skip interpreter teardown (it can only add to the peak)
+    serve_worker(args, run_case)
 
     import torch
 
@@ -156,7 +133,7 @@ def main(argv=None) -> None:
             case = {"model": model, "searched": args.searched, "backbone": backbone, "size": size,
                     "device": args.device, "precision": precision, "p": args.p, "k": args.k,
                     "repeats": repeats, "threads": args.threads}
-            r = _measure(case)
+            r = measure_case(__file__, case, run_case)
             if model == models[0]:
                 base[precision] = r["img_s"]
             bound = "<=" if r.get("upper_bound") else ""
