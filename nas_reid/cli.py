@@ -160,6 +160,15 @@ def _default_threads(device: str) -> int | None:
     return max(1, (os.cpu_count() or 2) // 2 // local)
 
 
+def _set_threads(threads: int | None, device: str) -> None:
+    """``torch.set_num_threads``: ``--threads``, else :func:`_default_threads`."""
+    import torch
+
+    threads = threads or _default_threads(device)
+    if threads:
+        torch.set_num_threads(threads)
+
+
 @main.command("search", context_settings=CONTEXT)
 @click.option("--space", type=click.Path(path_type=Path), default=None,
               help="Search-space YAML. Default: search_spaces/cpu_small.yaml (with --resume: "
@@ -196,13 +205,9 @@ def search_cmd(space, data, root, epochs, device, out, resume, seed, threads, wo
     """
     import os
 
-    import torch
-
     from .search import search
 
-    threads = threads or _default_threads(device)
-    if threads:
-        torch.set_num_threads(threads)
+    _set_threads(threads, device)
     result = search(space, data, root=root, out_dir=out, epochs=epochs, device=device,
                     resume=resume, seed=seed, num_workers=workers,
                     checkpoint_every=checkpoint_every, progress=True)
@@ -264,14 +269,10 @@ def retrain_cmd(genotype, data, root, recipe, overrides, epochs, seed, device, o
     """
     import os
 
-    import torch
-
     from .evaluation.evaluate import format_results
     from .train.loop import retrain
 
-    threads = threads or _default_threads(device)
-    if threads:
-        torch.set_num_threads(threads)
+    _set_threads(threads, device)
     result = retrain(genotype, data, root=root, recipe=recipe, overrides=list(overrides),
                      out_dir=out, epochs=epochs, seed=seed, device=device, resume=resume,
                      backbone_weights=backbone_weights, rerank=rerank, num_workers=workers,
@@ -329,9 +330,7 @@ def evaluate_cmd(checkpoint, data, root, cuhk03_variant, rerank, flip, out, rank
     from .train.checkpoint import load_model
     from .viz.ranked_list import plot_ranked_lists
 
-    threads = threads or _default_threads(device)
-    if threads:
-        torch.set_num_threads(threads)
+    _set_threads(threads, device)
     dev = resolve_device(device, 0)
     loaded = load_model(checkpoint, dev)
     if data is None:  # the training dataset (its root too, unless --root says otherwise)
@@ -535,16 +534,12 @@ def tune_cmd(tune_space, genotype, data, root, recipe, trials, seed, pruner, sto
     """
     from datetime import datetime
 
-    import torch
-
     from .data import resolve_dataset
     from .hpo import run_study
     from .space.reference import resolve_genotype, shipped_file
     from .train.recipe import load_recipe
 
-    threads = threads or _default_threads("cpu")
-    if threads:
-        torch.set_num_threads(threads)
+    _set_threads(threads, "cpu")
     if out is None:
         if resume:
             raise UserError("--resume needs --out: the study folder to continue")
