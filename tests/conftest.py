@@ -29,3 +29,18 @@ def dataset(data_root):
     from nas_reid.data import load_dataset
 
     return load_dataset("synthreid", data_root)
+
+
+@pytest.fixture
+def run():
+    """``run(*args)``: the ``nas-reid`` CLI in-process (click's runner), exceptions not caught."""
+    from click.testing import CliRunner
+
+    from nas_reid.cli import main
+
+    runner = CliRunner()
+
+    def invoke(*args):
+        return runner.invoke(main, [str(a) for a in args], catch_exceptions=False)
+
+    return invoke

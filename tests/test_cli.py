@@ -3,23 +3,11 @@
 import json
 
 import pytest
-from click.testing import CliRunner
 from PIL import Image
 
-from nas_reid.cli import main
 from tests.fake_datasets import build_market, market_name, write_image
 
 SMALL = ["--ids", "8", "--cameras", "3", "--images-per-id", "6", "--size", "32x16", "--workers", "1"]
-
-
-@pytest.fixture
-def run():
-    runner = CliRunner()
-
-    def invoke(*args):
-        return runner.invoke(main, [str(a) for a in args], catch_exceptions=False)
-
-    return invoke
 
 
 @pytest.mark.parametrize("cmd", [[], ["data"], ["data", "check"], ["data", "synth"], ["data", "sheet"], ["search"],

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import copy
 
+import optuna
 import pytest
 
 from nas_reid.errors import UserError
 from nas_reid.hpo import TuneSpace, TuneSpaceError, load_tune_space
 from nas_reid.space.reference import shipped_file
 from nas_reid.train.recipe import load_recipe
-
-optuna = pytest.importorskip("optuna")
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 

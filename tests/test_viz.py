@@ -16,13 +16,11 @@ from pathlib import Path
 
 import pytest
 import yaml
-from click.testing import CliRunner
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.colors import to_hex
 from matplotlib.figure import Figure
 from matplotlib.text import Text
 
-from nas_reid.cli import main
 from nas_reid.errors import UserError
 from nas_reid.genotype import Genotype, GenotypeError
 from nas_reid.genotype_diff import diff_genotypes, format_diff
@@ -79,16 +77,6 @@ def retrain_dir(run_dir, tmp_path_factory) -> Path:
                 "images_per_second": 50.0, "peak_memory_mib": None} for e in (1, 2)]
     (out / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
     return out
-
-
-@pytest.fixture
-def run():
-    runner = CliRunner()
-
-    def invoke(*args):
-        return runner.invoke(main, [str(a) for a in args], catch_exceptions=False)
-
-    return invoke
 
 
 def genotype(cells, *, backbone="resnet18", size=(64, 32), name=None) -> Genotype:
