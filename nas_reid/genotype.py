@@ -1,6 +1,6 @@
 """The genotype: the searched architecture as a versioned, validated JSON document.
 
-Format (``schema: "nas-reid/genotype"``, ``version: 1``), keys always in this order::
+Format (``schema: "nas-reid/genotype"``, ``version: 1`` or ``2``), keys always in this order::
 
     {
       "schema": "nas-reid/genotype",
@@ -21,7 +21,22 @@ Format (``schema: "nas-reid/genotype"``, ``version: 1``), keys always in this or
 A cell has nodes 0..n: node 0 is the stage output, node t the sum of its incoming edges' ops, the
 output node n. Edges go from a lower to a higher node; every node 1..n needs an input. Edge
 ``params`` hold every parameter of the op (defaults filled in by :func:`derive_genotype`; a
-hand-written genotype may leave defaults out). ``backbone.choices`` is ``{}`` in version 1.
+hand-written genotype may leave defaults out).
+
+Backbone. For a fixed ResNet ``backbone.choices`` is ``{}``. Version 2 adds the searched mobile
+backbone (``name: mobilenetv2``): ``choices`` then holds the whole chosen backbone, what
+``build_model`` needs (:class:`~nas_reid.space.mobile.MobileArch`)::
+
+      "backbone": {"name": "mobilenetv2", "last_stride": 1, "choices": {
+        "stem": 32, "head": 1280, "activation": "relu6",
+        "stages": [{"name": "s2", "layer": "layer1", "stride": 2, "width": 20, "kernel": 5,
+                    "expansion": 3, "blocks": [true, false]}, ...]}},
+      ...
+      "backbone_probabilities": {"s2_width": {"options": [12, 20, 24], "values": [...]}, ...},
+
+A genotype is written as the lowest version that holds it (:attr:`Genotype.version`): 1 without
+backbone choices, so ResNet genotypes are byte-identical to those of earlier releases;
+``backbone_probabilities`` is left out when empty. Version 1 and 2 files are read.
 ``space.hash`` and ``probabilities`` may be ``null`` / ``{}`` for a hand-written genotype (the
 papers' reference models), ``provenance`` fields ``null``.
 
@@ -64,12 +79,15 @@ from nas_reid.fileio import atomic_write_text
 from nas_reid.ops import available_ops
 from nas_reid.space.backbone import POSITIONS, stage_shapes
 from nas_reid.space.config import SearchSpace, check_op, format_validation_error, scalar_params
+from nas_reid.space.mobile import MOBILE_BACKBONES, MobileArch, mobile_stage_shapes
 
 if TYPE_CHECKING:
     from nas_reid.space.supernet import Supernet
 
 SCHEMA = "nas-reid/genotype"
-VERSION = 1
+VERSION = 2
+"""The newest genotype version (see :attr:`Genotype.version` for which one a file is written as)."""
+VERSIONS = (1, 2)
 PROBABILITY_DECIMALS = 6
 
 
@@ -127,16 +145,58 @@ class CellGenotype(_Model):
 
 
 class BackboneGenotype(_Model):
-    name: Literal["resnet50", "resnet18"]
+    """The backbone: a fixed ResNet (``choices`` is ``{}``) or a searched mobile backbone, whose
+    ``choices`` are a :class:`~nas_reid.space.mobile.MobileArch` (every stage's width, kernel,
+    expansion and kept blocks, plus the stem, head and activation)."""
+
+    name: Literal["resnet50", "resnet18", "mobilenetv2"]
     last_stride: Literal[1, 2] = 1
     choices: dict[str, Any] = Field(default_factory=dict)
 
-    @field_validator("choices")
-    @classmethod
-    def _no_choices(cls, choices: dict[str, Any]) -> dict[str, Any]:
-        if choices:
-            raise ValueError(f"genotype version {VERSION} has no backbone choices; must be {{}}")
-        return choices
+    @model_validator(mode="after")
+    def _choices(self) -> "BackboneGenotype":
+        if self.name not in MOBILE_BACKBONES:
+            if self.choices:
+                raise ValueError(f"backbone.choices: {self.name} is a fixed backbone and has no "
+                                 "choices; must be {}")
+            return self
+        try:
+            MobileArch.model_validate(self.choices)
+        except ValidationError as exc:
+            raise ValueError(format_validation_error(exc, "backbone.choices", MobileArch)) from None
+        return self
+
+    @property
+    def mobile(self) -> MobileArch | None:
+        """The chosen mobile backbone (None for a ResNet)."""
+        return MobileArch.model_validate(self.choices) if self.name in MOBILE_BACKBONES else None
+
+    def stage_shapes(self, input_size: tuple[int, int]) -> dict[str, tuple[int, int, int]]:
+        """``(C, H, W)`` of the output of layer1..layer4 for inputs of ``input_size``."""
+        mobile = self.mobile
+        if mobile is not None:
+            return mobile_stage_shapes(mobile, input_size, self.last_stride)
+        return stage_shapes(self.name, input_size, self.last_stride)
+
+    def summary(self) -> str:
+        """``resnet18`` or ``mobilenetv2: s1 16 k3 e1 x1/1 | s2 ...``."""
+        mobile = self.mobile
+        return self.name if mobile is None else f"{self.name}: {mobile.summary()}"
+
+
+class ChoiceProbabilities(_Model):
+    """softmax(alpha) of one backbone choice: ``values[k]`` for option ``options[k]``."""
+
+    options: list[int | str] = Field(min_length=2)
+    values: list[float]
+
+    @model_validator(mode="after")
+    def _shape(self) -> "ChoiceProbabilities":
+        if len(self.values) != len(self.options):
+            raise ValueError(f".values: {len(self.values)} values for {len(self.options)} options")
+        if not all(math.isfinite(v) and 0.0 <= v <= 1.0 for v in self.values):
+            raise ValueError(f".values: probabilities must be in [0, 1], got {self.values}")
+        return self
 
 
 class SpaceRef(_Model):
@@ -190,6 +250,7 @@ class Genotype(_Model):
     backbone: BackboneGenotype
     cells: list[CellGenotype]
     probabilities: dict[str, CellProbabilities] = Field(default_factory=dict)
+    backbone_probabilities: dict[str, ChoiceProbabilities] = Field(default_factory=dict)
     provenance: Provenance = Field(default_factory=Provenance)
 
     @model_validator(mode="after")
@@ -206,7 +267,16 @@ class Genotype(_Model):
         for key in self.probabilities:
             if key not in positions:
                 raise ValueError(f"probabilities.{key}: there is no cell at {key!r}")
+        if self.backbone_probabilities and self.backbone.mobile is None:
+            raise ValueError(f"backbone_probabilities: {self.backbone.name} is a fixed backbone "
+                             "and has no choices")
         return self
+
+    @property
+    def version(self) -> int:
+        """The genotype version this genotype is written as: 2 when it has backbone choices,
+        else 1 (so a ResNet genotype reads the same in every nas-reid release)."""
+        return 2 if self.backbone.choices or self.backbone_probabilities else 1
 
     # -- views
 
@@ -216,7 +286,7 @@ class Genotype(_Model):
 
     def position_shapes(self) -> dict[str, tuple[int, int, int]]:
         """``(C, H, W)`` at every cell position (the size each cell's ops are built for)."""
-        shapes = stage_shapes(self.backbone.name, self.input_size, self.backbone.last_stride)
+        shapes = self.backbone.stage_shapes(self.input_size)
         return {c.position: shapes[c.position] for c in self.cells}
 
     def cell(self, position: str) -> CellGenotype:
@@ -251,7 +321,9 @@ class Genotype(_Model):
         for cell in body["cells"]:
             for edge in cell["edges"]:
                 edge["params"] = {k: edge["params"][k] for k in sorted(edge["params"])}
-        return {"schema": SCHEMA, "version": VERSION, **body}
+        if not body["backbone_probabilities"]:
+            del body["backbone_probabilities"]
+        return {"schema": SCHEMA, "version": self.version, **body}
 
     def to_json(self) -> str:
         """Deterministic JSON text: fixed key order, indent 2, trailing newline."""
@@ -299,14 +371,19 @@ class Genotype(_Model):
             raise GenotypeError(f"genotype {where}: schema is {data.get('schema')!r}, expected "
                                 f"{SCHEMA!r} (is this a nas-reid genotype file?)")
         version = data.get("version")
-        if version != VERSION or isinstance(version, bool):
+        if version not in VERSIONS or isinstance(version, bool):
             raise GenotypeError(f"genotype {where}: version {version!r} is not supported "
-                                f"(nas-reid {__version__} reads genotype version {VERSION})")
+                                f"(nas-reid {__version__} reads genotype versions "
+                                f"{', '.join(map(str, VERSIONS))})")
         body = {k: v for k, v in data.items() if k not in ("schema", "version")}
         try:
-            return cls.model_validate(body)
+            genotype = cls.model_validate(body)
         except ValidationError as exc:
             raise GenotypeError(format_validation_error(exc, f"genotype {where}", cls)) from None
+        if version < genotype.version:
+            raise GenotypeError(f"genotype {where}: version {version} has no backbone choices "
+                                f"(a searched backbone needs version {genotype.version})")
+        return genotype
 
     def check_space(self, space: SearchSpace, *, where: str = "<genotype>") -> None:
         """Raise :class:`GenotypeError` unless this genotype was derived from ``space``."""
@@ -442,11 +519,20 @@ def derive_genotype(supernet: "Supernet", *, provenance: Provenance | Mapping[st
         recorded[position] = CellProbabilities(
             ops=space.labels, edges=[[s, t] for s, t in edge_list],
             values=[[round(v, PROBABILITY_DECIMALS) for v in row] for row in p])
+    mobile = net.derive_backbone()
+    backbone_probs = net.backbone_probabilities()
+    backbone_recorded = {
+        choice.key: ChoiceProbabilities(
+            options=list(choice.options),
+            values=[round(v, PROBABILITY_DECIMALS) for v in backbone_probs[choice.key].tolist()])
+        for choice in getattr(net.backbone, "choices", [])}
     return Genotype(
         space=SpaceRef(name=space.name, hash=space.canonical_hash()),
         input=InputSize(height=space.input.height, width=space.input.width),
-        backbone=BackboneGenotype(name=space.backbone.name, last_stride=space.backbone.last_stride),
-        cells=cells, probabilities=recorded, provenance=prov)
+        backbone=BackboneGenotype(name=space.backbone.name, last_stride=space.backbone.last_stride,
+                                  choices=mobile.model_dump(mode="json") if mobile else {}),
+        cells=cells, probabilities=recorded, backbone_probabilities=backbone_recorded,
+        provenance=prov)
 
 
 def _best(row: list[float], allowed: list[int]) -> int | None:

@@ -144,7 +144,7 @@ def _cycle(d):
 
 BAD = [
     (lambda d: d.update(schema="other/thing"), "schema is 'other/thing'"),
-    (lambda d: d.update(version=2), "version 2 is not supported"),
+    (lambda d: d.update(version=3), "version 3 is not supported"),
     (lambda d: d.pop("version"), "version None is not supported"),
     (lambda d: d["cells"][0]["edges"][0].update(op="conv9"), "cells[0].edges[0].op: unknown op 'conv9'"),
     (lambda d: d["cells"][0]["edges"][1]["params"].update(reduction=0),

@@ -38,7 +38,8 @@ from nas_reid.space import Supernet, load_space
 from tests.tiny import tiny_space
 
 EPOCH_KEYS = {"kind", "epoch", "epochs", "step", "time", "lr", "tau", "arch_updates", "loss", "rib",
-              "heldout", "arch_probs", "genotype", "op_counts", "collapse", "dcs_keep", "best", "ddp"}
+              "heldout", "arch_probs", "backbone_probs", "backbone", "cost", "genotype", "op_counts",
+              "collapse", "dcs_keep", "best", "ddp"}
 RUN_FILES = ["config.yaml", "metrics.jsonl", "genotype_history.jsonl", "genotype.json", "cells.png",
              "arch_probs.png", "checkpoints/last.pt"]
 
@@ -111,7 +112,9 @@ def test_metrics_jsonl_has_the_documented_keys(finished):
     for r in epochs:
         assert set(r) == EPOCH_KEYS
         assert set(r["loss"]["weights"]) == {"total", "id", "triplet", "rib"}
-        assert set(r["loss"]["arch"]) == {"triplet"}
+        assert set(r["loss"]["arch"]) == {"triplet", "total"}
+        assert r["loss"]["arch"]["total"] == r["loss"]["arch"]["triplet"]  # no cost term
+        assert r["backbone_probs"] == {} and r["backbone"] == "resnet18" and r["cost"] is None
         assert set(r["rib"]) == {"weight", "I_XF", "I_FY", "IB"}
         assert set(r["heldout"]) == {"mAP", "R1", "R5", "queries", "gallery"}
         assert 0.0 <= r["heldout"]["mAP"] <= 1.0

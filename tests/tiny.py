@@ -35,3 +35,30 @@ def tiny_genotype(ops=(("layer4", "se", {"reduction": 8}),)) -> Genotype:
                    "edges": [{"source": 0, "target": 1, "op": op, "params": params}]}
                   for pos, op, params in ops],
     })
+
+
+def tiny_mobile_space(*, name: str = "tiny_mobile", cost: dict | None = None, **schedule) -> dict:
+    """A searchable mobile backbone at 64x32: four small stages (one per layer) with width,
+    kernel, expansion and skip choices, cells after layer3 and layer4; two epochs of PK 2x4."""
+    space = {
+        "name": name,
+        "input": {"height": 64, "width": 32},
+        "backbone": {"name": "mobilenetv2", "last_stride": 1, "mobile": {
+            "stem": 8, "head": 32, "divisor": 4,
+            "stages": [
+                {"name": "s1", "layer": "layer1", "channels": 8, "blocks": 1, "stride": 2,
+                 "width": [1.0], "kernel": [3], "expansion": [1], "skip": False},
+                {"name": "s2", "layer": "layer2", "channels": 16, "blocks": 2, "stride": 2},
+                {"name": "s3", "layer": "layer3", "channels": 16, "blocks": 3, "stride": 2},
+                {"name": "s4", "layer": "layer4", "channels": 24, "blocks": 2, "stride": 2},
+            ],
+            "choices": {"width": [0.5, 1.0], "kernel": [3, 5], "expansion": [2, 4], "skip": True}}},
+        "cells": {"positions": ["layer3", "layer4"], "nodes": 1, "edges_per_node": 1},
+        "ops": ["identity", {"name": "se", "params": {"reduction": 4}}, "eca"],
+        "sampling": {"strategy": "gumbel", "tau": {"start": 5.0, "end": 0.5}},
+        "schedule": {"epochs": 2, "warmup_epochs": 0, "batch": {"p": 2, "k": 4},
+                     "weights": {"lr": 0.05}, "arch": {"lr": 0.01},
+                     "cost": cost or {"form": "additive", "weight": 1.0, "target": 0.5}},
+    }
+    space["schedule"].update(schedule)
+    return space

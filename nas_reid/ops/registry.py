@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import inspect
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any, Callable
 
 import torch
@@ -127,6 +128,17 @@ def op_cost(
     finally:
         module.train(was_training)
     return OpCost(params=int(n_params), flops=int(counter.get_total_flops()))
+
+
+@lru_cache(maxsize=1024)
+def cached_op_cost(op: str, channels: int, height: int, width: int,
+                   params: tuple[tuple[str, Any], ...] = ()) -> tuple[int, int]:
+    """``(parameters, FLOPs)`` of :func:`op_cost` for an op name and sorted ``(key, value)``
+    parameter pairs, remembered; the global RNG is left as it was (building an op draws its
+    initial weights)."""
+    with torch.random.fork_rng(devices=[]):
+        cost = op_cost(op, channels, height, width, **dict(params))
+    return cost.params, cost.flops
 
 
 def _lookup(name: str) -> Factory:

@@ -97,6 +97,7 @@ from nas_reid.runtime import (
     seed_all,
 )
 from nas_reid.search.checkpoint import CHECKPOINT, load_checkpoint, save_checkpoint
+from nas_reid.search.cost import CostModel
 from nas_reid.search.data import (
     HELDOUT_STREAM,
     WEIGHT_STREAM,
@@ -348,6 +349,10 @@ class _Search:
         self.triplet = TripletLoss(loss.triplet_margin)
         self.rib = (RIBLoss(self.split.num_weight_ids, weight=loss.rib, warmup_ratio=loss.rib_warmup,
                             beta=loss.rib_beta, seed=self.seed).to(device) if loss.rib > 0 else None)
+        self.cost = None
+        if sched.cost.form != "none" or self.space.backbone.searchable:
+            self.cost = CostModel(self.net, sched.cost)
+            self.cost.check(self.net)
         self.model: nn.Module = self.net
         if world.size > 1:
             self.model = nn.parallel.DistributedDataParallel(
@@ -391,7 +396,7 @@ class _Search:
     @staticmethod
     def _zero_sums() -> dict[str, float]:
         return {"steps": 0.0, "total": 0.0, "id": 0.0, "triplet": 0.0, "rib": 0.0,
-                "arch_steps": 0.0, "arch_triplet": 0.0}
+                "arch_steps": 0.0, "arch_triplet": 0.0, "arch_total": 0.0}
 
     def _restore(self, ckpt: dict) -> tuple[list[str], list[str]]:
         self.net.load_state_dict(ckpt["model"])
@@ -467,7 +472,10 @@ class _Search:
             q.requires_grad_(False)
         try:
             out = self.net(imgs)
-            loss = self.triplet(F.normalize(out["feat_bn"], dim=1), pids)
+            task = self.triplet(F.normalize(out["feat_bn"], dim=1), pids)
+            loss = task
+            if self.cost is not None and self.cost.config.form != "none":
+                loss = self.cost.loss(task, self.cost.expected(self.net))
             self.arch_opt.zero_grad(set_to_none=True)
             loss.backward()
         finally:
@@ -480,7 +488,7 @@ class _Search:
                 dist.all_reduce(a.grad)
                 a.grad /= self.world.size
         self.arch_opt.step()
-        return {"triplet": loss.item()}
+        return {"triplet": task.item(), "total": loss.item()}
 
     # -- epochs
 
@@ -534,10 +542,14 @@ class _Search:
                    "arch": self.arch_opt.param_groups[0]["lr"]},
             "tau": self.net.temperature, "arch_updates": self.arch_on,
             "loss": {"weights": {k: s[k] / n for k in ("total", "id", "triplet", "rib")},
-                     "arch": {"triplet": s["arch_triplet"] / na} if na else None},
+                     "arch": {"triplet": s["arch_triplet"] / na,
+                              "total": s.get("arch_total", s["arch_triplet"]) / na} if na else None},
             "rib": rib, "heldout": heldout,
             "arch_probs": {pos: [[round(v, 6) for v in row] for row in p.tolist()]
                            for pos, p in self.net.arch_probabilities().items()},
+            "backbone_probs": {k: [round(v, 6) for v in p.tolist()]
+                               for k, p in self.net.backbone_probabilities().items()},
+            "backbone": genotype.backbone.summary(), "cost": self._cost_record(genotype),
             "genotype": genotype.summary(), "op_counts": genotype.op_counts(),
             "collapse": {**collapse_report(raw).as_dict(), "warning": collapse is not None},
             "dcs_keep": self.dcs_keep, "best": self.best,
@@ -548,8 +560,12 @@ class _Search:
         if self.progress:
             h = (f"held-out mAP {100 * heldout['mAP']:.1f} R1 {100 * heldout['R1']:.1f}  "
                  if heldout else "")
-            tqdm.write(f"epoch {number}/{self.epochs}  loss {s['total'] / n:.3f}  {h}"
+            c = record["cost"]
+            cost = f"MFLOPs {c['achieved']:.2f}  " if c else ""
+            tqdm.write(f"epoch {number}/{self.epochs}  loss {s['total'] / n:.3f}  {h}{cost}"
                        f"tau {self.net.temperature:.2f}  {genotype.summary()}", file=sys.stderr)
+            if genotype.backbone.mobile is not None:
+                tqdm.write(f"  backbone {genotype.backbone.mobile.summary()}", file=sys.stderr)
             if collapse:
                 tqdm.write(f"warning: {collapse}", file=sys.stderr)
         with warnings.catch_warnings():  # a session resumed at an epoch's end has not stepped
@@ -557,6 +573,15 @@ class _Search:
             self.weight_sched.step()
         self.epoch, self.batch, self.sums = number, 0, self._zero_sums()
         self._save(session_start)
+
+    def _cost_record(self, genotype: Genotype) -> dict[str, Any] | None:
+        if self.cost is None:
+            return None
+        c = self.cost.config
+        with torch.no_grad():
+            expected = float(self.cost.expected(self.net))
+        return {"form": c.form, "target": c.target, "expected": round(expected, 6),
+                "achieved": round(self.cost.achieved(genotype), 6)}
 
     @property
     def arch_on(self) -> bool:
@@ -651,6 +676,7 @@ class _Search:
         if arch is not None:
             s["arch_steps"] += 1
             s["arch_triplet"] += arch["triplet"]
+            s["arch_total"] = s.get("arch_total", 0.0) + arch["total"]
 
     def _update_dcs_keep(self) -> None:
         """Keep ratios of the DCS ops' last training forwards (kept as they were if none ran)."""

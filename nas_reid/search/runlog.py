@@ -12,12 +12,18 @@ Epoch record (all keys always present; ``null`` where a figure does not apply)::
     lr           {"weights": lr of this epoch, "arch": Adam lr}
     tau          Gumbel temperature of this epoch
     arch_updates whether this epoch updated the architecture (false during warm-up)
-    loss         {"weights": {"total", "id", "triplet", "rib"}, "arch": {"triplet"} | null}:
-                 means over the epoch's steps (over all ranks under DDP)
+    loss         {"weights": {"total", "id", "triplet", "rib"}, "arch": {"triplet", "total"}
+                 | null}: means over the epoch's steps (over all ranks under DDP); the arch
+                 "total" includes the cost term
     rib          {"weight", "I_XF", "I_FY", "IB"} (nats) from the epoch's start | null
     heldout      {"mAP", "R1", "R5", "queries", "gallery"} quick eval on held-out ids | null
     arch_probs   {position: [[p per op] per edge]}: softmax(alpha); rows follow
                  genotype_history's "probabilities" edges, columns the space's op labels
+    backbone_probs {choice: [p per option]}: softmax of a searchable backbone's choices ({})
+    backbone     the derived genotype's backbone in one line (``mobilenetv2: s1 16 k3 ...``)
+    cost         {"form", "target", "expected", "achieved"} MFLOPs: expected under the
+                 probabilities, achieved by the derived genotype | null (no cost model: a
+                 fixed backbone with ``schedule.cost.form: none``)
     genotype     one-line summary of the derived genotype (skip cap applied)
     op_counts    {op: live edges using it} in that genotype
     collapse     {"identity_edges", "live_edges", "identity_fraction", "identity_cells",
@@ -35,7 +41,8 @@ every epoch, one per line, in order.
 Both files are kept in memory (and in the checkpoint) and rewritten atomically at each flush, so
 they always hold whole lines; a resumed search rewrites them from its checkpoint. TensorBoard
 events go to ``tensorboard/`` (scalars ``loss/*``, ``lr/*``, ``tau``, ``heldout/*``,
-``rib/*``, ``prob/<position>/<edge>/<op>``, ``ops/<op>``, ``collapse/identity_fraction``,
+``rib/*``, ``prob/<position>/<edge>/<op>``, ``prob/backbone/<choice>/<option>``,
+``cost/*_mflops``, ``ops/<op>``, ``collapse/identity_fraction``,
 ``dcs_keep/*``, and the genotype as text); a resumed search purges the events written after its
 checkpoint (``purge_step``). Only rank 0 writes anything.
 """
@@ -86,5 +93,12 @@ class RunLog(MetricsLog):
                 for (s, t), row in zip(edges[position], rows):
                     for label, p in zip(labels, row):
                         tb.add_scalar(f"prob/{position}/{s}-{t}/{label}", p, step)
+            options = genotype.get("backbone_probabilities", {})
+            for key, row in record["backbone_probs"].items():
+                for option, p in zip(options.get(key, {}).get("options", []), row):
+                    tb.add_scalar(f"prob/backbone/{key}/{option}", p, step)
+            if record["cost"] is not None:
+                for key in ("expected", "achieved"):
+                    tb.add_scalar(f"cost/{key}_mflops", record["cost"][key], step)
             tb.add_text("genotype", record["genotype"], step)
         self.flush()

@@ -21,7 +21,8 @@ so a parameter that only fails at some size (an RGA ratio, a DCS window) is caug
 
 Canonical hash. :meth:`SearchSpace.canonical_hash` is the sha256 (first 16 hex digits) of the
 sorted-key JSON of what defines the architecture space: ``input``, ``backbone`` name and last
-stride, ``cells`` and the ordered candidate ops with all their parameters (defaults filled in,
+stride (and a searchable backbone's stages and choices), ``cells`` and the ordered candidate ops
+with all their parameters (defaults filled in,
 so writing a default explicitly changes nothing). It leaves out ``name``, op ``label``s (display
 only), ``backbone.weights`` (an initialisation), ``sampling`` and ``schedule`` (how the space
 is searched). A genotype records the hash, so it stays valid for any schedule or sampler change
@@ -40,6 +41,7 @@ import json
 import math
 import os
 import re
+import types
 import typing
 from pathlib import Path
 from typing import Any, Literal
@@ -50,6 +52,7 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError,
 
 from nas_reid.errors import UserError
 from nas_reid.ops import OpError, available_ops, build_op, op_params
+from nas_reid.space.mobile import MOBILE_BACKBONES, MobileConfig, mobile_stage_shapes
 
 HASH_VERSION = 1
 """Bumped whenever the canonical form changes (it is part of what is hashed)."""
@@ -77,10 +80,36 @@ class InputConfig(_Model):
 
 
 class BackboneConfig(_Model):
-    name: Literal["resnet50", "resnet18"]
+    """``name``: a fixed torchvision ResNet (``resnet50``, ``resnet18``) or the searchable
+    ``mobilenetv2`` family, whose stages and choices are ``mobile``
+    (:class:`~nas_reid.space.mobile.MobileConfig`; MobileNetV2's table when left out)."""
+
+    name: Literal["resnet50", "resnet18", "mobilenetv2"]
     last_stride: Literal[1, 2] = 1
     weights: str | None = None
     """A local torchvision state_dict; relative paths are taken from the YAML file's folder."""
+    mobile: MobileConfig | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _default_mobile(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("name") in MOBILE_BACKBONES and data.get("mobile") is None:
+            return {**data, "mobile": MobileConfig()}
+        return data
+
+    @model_validator(mode="after")
+    def _mobile_only(self) -> "BackboneConfig":
+        if self.name not in MOBILE_BACKBONES and self.mobile is not None:
+            raise ValueError(f"backbone.mobile: only a searchable backbone ({', '.join(MOBILE_BACKBONES)}) "
+                             f"has stages and choices; {self.name} is fixed")
+        if self.name in MOBILE_BACKBONES and self.weights is not None:
+            raise ValueError(f"backbone.weights: {self.name} is searched and trained from scratch "
+                             "(as the RIB paper's DNAS backbones); no weights file can be loaded")
+        return self
+
+    @property
+    def searchable(self) -> bool:
+        return self.mobile is not None
 
 
 class CellsConfig(_Model):
@@ -252,6 +281,29 @@ class LossConfig(_Model):
     rib_beta: float = Field(default=1.0, gt=0)
 
 
+class CostConfig(_Model):
+    """The cost-aware search loss (FLOPs of the derived network, in MFLOPs; see
+    :mod:`nas_reid.search.cost`). ``multiplicative`` is FBNet's
+    ``task * alpha * log(cost / unit) ** beta``; ``additive`` is ``task + weight * max(0, cost /
+    target - 1)``. ``target`` (MFLOPs) is needed by ``additive`` and logged by both."""
+
+    form: Literal["none", "multiplicative", "additive"] = "none"
+    alpha: float = Field(default=0.2, gt=0)
+    beta: float = Field(default=0.6, gt=0)
+    unit: float = Field(default=1.0, gt=0)
+    """MFLOPs per unit of the cost inside the multiplicative form's log (FBNet's log is of
+    milliseconds; a small CPU space needs a smaller unit for log(cost) to stay above 1)."""
+    weight: float = Field(default=1.0, gt=0)
+    target: float | None = Field(default=None, gt=0)
+
+    @model_validator(mode="after")
+    def _target(self) -> "CostConfig":
+        if self.form == "additive" and self.target is None:
+            raise ValueError("schedule.cost.target: the additive form penalises the cost above a "
+                             "target; give the target in MFLOPs")
+        return self
+
+
 class ScheduleConfig(_Model):
     """How the search runs. Not part of the canonical hash."""
 
@@ -264,6 +316,8 @@ class ScheduleConfig(_Model):
     heldout_fraction: float = Field(default=0.5, gt=0, lt=1)
     """Share of the training identities held out for the architecture step."""
     loss: LossConfig = Field(default_factory=LossConfig)
+    cost: CostConfig = Field(default_factory=CostConfig)
+    """The cost-aware term of the architecture step (off by default)."""
     skip_cap: int | None = Field(default=None, ge=0)
     """At most this many identity edges per derived cell (None: no cap)."""
     seed: int = 0
@@ -316,8 +370,11 @@ class SearchSpace(_Model):
             if key in seen_ops:
                 raise ValueError(f"ops[{i}]: same op and parameters as ops[{seen_ops[key]}]")
             seen_ops[key] = i
+        shapes = {f"{position}" + (f" width {c}" if len(options) > 1 else ""): (c, h, w)
+                  for position, options in self.position_shape_options().items()
+                  for c, h, w in options}
         for i, op in enumerate(self.ops):
-            check_op(op.name, op.params, self.position_shapes(), f"ops[{i}].params")
+            check_op(op.name, op.params, shapes, f"ops[{i}].params")
         return self
 
     # -- derived views
@@ -337,18 +394,35 @@ class SearchSpace(_Model):
         return [op.display for op in self.ops]
 
     def position_shapes(self) -> dict[str, tuple[int, int, int]]:
-        """``(C, H, W)`` of the stage output at every cell position, in network order."""
+        """``(C, H, W)`` of the stage output at every cell position, in network order (for a
+        searchable backbone: its widest network, the size the supernet's cells are built for)."""
         from nas_reid.space.backbone import stage_shapes  # backbone imports torchvision
 
-        shapes = stage_shapes(self.backbone.name, self.input_size, self.backbone.last_stride)
+        bb = self.backbone
+        if bb.mobile is not None:
+            shapes = mobile_stage_shapes(bb.mobile.widest(bb.last_stride), self.input_size, bb.last_stride)
+        else:
+            shapes = stage_shapes(bb.name, self.input_size, bb.last_stride)
         return {p: shapes[p] for p in self.cells.positions}
+
+    def position_shape_options(self) -> dict[str, list[tuple[int, int, int]]]:
+        """Every ``(C, H, W)`` a cell position can have in a derived network: one per width
+        option of the stage before it (one shape for a fixed backbone)."""
+        shapes = self.position_shapes()
+        mobile = self.backbone.mobile
+        if mobile is None:
+            return {p: [shape] for p, shape in shapes.items()}
+        last = {s.layer: s for s in mobile.stages}
+        return {p: [(w, h, wd) for w in mobile.widths(last[p])] for p, (_, h, wd) in shapes.items()}
 
     def canonical(self) -> dict[str, Any]:
         """What the hash covers: the architecture space, defaults filled in."""
         return {
             "hash_version": HASH_VERSION,
             "input": {"height": self.input.height, "width": self.input.width},
-            "backbone": {"name": self.backbone.name, "last_stride": self.backbone.last_stride},
+            "backbone": {"name": self.backbone.name, "last_stride": self.backbone.last_stride,
+                         **({"mobile": self.backbone.mobile.model_dump(mode="json")}
+                            if self.backbone.mobile is not None else {})},
             "cells": {"positions": list(self.cells.positions), "nodes": self.cells.nodes,
                       "edges_per_node": self.cells.edges_per_node},
             "ops": [{"name": op.name, "params": op.full_params()} for op in self.ops],
@@ -486,6 +560,8 @@ def _allowed(loc: tuple, root: type[BaseModel]) -> list[str] | None:
         if not (isinstance(model, type) and issubclass(model, BaseModel)) or part not in model.model_fields:
             return None
         model = model.model_fields[part].annotation
+        if typing.get_origin(model) in (typing.Union, types.UnionType):  # X | None
+            model = next((a for a in typing.get_args(model) if a is not type(None)), model)
         if typing.get_origin(model) is list:
             model = typing.get_args(model)[0]
     if isinstance(model, type) and issubclass(model, BaseModel):

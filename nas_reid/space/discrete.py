@@ -1,7 +1,8 @@
 """The discrete network of a genotype: what retraining, evaluation and export use.
 
 :func:`build_model` needs the genotype and nothing else: the backbone it names (torchvision
-ResNet, last stride as recorded), after each cell position a :class:`DiscreteCell` holding only
+ResNet, last stride as recorded; or the searched mobile backbone, built as the real narrower
+network of its choices, :class:`~nas_reid.space.mobile.MobileBackbone`), after each cell position a :class:`DiscreteCell` holding only
 the chosen ops as plain modules, and the same BNNeck head and ``forward`` dict as the supernet
 (``feat``, ``feat_bn``, and ``logits`` in training). Each op is built by the op registry with the
 genotype's parameters at the position's ``(C, H, W)``, exactly as the supernet builds that
@@ -25,6 +26,7 @@ from torch import nn
 from nas_reid import genotype as _genotype  # a module import: nas_reid.genotype imports this package
 from nas_reid.ops import build_op
 from nas_reid.space.backbone import ResNetBackbone
+from nas_reid.space.mobile import MobileBackbone, narrow_state_dict
 from nas_reid.space.config import canonical_params
 from nas_reid.space.supernet import BNNeck, check_input, run_stages
 
@@ -75,8 +77,16 @@ class ReIDNet(nn.Module):
         super().__init__()
         self.genotype = genotype
         self.input_size = genotype.input_size
-        self.backbone = ResNetBackbone(genotype.backbone.name, genotype.backbone.last_stride,
-                                       weights=backbone_weights)
+        mobile = genotype.backbone.mobile
+        if mobile is not None:
+            if backbone_weights is not None:
+                raise _genotype.GenotypeError(
+                    f"backbone weights: the searched {genotype.backbone.name} backbone is trained "
+                    "from scratch; no weights file can be loaded into it")
+            self.backbone = MobileBackbone(mobile, genotype.backbone.last_stride)
+        else:
+            self.backbone = ResNetBackbone(genotype.backbone.name, genotype.backbone.last_stride,
+                                           weights=backbone_weights)
         shapes = genotype.position_shapes()
         self.cells = nn.ModuleDict({
             cell.position: DiscreteCell(cell, *shapes[cell.position]) for cell in genotype.cells
@@ -107,7 +117,10 @@ def build_model(genotype: "Genotype", num_classes: int, *,
 def inherit_weights(model: ReIDNet, supernet: "Supernet") -> None:
     """Copy the supernet's backbone, head and chosen candidates' weights (and buffers) into
     ``model``. The genotype must come from the supernet's space (same hash); each edge's op is
-    matched to the candidate with the same name and parameters (defaults filled in)."""
+    matched to the candidate with the same name and parameters (defaults filled in). A searched
+    mobile backbone gets the channels and kernel centres its choices select
+    (:func:`~nas_reid.space.mobile.narrow_state_dict`); its cells must sit after stages at their
+    widest."""
     net = getattr(supernet, "module", supernet)
     space = net.space
     if model.genotype.space.hash != space.canonical_hash():
@@ -116,8 +129,22 @@ def inherit_weights(model: ReIDNet, supernet: "Supernet") -> None:
             f"supernet's ({space.canonical_hash()})")
     candidates = [(op.name, op.full_params()) for op in space.ops]
     source = net.state_dict()
+    own = model.state_dict()
     target = {}
-    for key in model.state_dict():
+    if model.genotype.backbone.mobile is not None:  # the chosen widths, kernels and blocks
+        wide = {k: v for k, v in source.items() if k.startswith("backbone.")}
+        target.update(narrow_state_dict(wide, {k: v for k, v in own.items() if k.startswith("backbone.")}))
+        widest = space.position_shapes()
+        for position, shape in model.genotype.position_shapes().items():
+            if shape != widest[position]:
+                raise _genotype.GenotypeError(
+                    f"inherit_weights: the cell at {position} is built for {shape[0]} channels, "
+                    f"the supernet's for {widest[position][0]}; a narrower cell's ops are other "
+                    "modules (an SE of fewer hidden units, ...), so only cells after a stage "
+                    "at its widest can inherit weights")
+    for key in own:
+        if key in target:
+            continue
         if not key.startswith("cells."):
             target[key] = source[key]
             continue

@@ -1,4 +1,9 @@
-"""The supernet: a ResNet backbone, a search cell after each configured stage, and a BNNeck head.
+"""The supernet: a backbone, a search cell after each configured stage, and a BNNeck head.
+
+Backbone: a fixed torchvision ResNet, or the searchable mobile backbone
+(:mod:`nas_reid.space.mobile_supernet`), whose choices have their own architecture parameters
+``arch_backbone.<choice>`` (one logit per option, initialised like the cells'); each forward
+draws them once for the whole batch.
 
 Parameters. The architecture parameters are one ``nn.Parameter`` per cell position, of shape
 ``(num_edges, num_ops)`` (rows: the cell's edges in :func:`~nas_reid.space.cell.cell_edges`
@@ -32,8 +37,12 @@ from torch import nn
 from nas_reid.space.backbone import POSITIONS, ResNetBackbone
 from nas_reid.space.cell import SearchCell
 from nas_reid.space.config import SearchSpace, SpaceError
+from nas_reid.space.mobile import MobileArch
+from nas_reid.space.mobile_supernet import MobileSupernetBackbone
 
 ARCH_PREFIX = "arch."
+ARCH_PREFIXES = (ARCH_PREFIX, "arch_backbone.")
+"""Names of architecture parameters start with one of these (cells, searchable backbone)."""
 
 
 class BNNeck(nn.Module):
@@ -67,14 +76,16 @@ def check_input(x: torch.Tensor, input_size: tuple[int, int], what: str) -> None
             "(the attention ops depend on the spatial size)")
 
 
-def run_stages(backbone: ResNetBackbone, cells: nn.ModuleDict, x: torch.Tensor, cell_fn) -> torch.Tensor:
-    """Stem, then each stage followed by its cell (``cell_fn(position, cell, x)``) if it has one."""
+def run_stages(backbone: nn.Module, cells: nn.ModuleDict, x: torch.Tensor, cell_fn) -> torch.Tensor:
+    """Stem, then each stage followed by its cell (``cell_fn(position, cell, x)``) if it has
+    one, then the backbone's ``finish`` (the mobile backbone's head conv; ResNets have none)."""
     x = backbone.stem(x)
     for position in POSITIONS:
         x = backbone.stage(position)(x)
         if position in cells:
             x = cell_fn(position, cells[position], x)
-    return x
+    finish = getattr(backbone, "finish", None)
+    return finish(x) if finish is not None else x
 
 
 class Supernet(nn.Module):
@@ -89,8 +100,11 @@ class Supernet(nn.Module):
         self.space = space
         self.input_size = space.input_size
         bb = space.backbone
-        self.backbone = ResNetBackbone(bb.name, bb.last_stride,
-                                       weights=bb.weights if load_weights else None)
+        if bb.mobile is not None:
+            self.backbone = MobileSupernetBackbone(bb.mobile, bb.last_stride, space.input_size)
+        else:
+            self.backbone = ResNetBackbone(bb.name, bb.last_stride,
+                                           weights=bb.weights if load_weights else None)
         shapes = space.position_shapes()
         self.cells = nn.ModuleDict({
             position: SearchCell(space.ops, *shapes[position], nodes=space.cells.nodes,
@@ -101,19 +115,24 @@ class Supernet(nn.Module):
             position: nn.Parameter(1e-3 * torch.randn(cell.num_edges, cell.num_ops))
             for position, cell in self.cells.items()
         })
+        choices = getattr(self.backbone, "choices", [])
+        self.arch_backbone = nn.ParameterDict()  # in network order (a dict would be sorted)
+        for c in choices:
+            self.arch_backbone[c.key] = nn.Parameter(1e-3 * torch.randn(len(c.options)))
         self.head = BNNeck(self.backbone.out_channels, num_classes)
         self.register_buffer("tau", torch.tensor(float(space.sampling.tau.start)))
 
     # -- parameters
 
     def named_arch_parameters(self) -> list[tuple[str, nn.Parameter]]:
-        return [(n, p) for n, p in self.named_parameters() if n.startswith(ARCH_PREFIX)]
+        return [(n, p) for n, p in self.named_parameters() if n.startswith(ARCH_PREFIXES)]
 
     def named_weight_parameters(self) -> list[tuple[str, nn.Parameter]]:
-        return [(n, p) for n, p in self.named_parameters() if not n.startswith(ARCH_PREFIX)]
+        return [(n, p) for n, p in self.named_parameters() if not n.startswith(ARCH_PREFIXES)]
 
     def arch_parameters(self) -> list[nn.Parameter]:
-        """The architecture parameters ``arch.<position>``, one per cell, in network order."""
+        """The architecture parameters: ``arch.<position>``, one per cell, in network order,
+        then a searchable backbone's ``arch_backbone.<choice>``."""
         return [p for _, p in self.named_arch_parameters()]
 
     def weight_parameters(self) -> list[nn.Parameter]:
@@ -124,6 +143,17 @@ class Supernet(nn.Module):
     def arch_probabilities(self) -> dict[str, torch.Tensor]:
         """``{position: softmax(alpha)}``, each ``(num_edges, num_ops)``, detached, on the CPU."""
         return {p: F.softmax(a.detach().float(), dim=-1).cpu() for p, a in self.arch.items()}
+
+    @torch.no_grad()
+    def backbone_probabilities(self) -> dict[str, torch.Tensor]:
+        """``{choice key: softmax(alpha)}`` of a searchable backbone (``{}`` for a fixed one)."""
+        return {k: F.softmax(a.detach().float(), dim=-1).cpu() for k, a in self.arch_backbone.items()}
+
+    def derive_backbone(self) -> "MobileArch | None":
+        """The backbone the architecture parameters point to (None for a fixed backbone)."""
+        if not isinstance(self.backbone, MobileSupernetBackbone):
+            return None
+        return self.backbone.derive_arch(self.backbone_probabilities())
 
     # -- temperature
 
@@ -141,6 +171,22 @@ class Supernet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         check_input(x, self.input_size, f"supernet of search space {self.space.name!r}")
+        if isinstance(self.backbone, MobileSupernetBackbone):
+            return self.head(self._forward_mobile(x))
         fmap = run_stages(self.backbone, self.cells, x,
                           lambda position, cell, z: cell(z, self.arch[position], self.tau))
         return self.head(fmap)
+
+    def _forward_mobile(self, x: torch.Tensor) -> torch.Tensor:
+        """One draw of the backbone's choices for the whole batch; after a cell the stage's
+        width mask is applied again (the cells are built for the widest stage output)."""
+        bb = self.backbone
+        draws = bb.draw(self.arch_backbone, self.tau, self.space.sampling.strategy)
+        x, _ = bb.run_layer("stem", x, draws)
+        for position in POSITIONS:
+            x, mask = bb.run_layer(position, x, draws)
+            if position in self.cells:
+                x = self.cells[position](x, self.arch[position], self.tau)
+                if mask is not None:
+                    x = x * mask.to(x.dtype).view(1, -1, 1, 1)
+        return bb.finish(x)
