@@ -13,7 +13,12 @@ step is what :mod:`nas_reid.search.loop` does per step:
 - architecture step on another P x K batch, weights frozen: batch-hard triplet on the
   L2-normalised ``feat_bn``, backward, Adam on the architecture parameters.
 
-(The RIB term, a (B x K) soft assignment, is left out: it costs next to nothing.) Inputs are
+A space with a cost term (``schedule.cost``) adds it to the architecture step. For a searchable
+backbone (``search_spaces/mobile_cpu.yaml``, ``mobile_dnas.yaml``) a third row, ``widest
+fixed``, trains the widest discrete network of the space (no cells) the same way (a weight step
+and a second forward/backward): the masked supernet's memory should stay near it whatever the
+number of width options. (The RIB term, a (B x K) soft assignment, is left out: it costs next to
+nothing.) Inputs are
 random tensors already on the device, so image decoding is not timed. Throughput is
 ``2 * P * K / step time`` (both batches' images), from the best of ``--repeats`` steps after two
 warm-up steps (other processes on the machine only ever add time).
@@ -44,6 +49,9 @@ if ROOT not in sys.path:
 from bench.measure import WARMUP, add_worker_arguments, measure_case, serve_worker, time_steps  # noqa: E402
 
 STRATEGIES = ("softmax", "gumbel")
+FIXED = "widest fixed"
+"""The reference row of a searchable backbone: the widest discrete network (no cells, no
+architecture), one weight step plus a second forward/backward: what the masks cost."""
 NUM_CLASSES = 751  # Market-1501's training identities: the classifier's width
 
 
@@ -55,24 +63,33 @@ def run_case(case: dict) -> dict:
     from nas_reid.losses import CrossEntropyLabelSmooth, TripletLoss
     from nas_reid.space import Supernet, load_space
 
+    from nas_reid.search.cost import CostModel
+
     if case["threads"]:
         torch.set_num_threads(case["threads"])
     device = torch.device(case["device"])
     resolved = load_space(case["space"]).resolved()
-    resolved["sampling"]["strategy"] = case["strategy"]
+    fixed = case["strategy"] == FIXED
+    resolved["sampling"]["strategy"] = "gumbel" if fixed else case["strategy"]
     space = load_space(resolved)
     sched = space.schedule
     torch.manual_seed(0)
-    net = Supernet(space, NUM_CLASSES).to(device).train()
-    arch = net.arch_parameters()
-    weights = [p for p in net.weight_parameters() if p.requires_grad]
+    if fixed:
+        net = widest_network(space).to(device).train()
+    else:
+        net = Supernet(space, NUM_CLASSES).to(device).train()
+    cost = None
+    if not fixed and sched.cost.form != "none":
+        cost = CostModel(net, sched.cost)
+    arch = [] if fixed else net.arch_parameters()
+    weights = [q for q in (net.parameters() if fixed else net.weight_parameters()) if q.requires_grad]
     w = sched.weights
     if w.optimizer == "sgd":
         weight_opt = torch.optim.SGD(weights, lr=w.lr, momentum=w.momentum, weight_decay=w.weight_decay)
     else:
         weight_opt = torch.optim.Adam(weights, lr=w.lr, betas=tuple(w.betas), weight_decay=w.weight_decay)
     arch_opt = torch.optim.Adam(arch, lr=sched.arch.lr, betas=tuple(sched.arch.betas),
-                                weight_decay=sched.arch.weight_decay)
+                                weight_decay=sched.arch.weight_decay) if arch else None
     ce = CrossEntropyLabelSmooth(NUM_CLASSES, sched.loss.label_smoothing)
     triplet = TripletLoss(sched.loss.triplet_margin)
     p, k = case["p"], case["k"]
@@ -96,17 +113,37 @@ def run_case(case: dict) -> dict:
             q.requires_grad_(False)
         out = net(x_a)
         loss = triplet(F.normalize(out["feat_bn"], dim=1), labels)
-        arch_opt.zero_grad(set_to_none=True)
-        loss.backward()
+        if cost is not None:
+            loss = cost.loss(loss, cost.expected(net))
+        if arch_opt is not None:
+            arch_opt.zero_grad(set_to_none=True)
+        if loss.requires_grad:  # the fixed network: a second forward/backward, nothing to train
+            loss.backward()
         for q in weights:
             q.requires_grad_(True)
-        arch_opt.step()
+        if arch_opt is not None:
+            arch_opt.step()
 
     result = {"params_m": sum(q.numel() for q in weights) / 1e6,
               "candidates": len(space.ops), "cells": len(space.cells.positions)}
     result.update(time_steps(step, device, case["repeats"]))
     result["img_s"] = 2 * p * k / result["best_s"]
     return result
+
+
+def widest_network(space):
+    """The discrete network of a searchable backbone's widest choices, without cells."""
+    from nas_reid.genotype import Genotype
+    from nas_reid.space import build_model
+
+    bb = space.backbone
+    genotype = Genotype.from_dict({
+        "schema": "nas-reid/genotype", "version": 2, "space": {"name": None, "hash": None},
+        "input": {"height": space.input.height, "width": space.input.width},
+        "backbone": {"name": bb.name, "last_stride": bb.last_stride,
+                     "choices": bb.mobile.widest(bb.last_stride).model_dump(mode="json")},
+        "cells": []})
+    return build_model(genotype, NUM_CLASSES)
 
 
 def main(argv=None) -> None:
@@ -147,7 +184,8 @@ def main(argv=None) -> None:
     print("| strategy | step ms (best) | img/s | peak MiB above pre-step | peak MiB total |")
     print("|---|---:|---:|---:|---:|")
     results = {}
-    for strategy in STRATEGIES:
+    strategies = STRATEGIES + ((FIXED,) if space.backbone.searchable else ())
+    for strategy in strategies:
         case = {"space": space_path, "strategy": strategy, "device": args.device, "p": p, "k": k,
                 "repeats": repeats, "threads": args.threads}
         r = results[strategy] = measure_case(__file__, case, run_case)
@@ -159,6 +197,10 @@ def main(argv=None) -> None:
     print(f"gumbel / softmax: throughput x{g['img_s'] / s['img_s']:.2f}, step memory "
           f"x{g['peak_step_mib'] / s['peak_step_mib']:.2f}, total memory "
           f"x{g['peak_total_mib'] / s['peak_total_mib']:.2f}")
+    if FIXED in results:
+        f = results[FIXED]
+        print(f"gumbel supernet / widest fixed network: throughput x{g['img_s'] / f['img_s']:.2f}, "
+              f"step memory x{g['peak_step_mib'] / f['peak_step_mib']:.2f}")
 
 
 if __name__ == "__main__":

@@ -8,7 +8,9 @@ papers' ResNet-50 models at 256x128; on a CPU they are retargeted
 (:func:`nas_reid.space.reference.retarget`) to the searched genotype's backbone and input size
 (ResNet-18, 64x32 for the CPU space), keeping their ops and positions, so every row differs from
 the baseline only by its attention cells. The RIB models add the IBB loss (weight 0.1, off for
-the first 30 % of the epochs), as their reference recipe says.
+the first 30 % of the epochs), as their reference recipe says. ``--mobile`` adds a searched
+mobile backbone (a ``mobile_cpu.yaml`` search) and, for comparison, the widest network of its
+space with no cells; their parameters and FLOPs are those of the whole network.
 
 Runs go to ``--out`` (one retrain run folder per model and seed); a finished run is reused, an
 unfinished one resumed, so the script can be stopped and started again. ``--jobs`` runs that
@@ -16,6 +18,7 @@ many trainings side by side, each on ``--threads`` torch threads.
 
     python bench/synthetic_table.py --searched runs/search-X/genotype.json            # the table
     python bench/synthetic_table.py --models baseline rga_sc --seeds 0 --epochs 2     # a quick look
+    python bench/synthetic_table.py --models mobile mobile_widest --mobile runs/search-M/genotype.json
 """
 
 from __future__ import annotations
@@ -32,14 +35,37 @@ from pathlib import Path
 REFERENCE_ROWS = ("baseline", "rga_sc", "rib_dcs", "rib_ca")
 
 
-def genotype_for(name: str, searched: str | None, backbone: str, size: tuple[int, int]):
+def genotype_for(name: str, args: argparse.Namespace, backbone: str, size: tuple[int, int]):
     from nas_reid.genotype import Genotype
     from nas_reid.space.reference import resolve_genotype, retarget
 
     if name == "searched":
-        return Genotype.from_json(searched), None
+        return Genotype.from_json(args.searched), None
+    if name == "mobile":
+        return Genotype.from_json(args.mobile), None
+    if name == "mobile_widest":
+        return widest_mobile(args.mobile_space), None
     genotype, reference = resolve_genotype(name)
     return retarget(genotype, backbone=backbone, input_size=size), reference
+
+
+def widest_mobile(space_file: str):
+    """The mobile space's widest backbone (largest width, kernel and expansion, no block
+    skipped) with no cells: what the search chooses from, unsearched."""
+    from nas_reid.genotype import Genotype
+    from nas_reid.space import load_space
+
+    space = load_space(space_file)
+    bb = space.backbone
+    return Genotype.from_dict({
+        "schema": "nas-reid/genotype", "version": 2,
+        "space": {"name": None, "hash": None},
+        "input": {"height": space.input.height, "width": space.input.width},
+        "backbone": {"name": bb.name, "last_stride": bb.last_stride,
+                     "choices": bb.mobile.widest(bb.last_stride).model_dump(mode="json")},
+        "cells": [],
+        "provenance": {"search_run": f"widest network of {space_file}"},
+    })
 
 
 def train_one(job: dict) -> dict:
@@ -69,6 +95,11 @@ def mean_std(values: list[float]) -> tuple[float, float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--searched", default=None, help="genotype.json of a search (its row)")
+    parser.add_argument("--mobile", default=None,
+                        help="genotype.json of a mobile-backbone search: rows 'mobile' (it) and "
+                             "'mobile_widest' (its space's widest backbone, no cells)")
+    parser.add_argument("--mobile-space", default="search_spaces/mobile_cpu.yaml",
+                        help="the space of --mobile (for the mobile_widest row)")
     parser.add_argument("--models", nargs="+", default=None,
                         help=f"rows (default: {' '.join(REFERENCE_ROWS)} and searched if given)")
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
@@ -87,25 +118,33 @@ def main() -> None:
     from nas_reid.space.discrete import build_model
     from nas_reid.space.reference import REFERENCES
 
-    models = args.models or [*REFERENCE_ROWS, *(["searched"] if args.searched else [])]
+    models = args.models or [*REFERENCE_ROWS, *(["searched"] if args.searched else []),
+                             *(["mobile", "mobile_widest"] if args.mobile else [])]
     if "searched" in models and not args.searched:
         sys.exit("--models searched needs --searched GENOTYPE.json")
+    if {"mobile", "mobile_widest"} & set(models) and not args.mobile:
+        sys.exit("--models mobile / mobile_widest need --mobile GENOTYPE.json")
     backbone, size = "resnet18", (64, 32)
     if args.searched:
         g = Genotype.from_json(args.searched)
         backbone, size = g.backbone.name, g.input_size
+    elif args.mobile:
+        size = Genotype.from_json(args.mobile).input_size
     dataset = load_dataset("synthreid", None)
     classes = dataset.num_train_pids
 
     out = Path(args.out)
     jobs, costs, summaries = [], {}, {}
     for name in models:
-        genotype, reference = genotype_for(name, args.searched, backbone, size)
+        genotype, reference = genotype_for(name, args, backbone, size)
         net = build_model(genotype, classes)
-        cost = op_cost(net, 3, *size)
+        cost = op_cost(net, 3, *genotype.input_size)
         head = net.head.classifier.weight.numel()
         costs[name] = {"params": cost.params - head, "flops": cost.flops}
-        summaries[name] = genotype.summary().replace(" | ", "; ")  # "|" would split a table cell
+        text = genotype.summary()
+        if genotype.backbone.mobile is not None:
+            text = f"{genotype.backbone.mobile.summary()}; cells {text}"
+        summaries[name] = text.replace(" | ", "; ")  # "|" would split a table cell
         overrides = REFERENCES[reference].recipe_overrides if reference else {}
         if args.epochs is not None:
             overrides = {**overrides, "epochs": args.epochs}
@@ -142,11 +181,11 @@ def main() -> None:
     print(f"\nsynthreid, {backbone} {size[0]}x{size[1]}, recipe synthetic"
           f"{f' ({args.epochs} epochs)' if args.epochs else ''}, seeds {args.seeds}; "
           f"{wall / 60:.1f} min wall, torch {torch.__version__}\n")
-    print("| model | cells | params (M) | GFLOPs | R1 (%) | mAP (%) | min / run |")
+    print("| model | cells | params (M) | MFLOPs | R1 (%) | mAP (%) | min / run |")
     print("|---|---|---|---|---|---|---|")
     for row in rows:
         print(f"| {row['model']} | {row['cells']} | {row['params'] / 1e6:.2f} | "
-              f"{row['flops'] / 1e9:.3f} | {row['R1'][0]:.1f} +- {row['R1'][1]:.1f} | "
+              f"{row['flops'] / 1e6:.1f} | {row['R1'][0]:.1f} +- {row['R1'][1]:.1f} | "
               f"{row['mAP'][0]:.1f} +- {row['mAP'][1]:.1f} | {row['minutes']:.1f} |")
     if args.json:
         Path(args.json).write_text(json.dumps({"args": vars(args), "rows": rows}, indent=2) + "\n")

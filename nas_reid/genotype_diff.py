@@ -11,7 +11,12 @@
   parameters (``params``; parameters are compared with the op's defaults filled in, so a
   hand-written genotype that leaves a default out is not different), and edges whose liveness
   changed (``live``);
-- parameters and FLOPs per cell and in total (:func:`nas_reid.genotype_report.cell_costs`).
+- a searched mobile backbone on either side, stage by stage (matched by stage name): a stage
+  only in A or only in B, or the differences in layer, stride, width, kernel, expansion and
+  kept blocks; and the stem, head and activation;
+- parameters and FLOPs per cell and in total (:func:`nas_reid.genotype_report.cell_costs`), of
+  the backbone and of the whole network (:func:`~nas_reid.genotype_report.backbone_cost`,
+  :func:`~nas_reid.genotype_report.network_cost`).
 
 :func:`format_diff` writes it as text; :func:`nas_reid.viz.plot_genotype_diff` draws it.
 """
@@ -26,8 +31,12 @@ from nas_reid.genotype import CellGenotype, Edge, Genotype
 from nas_reid.genotype_report import (
     CellCost,
     RunSource,
+    StageChoice,
+    backbone_cost,
+    backbone_stages,
     full_params,
     cell_costs,
+    network_cost,
     format_count,
     format_delta,
     format_flops,
@@ -36,7 +45,8 @@ from nas_reid.genotype_report import (
 )
 from nas_reid.space.backbone import POSITIONS
 
-__all__ = ["EdgeChange", "CellDiff", "GenotypeDiff", "diff_genotypes", "format_diff"]
+__all__ = ["EdgeChange", "CellDiff", "StageDiff", "GenotypeDiff", "diff_genotypes", "format_diff",
+           "format_stages"]
 
 ChangeKind = Literal["added", "removed", "op", "params", "live"]
 
@@ -109,6 +119,61 @@ class CellDiff:
         return out
 
 
+STAGE_FIELDS = ("layer", "stride", "width", "kernel", "expansion", "blocks")
+"""What :class:`StageDiff` compares, in this order."""
+
+
+def _stage_value(stage: StageChoice, name: str) -> str:
+    return stage.blocks_text() if name == "blocks" else str(getattr(stage, name))
+
+
+@dataclass
+class StageDiff:
+    """One stage of a searched backbone of either genotype: ``status`` ``same`` / ``changed``
+    / ``only_a`` / ``only_b``; ``changes`` the ``(field, value in A, value in B)`` that differ
+    (:data:`STAGE_FIELDS`; blocks as ``x1/2 (b1 skipped)``)."""
+
+    name: str
+    status: Literal["same", "changed", "only_a", "only_b"]
+    a: StageChoice | None
+    b: StageChoice | None
+    changes: list[tuple[str, str, str]] = field(default_factory=list)
+
+
+def _stage_diffs(a: list[StageChoice], b: list[StageChoice]) -> list[StageDiff]:
+    """The stages of ``a`` and ``b`` matched by name, in network order (A's, then the stages
+    only in B where they sit in B)."""
+    by_a = {s.name: s for s in a}
+    by_b = {s.name: s for s in b}
+    order = [s.name for s in a]
+    for i, s in enumerate(b):  # a stage only in B goes after the stage before it in B
+        if s.name not in by_a:
+            before = [x.name for x in b[:i] if x.name in order]
+            order.insert(order.index(before[-1]) + 1 if before else 0, s.name)
+    out = []
+    for name in order:
+        x, y = by_a.get(name), by_b.get(name)
+        if y is None:
+            out.append(StageDiff(name, "only_a", x, None))
+        elif x is None:
+            out.append(StageDiff(name, "only_b", None, y))
+        else:
+            changes = [(f, _stage_value(x, f), _stage_value(y, f)) for f in STAGE_FIELDS
+                       if _stage_value(x, f) != _stage_value(y, f)]
+            out.append(StageDiff(name, "changed" if changes else "same", x, y, changes))
+    return out
+
+
+def _mobile_header(a: Genotype, b: Genotype) -> list[tuple[str, str, str]]:
+    """The stem, head and activation of two searched backbones where they differ."""
+    ma, mb = a.backbone.mobile, b.backbone.mobile
+    if ma is None or mb is None:
+        return []
+    fields = [("stem", str(ma.stem), str(mb.stem)), ("head", str(ma.head), str(mb.head)),
+              ("activation", ma.activation, mb.activation)]
+    return [f for f in fields if f[1] != f[2]]
+
+
 @dataclass
 class GenotypeDiff:
     name_a: str
@@ -116,13 +181,28 @@ class GenotypeDiff:
     a: Genotype
     b: Genotype
     header: list[tuple[str, str, str]]
-    """``(field, value in A, value in B)`` for each differing field around the cells."""
+    """``(field, value in A, value in B)`` for each differing field around the cells (the
+    stem, head and activation of two searched backbones included)."""
     cells: list[CellDiff]
+    stages: list[StageDiff] = field(default_factory=list)
+    """The searched backbone's stages of either side (``[]`` when both are ResNets)."""
 
     @property
     def identical(self) -> bool:
-        """Same network: no header difference and every cell the same."""
-        return not self.header and all(c.status == "same" for c in self.cells)
+        """Same network: no header difference, every backbone stage and every cell the same."""
+        return (not self.header and all(s.status == "same" for s in self.stages)
+                and all(c.status == "same" for c in self.cells))
+
+    @property
+    def backbone_costs(self) -> tuple[tuple[int, int], tuple[int, int]]:
+        """``((params A, flops A), (params B, flops B))`` of the backbones."""
+        return backbone_cost(self.a), backbone_cost(self.b)
+
+    @property
+    def network_costs(self) -> tuple[tuple[int, int], tuple[int, int]]:
+        """``((params A, flops A), (params B, flops B))`` of the whole networks (no
+        classifier, see :func:`~nas_reid.genotype_report.network_cost`)."""
+        return network_cost(self.a), network_cost(self.b)
 
     @property
     def totals(self) -> tuple[int, int, int, int]:
@@ -206,7 +286,8 @@ def diff_genotypes(a: Genotype | RunSource | str | os.PathLike,
         changes = _cell_changes(ca, cb)
         status = "changed" if changes or ca.nodes != cb.nodes else "same"
         diffs.append(CellDiff(pos, status, ca, cb, costs_a[pos], costs_b[pos], changes))
-    return GenotypeDiff(na, nb, ga, gb, _header(ga, gb), diffs)
+    return GenotypeDiff(na, nb, ga, gb, _header(ga, gb) + _mobile_header(ga, gb), diffs,
+                        _stage_diffs(backbone_stages(ga), backbone_stages(gb)))
 
 
 def _edges_text(cell: CellGenotype) -> str:
@@ -219,6 +300,38 @@ def _cost(c: CellCost | None) -> str:
     return "none" if c is None else f"{format_count(c.parameters)} params, {format_flops(c.flops)}"
 
 
+def _stage_text(stage: StageChoice) -> str:
+    """``layer1 8 k5 e3 x1/2 (b1 skipped)``."""
+    return f"{stage.layer} {stage.width} k{stage.kernel} e{stage.expansion} {stage.blocks_text()}"
+
+
+def format_stages(diff: GenotypeDiff) -> list[str]:
+    """The backbone-stage lines of :func:`format_diff` (none when both backbones are ResNets)."""
+    if not diff.stages:
+        return []
+    ka, kb = (f"{g.backbone.name} ({'fixed' if g.backbone.mobile is None else 'searched'})"
+              for g in (diff.a, diff.b))
+    lines = [f"backbone stages ({ka if ka == kb else f'{ka} vs {kb}'}; A -> B):"]
+    width = max(len(s.name) for s in diff.stages)
+    for s in diff.stages:
+        head = f"  {s.name:<{width}}  "
+        if s.status == "only_a":
+            lines.append(f"{head}only in A: {_stage_text(s.a)}")
+        elif s.status == "only_b":
+            lines.append(f"{head}only in B: {_stage_text(s.b)}")
+        elif s.status == "same":
+            lines.append(f"{head}same: {_stage_text(s.a)}")
+        else:
+            lines.append(f"{head}changed: " + ", ".join(f"{f} {x} -> {y}" for f, x, y in s.changes))
+    return lines
+
+
+def _cost_change(what: str, a: tuple[int, int], b: tuple[int, int]) -> str:
+    (pa, fa), (pb, fb) = a, b
+    return (f"{what}: {format_count(pa)} -> {format_count(pb)} params ({format_delta(pb - pa)}), "
+            f"{format_flops(fa)} -> {format_flops(fb)} ({format_delta(fb - fa, True)})")
+
+
 def format_diff(diff: GenotypeDiff) -> str:
     """The text of ``nas-reid genotype diff``."""
     lines = [f"A: {diff.name_a}", f"B: {diff.name_b}"]
@@ -228,6 +341,7 @@ def format_diff(diff: GenotypeDiff) -> str:
         lines.append("around the cells:")
         width = max(len(f) for f, _, _ in diff.header)
         lines += [f"  {f:<{width}}  {x}  ->  {y}" for f, x, y in diff.header]
+    lines += format_stages(diff)
     lines.append("cells (parameters and FLOPs of the live edges, one image; A -> B):")
     if not diff.cells:
         lines.append("  neither genotype has a cell")
@@ -249,7 +363,8 @@ def format_diff(diff: GenotypeDiff) -> str:
             lines += [f"      {ch.describe()}" for ch in c.changes]
         lines.append(f"      {delta}")
     pa, pb, fa, fb = diff.totals
-    lines.append(f"total (cells only): {format_count(pa)} -> {format_count(pb)} params "
-                 f"({format_delta(pb - pa)}), {format_flops(fa)} -> {format_flops(fb)} "
-                 f"({format_delta(fb - fa, True)})")
+    lines.append(_cost_change("total (cells only)", (pa, fa), (pb, fb)))
+    lines.append(_cost_change("backbone", *diff.backbone_costs))
+    lines.append(_cost_change("network (backbone, cells, BNNeck; no classifier)",
+                              *diff.network_costs))
     return "\n".join(lines)

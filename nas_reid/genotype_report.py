@@ -20,10 +20,27 @@ What a source lacks is said in :attr:`RunSource.notes` (and by the plots, on the
 raised: only a spec that names no genotype at all, or a broken file, raises
 :class:`~nas_reid.genotype.GenotypeError` / :class:`~nas_reid.errors.UserError`.
 
-Costs (:func:`cell_costs`): parameters and forward FLOPs of every cell for one image, from
-:func:`nas_reid.ops.registry.op_cost` at the cell's ``(C, H, W)``
-(:meth:`~nas_reid.genotype.Genotype.position_shapes`). Only live edges count: the discrete
-network builds no dead edge. The backbone is not counted.
+Costs, parameters and forward FLOPs for one image (FLOPs as
+:func:`nas_reid.ops.registry.op_cost` counts them: 2 per multiply-accumulate of every
+convolution and matrix product, element-wise work ignored):
+
+- :func:`cell_costs`: every cell, from ``op_cost`` at the cell's ``(C, H, W)``
+  (:meth:`~nas_reid.genotype.Genotype.position_shapes`). Only live edges count: the discrete
+  network builds no dead edge;
+- :func:`backbone_cost`: the backbone, built on the ``meta`` device (no memory, no compute)
+  to count its parameters. A searched mobile backbone's FLOPs are
+  :func:`~nas_reid.space.mobile.arch_flops`; a ResNet's
+  :func:`~nas_reid.space.backbone.resnet_flops` (a test checks both against the built model);
+- :func:`network_cost`: the whole network of
+  :func:`~nas_reid.space.discrete.build_model` in eval mode: backbone, cells and the BNNeck's
+  BatchNorm. The classifier is left out (its size is the number of training identities, which
+  the genotype does not fix, and it does not run in eval mode).
+
+Searched backbone (:func:`backbone_stages`): per stage of a mobile backbone its chosen width,
+kernel, expansion and kept blocks, and, from the genotype's ``backbone_probabilities``, the
+options of each choice and the probability of the chosen one;
+:func:`backbone_probability_history` gives those probabilities over a search's epochs, and
+:func:`cost_history` the cost it logged (MFLOPs, expected and achieved) per epoch.
 """
 
 from __future__ import annotations
@@ -37,6 +54,7 @@ from typing import Any, Iterable, Literal, Sequence
 
 from nas_reid.errors import UserError
 from nas_reid.genotype import Genotype, GenotypeError
+from nas_reid.ops.registry import cached_op_cost
 
 GENOTYPE_FILE = "genotype.json"
 METRICS_FILE = "metrics.jsonl"
@@ -54,7 +72,12 @@ __all__ = [
     "default_compare",
     "ProbabilityHistory", "probability_history", "op_count_history",
     "EdgeCost", "CellCost", "cell_costs", "total_cost",
+    "backbone_cost", "bnneck_parameters", "network_cost",
+    "StageChoice", "backbone_stages", "split_choice_key",
+    "ChoiceHistory", "BackboneHistory", "backbone_probability_history", "CostHistory",
+    "cost_history",
     "format_count", "format_flops", "format_delta", "format_params", "format_summary",
+    "format_backbone", "format_costs", "stage_rows",
     "full_params",
     "epoch_rows", "final_rows", "cost_rows", "format_table", "markdown_table",
 ]
@@ -395,6 +418,114 @@ def op_count_history(source: RunSource) -> tuple[list[int], dict[str, list[int]]
     return epochs, {op: [int(c.get(op, 0)) for c in counts] for op in ops}
 
 
+@dataclass
+class ChoiceHistory:
+    """softmax(alpha) of one backbone choice at the end of every epoch."""
+
+    stage: str
+    part: str
+    """``width``, ``kernel``, ``expansion`` or ``b<j>`` (whether block j is skipped)."""
+    options: list
+    values: list[list[float]]
+    """``values[i][k]``: epoch ``epochs[i]``, option ``options[k]``."""
+    chosen: int | None
+    """The option the final genotype chose (its index)."""
+
+
+@dataclass
+class BackboneHistory:
+    """The backbone choice probabilities over a search's epochs."""
+
+    epochs: list[int]
+    choices: dict[str, ChoiceHistory]
+    """Choice key (``s2_width``) -> its history, in network order."""
+
+    def by_stage(self) -> dict[str, dict[str, ChoiceHistory]]:
+        """Stage -> choice part -> history, in network order."""
+        out: dict[str, dict[str, ChoiceHistory]] = {}
+        for choice in self.choices.values():
+            out.setdefault(choice.stage, {})[choice.part] = choice
+        return out
+
+
+def backbone_probability_history(source: RunSource) -> BackboneHistory | None:
+    """The backbone choice probabilities over epochs (from the genotype history, else the
+    metrics' ``backbone_probs`` with the final genotype's options), or None when the source
+    has none (not a search run, or a fixed ResNet backbone)."""
+    genotype = source.genotype
+    arch = genotype.backbone.mobile
+    if arch is None:
+        return None
+    names = [s.name for s in arch.stages]
+    epochs: list[int] = []
+    per_epoch: list[dict[str, dict[str, Any]]] = []  # key -> {"options", "values"}
+    for i, doc in enumerate(source.history):
+        probs = doc.get("backbone_probabilities") or {}
+        if probs:
+            epoch = (doc.get("provenance") or {}).get("epoch")
+            epochs.append(int(epoch) if isinstance(epoch, int) else i + 1)
+            per_epoch.append(probs)
+    if not per_epoch and genotype.backbone_probabilities:
+        final = {k: p.options for k, p in genotype.backbone_probabilities.items()}
+        for i, record in enumerate(source.metrics):
+            probs = record.get("backbone_probs")
+            if isinstance(probs, dict) and probs:
+                epochs.append(int(record.get("epoch", i + 1)))
+                per_epoch.append({k: {"options": final[k], "values": v}
+                                  for k, v in probs.items() if k in final})
+    if not per_epoch:
+        return None
+    stages = {c.name: c for c in backbone_stages(genotype)}
+    choices = {}
+    for key, last in per_epoch[-1].items():
+        split = split_choice_key(key, names)
+        rows = [p.get(key) for p in per_epoch]
+        if split is None or any(r is None or list(r["options"]) != list(last["options"])
+                                for r in rows):
+            continue
+        options = list(last["options"])
+        chosen = stages[split[0]].chosen(split[1])
+        choices[key] = ChoiceHistory(split[0], split[1], options,
+                                     [list(map(float, r["values"])) for r in rows],
+                                     options.index(chosen) if chosen in options else None)
+    if not choices:
+        return None
+    return BackboneHistory(epochs=epochs, choices=choices)
+
+
+@dataclass
+class CostHistory:
+    """The cost of a search's architecture at each epoch, in MFLOPs (``metrics.jsonl``'s
+    ``cost``)."""
+
+    epochs: list[int]
+    expected: list[float]
+    """Under the architecture probabilities (what the cost-aware loss sees)."""
+    achieved: list[float]
+    """Of the epoch's derived genotype."""
+    form: str
+    """The cost term of the loss: ``none``, ``multiplicative`` or ``additive``."""
+    target: float | None
+
+
+def cost_history(source: RunSource) -> CostHistory | None:
+    """The logged cost over epochs, or None when no epoch records one (a search with a fixed
+    backbone and no cost term, or not a search run)."""
+    records = [(int(r.get("epoch", i + 1)), r["cost"]) for i, r in enumerate(source.metrics)
+               if isinstance(r.get("cost"), dict)]
+    records = [(e, c) for e, c in records
+               if all(isinstance(c.get(k), (int, float)) for k in ("expected", "achieved"))]
+    if not records:
+        return None
+    last = records[-1][1]
+    target = last.get("target")
+    return CostHistory(epochs=[e for e, _ in records],
+                       expected=[float(c["expected"]) for _, c in records],
+                       achieved=[float(c["achieved"]) for _, c in records],
+                       form=str(last.get("form", "none")),
+                       target=float(target) if isinstance(target, (int, float)) else None)
+
+
 # --------------------------------------------------------------------------------------- costs
 
 
@@ -438,17 +569,6 @@ def full_params(op: str, params: dict[str, Any]) -> dict[str, Any]:
         return dict(params)
 
 
-@lru_cache(maxsize=512)
-def _op_cost(op: str, c: int, h: int, w: int, params: tuple[tuple[str, Any], ...]) -> tuple[int, int]:
-    import torch
-
-    from nas_reid.ops.registry import op_cost
-
-    with torch.random.fork_rng(devices=[]):  # building an op draws its initial weights
-        cost = op_cost(op, c, h, w, **dict(params))
-    return cost.params, cost.flops
-
-
 def cell_costs(genotype: Genotype) -> list[CellCost]:
     """The :class:`CellCost` of every cell, in network order (dead edges cost 0)."""
     shapes = genotype.position_shapes()
@@ -459,7 +579,7 @@ def cell_costs(genotype: Genotype) -> list[CellCost]:
         edges = []
         for e in cell.edges:
             is_live = (e.source, e.target) in live
-            p, f = (_op_cost(e.op, c, h, w, tuple(sorted(e.params.items()))) if is_live
+            p, f = (cached_op_cost(e.op, c, h, w, tuple(sorted(e.params.items()))) if is_live
                     else (0, 0))
             edges.append(EdgeCost(e.source, e.target, e.op, dict(e.params), is_live, p, f))
         out.append(CellCost(cell.position, (c, h, w), cell.nodes, edges))
@@ -470,6 +590,176 @@ def total_cost(costs: Iterable[CellCost]) -> tuple[int, int]:
     """``(parameters, flops)`` summed over cells."""
     costs = list(costs)
     return sum(c.parameters for c in costs), sum(c.flops for c in costs)
+
+
+@lru_cache(maxsize=64)
+def _backbone_build(name: str, last_stride: int, input_size: tuple[int, int],
+                    choices: str) -> tuple[int, int, int]:
+    """``(parameters, FLOPs, output channels)`` of a backbone; ``choices`` is the genotype's
+    ``backbone.choices`` as JSON text (``{}`` for a ResNet)."""
+    import torch
+
+    from nas_reid.space.backbone import ResNetBackbone, resnet_flops
+    from nas_reid.space.mobile import MobileArch, MobileBackbone, arch_flops
+
+    arch = MobileArch.model_validate(json.loads(choices)) if choices != "{}" else None
+    with torch.device("meta"):  # shapes only: nothing is allocated or initialised for real
+        net = (MobileBackbone(arch, last_stride) if arch is not None
+               else ResNetBackbone(name, last_stride)).eval()
+    params = sum(p.numel() for p in net.parameters())
+    if arch is not None:
+        flops = arch_flops(arch, input_size, last_stride)
+    else:
+        flops = resnet_flops(name, last_stride, input_size)
+    return int(params), int(flops), int(net.out_channels)
+
+
+def _backbone_key(genotype: Genotype) -> tuple[str, int, tuple[int, int], str]:
+    b = genotype.backbone
+    return b.name, b.last_stride, genotype.input_size, json.dumps(b.choices, sort_keys=True)
+
+
+def backbone_cost(genotype: Genotype) -> tuple[int, int]:
+    """``(parameters, FLOPs)`` of the genotype's backbone for one image at its input size (a
+    searched mobile backbone as chosen, with its head conv; a ResNet without pooling and fc)."""
+    params, flops, _ = _backbone_build(*_backbone_key(genotype))
+    return params, flops
+
+
+def bnneck_parameters(genotype: Genotype) -> int:
+    """Parameters of the BNNeck without its classifier: the BatchNorm's weight and (frozen)
+    bias over the backbone's output channels."""
+    return 2 * _backbone_build(*_backbone_key(genotype))[2]
+
+
+def network_cost(genotype: Genotype) -> tuple[int, int]:
+    """``(parameters, FLOPs)`` of the genotype's whole network for one image in eval mode:
+    backbone, live cell edges and the BNNeck's BatchNorm. The classifier is not counted (its
+    ``features x identities`` weights depend on the training set, and it does not run in eval
+    mode); the pooling and BatchNorm of the BNNeck cost no FLOPs by the op_cost convention."""
+    bp, bf = backbone_cost(genotype)
+    cp, cf = total_cost(cell_costs(genotype))
+    return bp + cp + bnneck_parameters(genotype), bf + cf
+
+
+# ------------------------------------------------------------------------- searched backbone
+
+CHOICE_KINDS = ("width", "kernel", "expansion")
+"""The per-stage choices of a mobile backbone besides skipping blocks (``b<j>``)."""
+
+
+def split_choice_key(key: str, stages: Iterable[str]) -> tuple[str, str] | None:
+    """``(stage, part)`` of a backbone choice key: ``s2_width`` -> ``("s2", "width")``,
+    ``s2_b1_skip`` -> ``("s2", "b1")``; None when no stage of ``stages`` matches (the longest
+    stage name wins, as names may contain underscores)."""
+    for stage in sorted(stages, key=len, reverse=True):
+        if not key.startswith(stage + "_"):
+            continue
+        rest = key[len(stage) + 1:]
+        if rest in CHOICE_KINDS:
+            return stage, rest
+        if rest.startswith("b") and rest.endswith("_skip") and rest[1:-5].isdigit():
+            return stage, rest[:-5]
+    return None
+
+
+@dataclass(frozen=True)
+class StageChoice:
+    """One stage of a searched mobile backbone: what was chosen and, where the genotype records
+    ``backbone_probabilities``, the options of each choice and the chosen option's
+    probability."""
+
+    name: str
+    layer: str
+    stride: int
+    """The stride of the stage's first block as built (``last_stride: 1`` makes layer4's 1)."""
+    shape: tuple[int, int, int]
+    """The stage's output ``(C, H, W)``."""
+    width: int
+    kernel: int
+    expansion: int
+    blocks: tuple[bool, ...]
+    options: dict[str, list]
+    """Choice part (``width``, ``kernel``, ``expansion``, ``b<j>``) -> its options (only the
+    parts that were searched and recorded; a ``b<j>`` option is ``keep`` or ``skip``)."""
+    probability: dict[str, float]
+    """Choice part -> the probability of the chosen option."""
+    recorded: bool
+    """Whether the genotype records the backbone probabilities at all."""
+
+    @property
+    def depth(self) -> int:
+        return sum(self.blocks)
+
+    @property
+    def skipped(self) -> list[int]:
+        """Indices of the skipped blocks."""
+        return [j for j, kept in enumerate(self.blocks) if not kept]
+
+    @property
+    def widest(self) -> int | None:
+        """The stage's widest width option: the largest recorded option, the width itself when
+        the probabilities are recorded but the width was not searched (a fixed width), None
+        when the genotype records no backbone probabilities."""
+        if "width" in self.options:
+            return max(self.options["width"])
+        return self.width if self.recorded else None
+
+    def chosen(self, part: str) -> Any:
+        """The chosen value of a choice part (``b<j>``: ``keep`` or ``skip``; None for a block
+        the stage does not have)."""
+        return _chosen_value(self, part)
+
+    def blocks_text(self) -> str:
+        """``x1/2 (b1 skipped)``: kept of all blocks, and which ones are skipped."""
+        skipped = self.skipped
+        text = f"x{self.depth}/{len(self.blocks)}"
+        if skipped:
+            text += f" ({', '.join(f'b{j}' for j in skipped)} skipped)"
+        return text
+
+
+def _chosen_value(stage: Any, part: str) -> Any:
+    """The value ``stage`` (a :class:`StageChoice` or a ``StageArch``) chose for a choice part."""
+    if part in CHOICE_KINDS:
+        return getattr(stage, part)
+    j = int(part[1:])
+    if j >= len(stage.blocks):
+        return None
+    return "keep" if stage.blocks[j] else "skip"
+
+
+def backbone_stages(genotype: Genotype) -> list[StageChoice]:
+    """The :class:`StageChoice` of every stage of the genotype's searched backbone, in network
+    order; ``[]`` for a ResNet."""
+    arch = genotype.backbone.mobile
+    if arch is None:
+        return []
+    from nas_reid.space.mobile import _stage_resolutions, effective_stride
+
+    last_stride = genotype.backbone.last_stride
+    names = [s.name for s in arch.stages]
+    options: dict[str, dict[str, list]] = {n: {} for n in names}
+    values: dict[str, dict[str, list[float]]] = {n: {} for n in names}
+    stage_of = {s.name: s for s in arch.stages}
+    for key, probs in genotype.backbone_probabilities.items():
+        split = split_choice_key(key, names)
+        if split is not None and _chosen_value(stage_of[split[0]], split[1]) is not None:
+            options[split[0]][split[1]] = list(probs.options)
+            values[split[0]][split[1]] = list(probs.values)
+    out = []
+    resolutions = _stage_resolutions(arch, genotype.input_size, last_stride)
+    for stage, (_, (h, w)) in zip(arch.stages, resolutions):
+        probability = {}
+        for part, opts in options[stage.name].items():
+            chosen = _chosen_value(stage, part)
+            if chosen in opts:
+                probability[part] = values[stage.name][part][opts.index(chosen)]
+        out.append(StageChoice(stage.name, stage.layer, effective_stride(stage, last_stride),
+                               (stage.width, h, w), stage.width, stage.kernel, stage.expansion,
+                               tuple(stage.blocks), options[stage.name], probability,
+                               bool(genotype.backbone_probabilities)))
+    return out
 
 
 # ----------------------------------------------------------------------------------------- text
@@ -516,10 +806,70 @@ def _num(v: Any, digits: int = 3) -> str:
     return f"{v:.{digits}f}" if abs(v) >= 10 ** -digits or v == 0 else f"{v:.2e}"
 
 
+def _p(value: float | None) -> str:
+    return "" if value is None else f" p={value:.3f}"
+
+
+def stage_rows(genotype: Genotype) -> tuple[list[str], list[list[str]]]:
+    """``(header, rows)``: one row per stage of a searched backbone (:func:`backbone_stages`):
+    layer, stride, output size, width with the widest option in parentheses, kernel,
+    expansion, kept blocks, each searched value with ``p=`` the probability of the chosen
+    option, and the probability of each keep / skip decision. No rows for a ResNet."""
+    header = ["stage", "layer", "stride", "output", "width (max)", "kernel", "expansion",
+              "blocks", "keep / skip"]
+    rows = []
+    for st in backbone_stages(genotype):
+        widest = st.widest
+        p = st.probability
+        blocks = [f"b{part[1:]} {st.chosen(part)}{_p(p.get(part))}"
+                  for part in st.options if part not in CHOICE_KINDS]
+        rows.append([st.name, st.layer, str(st.stride), "x".join(map(str, st.shape)),
+                     f"{st.width} ({widest if widest is not None else '?'}){_p(p.get('width'))}",
+                     f"{st.kernel}{_p(p.get('kernel'))}",
+                     f"{st.expansion}{_p(p.get('expansion'))}", st.blocks_text(),
+                     ", ".join(blocks) or "-"])
+    return header, rows
+
+
+def format_backbone(genotype: Genotype) -> list[str]:
+    """The backbone section of ``nas-reid genotype show``: the backbone's parameters and FLOPs
+    and, for a searched one, its stage table (:func:`stage_rows`)."""
+    b = genotype.backbone
+    params, flops = backbone_cost(genotype)
+    cost = f"{format_count(params)} params, {format_flops(flops)} (one image)"
+    arch = b.mobile
+    if arch is None:
+        return [f"backbone: {b.name} (fixed), last stride {b.last_stride}; {cost}"]
+    lines = [f"backbone: {b.name} (searched), last stride {b.last_stride}, stem {arch.stem}, "
+             f"head {arch.head or 'none'}, {arch.activation}; {cost}"]
+    lines += ["  " + line for line in format_table(*stage_rows(genotype)).splitlines()]
+    if genotype.backbone_probabilities:
+        lines.append("  p: the probability of the chosen option, softmax(alpha); a value without "
+                     "p was not searched")
+    else:
+        lines.append("  no backbone probabilities recorded: the widest options (?) and the "
+                     "probabilities are unknown")
+    return lines
+
+
+def format_costs(genotype: Genotype) -> list[str]:
+    """The cost section of ``nas-reid genotype show``: backbone, cells, BNNeck and the whole
+    network (:func:`network_cost`), parameters and FLOPs for one image in eval mode."""
+    bp, bf = backbone_cost(genotype)
+    cp, cf = total_cost(cell_costs(genotype))
+    rows = [("backbone", bp, bf), ("cells", cp, cf),
+            ("BNNeck", bnneck_parameters(genotype), 0), ("total", *network_cost(genotype))]
+    lines = ["cost (one image, eval mode; the classifier, sized by the number of training "
+             "identities, is not counted):"]
+    lines += [f"  {what:<9} {format_count(p)} params, {format_flops(f)}" for what, p, f in rows]
+    return lines
+
+
 def format_summary(source: RunSource | Genotype | str | os.PathLike) -> str:
     """The text of ``nas-reid genotype show``: where the genotype comes from, its input and
-    backbone, every cell with its edges (dead ones marked), parameters and FLOPs per cell, op
-    counts, probabilities, provenance, and the run's figures."""
+    backbone (a searched one stage by stage), every cell with its edges (dead ones marked),
+    parameters and FLOPs per cell, of the backbone and of the whole network, op counts,
+    probabilities, provenance, and the run's final table (:func:`final_rows`)."""
     if isinstance(source, Genotype):
         source = RunSource("<genotype>", source, source.space.name or "genotype", "file", None)
     source = load_source(source)
@@ -536,6 +886,7 @@ def format_summary(source: RunSource | Genotype | str | os.PathLike) -> str:
             f"search run {p.search_run}" if p.search_run else None,
             f"nas-reid {p.package_version}"]
     lines.append("  provenance " + ", ".join(x for x in prov if x))
+    lines += format_backbone(g)
     costs = cell_costs(g)
     if not costs:
         lines.append("cells: none (the backbone alone)")
@@ -558,8 +909,9 @@ def format_summary(source: RunSource | Genotype | str | os.PathLike) -> str:
                          + (f"  [{params}]" if params else "") + state)
     if costs:
         tp, tf = total_cost(costs)
-        lines.append(f"  total     {format_count(tp)} params, {format_flops(tf)} "
-                     "(cells only; the backbone is not counted)")
+        lines.append(f"  total     {format_count(tp)} params, {format_flops(tf)} (cells)")
+    lines += format_costs(g)
+    if costs:
         counts = g.op_counts()
         lines.append("op counts (live edges): "
                      + (", ".join(f"{op} {n}" for op, n in counts.items()) or "none"))
@@ -624,7 +976,8 @@ def epoch_rows(source: RunSource) -> tuple[list[str], list[list[str]]]:
 
 def final_rows(source: RunSource) -> list[tuple[str, str]]:
     """The final table of a run: epochs, time, last losses and mAP, best mAP, temperature,
-    genotype, op counts, collapse guard, cell parameters and FLOPs."""
+    searched backbone, genotype, op counts, collapse guard, parameters and FLOPs of the cells
+    and of the network, and the last epoch's logged cost (MFLOPs, expected and achieved)."""
     rows: list[tuple[str, str]] = []
     last = source.metrics[-1] if source.metrics else {}
     if last:
@@ -654,12 +1007,33 @@ def final_rows(source: RunSource) -> list[tuple[str, str]]:
             rows.append(("identity edges", f"{collapse.get('identity_edges')} of "
                                            f"{collapse.get('live_edges')} live ({_pct(frac)} %)"
                                            + ("; collapse warning" if collapse.get("warning") else "")))
-    rows.append(("genotype", source.genotype.summary()))
-    counts = source.genotype.op_counts()
+    g = source.genotype
+    if g.backbone.mobile is not None:
+        rows.append(("backbone", g.backbone.mobile.summary()))
+    rows.append(("genotype", g.summary()))
+    counts = g.op_counts()
     rows.append(("op counts", ", ".join(f"{op} {n}" for op, n in counts.items()) or "none"))
-    params, flops = total_cost(cell_costs(source.genotype))
+    params, flops = total_cost(cell_costs(g))
     rows.append(("cell cost", f"{format_count(params)} parameters, {format_flops(flops)} per image"))
+    params, flops = network_cost(g)
+    rows.append(("network cost", f"{format_count(params)} parameters, {format_flops(flops)} per "
+                                 "image (no classifier)"))
+    cost = last.get("cost")
+    if isinstance(cost, dict) and isinstance(cost.get("achieved"), (int, float)):
+        rows.append(("final cost", _cost_text(cost)))
     return rows
+
+
+def _cost_text(cost: dict[str, Any]) -> str:
+    """``expected 3.35, achieved 1.94 MFLOPs (multiplicative, target 3.00)`` of a logged
+    ``cost`` record."""
+    target = cost.get("target")
+    form = cost.get("form") or "none"
+    extra = f"{form} cost term" if form != "none" else "no cost term"
+    if isinstance(target, (int, float)):
+        extra += f", target {target:.2f}"
+    return (f"expected {_num(cost.get('expected'), 2)}, achieved {_num(cost.get('achieved'), 2)} "
+            f"MFLOPs ({extra})")
 
 
 def cost_rows(genotype: Genotype) -> tuple[list[str], list[list[str]]]:

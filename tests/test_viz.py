@@ -50,6 +50,8 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 SPACE = tiny_space(name="tiny_viz", nodes=2)
 FIGURES = ["cells", "arch_probs", "prob_evolution", "op_counts", "cell_costs", "losses",
            "evaluation", "rib", "temperature"]
+RESNET_SKIPS = {"backbone", "backbone_probs", "backbone_evolution", "cost"}
+"""Left out for a ResNet search without a cost term (tests/test_mobile_report.py draws them)."""
 
 
 @pytest.fixture(scope="module")
@@ -206,6 +208,8 @@ def test_the_text_summary_shows_cells_costs_probabilities_and_the_run(run_dir, r
     assert "held-out" in text and "probabilities: recorded for layer3, layer4" in text
     ref = format_summary("rga_sc")
     assert "6.31 M params" in ref and "probabilities: none recorded" in ref and "note:" in ref
+    assert "backbone: resnet50 (fixed), last stride 1; 23.5 M params" in ref
+    assert "  total     29.8 M params" in ref  # backbone, cells and the BNNeck's BatchNorm
     assert "query/gallery" in format_summary(retrain_dir)
     assert "cells: none (the backbone alone)" in format_summary("baseline")
 
@@ -360,7 +364,8 @@ def test_search_report_curves(run_dir):
 
 def test_figures_are_written_as_png_and_svg(run_dir, tmp_path):
     written, skipped = viz.write_genotype_figures(run_dir, tmp_path / "out")
-    assert skipped == {}
+    assert set(skipped) == RESNET_SKIPS
+    assert "fixed resnet18 backbone" in skipped["backbone"] and "no cost" in skipped["cost"]
     assert sorted(p.name for p in written) == sorted(f"{s}.{e}" for s in FIGURES
                                                      for e in ("png", "svg"))
     assert all(p.stat().st_size > 1000 for p in written)
@@ -370,7 +375,7 @@ def test_figures_are_written_as_png_and_svg(run_dir, tmp_path):
     assert again[0].read_bytes() == (tmp_path / "out/cells.svg").read_bytes()  # deterministic
     written, skipped = viz.write_genotype_figures("rga_sc", tmp_path / "ref", formats=["png"])
     assert sorted(p.name for p in written) == ["cell_costs.png", "cells.png"]
-    assert set(skipped) == set(FIGURES) - {"cells", "cell_costs"}
+    assert set(skipped) == set(FIGURES) - {"cells", "cell_costs"} | RESNET_SKIPS
 
 
 # ------------------------------------------------------------------------------------- CLI

@@ -30,28 +30,17 @@ from __future__ import annotations
 import math
 
 import torch
-from torch.utils.flop_counter import FlopCounterMode
 
 from nas_reid.errors import UserError
 from nas_reid.genotype import Genotype
+from nas_reid.genotype_report import network_cost
 from nas_reid.ops import cached_op_cost
-from nas_reid.space.backbone import ResNetBackbone
+from nas_reid.space.backbone import resnet_flops
 from nas_reid.space.config import CostConfig
-from nas_reid.space.mobile import arch_flops
 from nas_reid.space.mobile_supernet import MobileSupernetBackbone
 from nas_reid.space.supernet import Supernet
 
 MEGA = 1e6
-
-
-def resnet_flops(name: str, last_stride: int, input_hw: tuple[int, int]) -> int:
-    """FLOPs of a ResNet backbone for one image, counted on the ``meta`` device (no compute)."""
-    with torch.device("meta"):
-        net = ResNetBackbone(name, last_stride).eval()
-        x = torch.zeros(1, 3, *input_hw)
-    with torch.no_grad(), FlopCounterMode(display=False) as counter:
-        net(x)
-    return int(counter.get_total_flops())
 
 
 def _op_flops(name: str, params: dict, shape: tuple[int, int, int]) -> int:
@@ -98,15 +87,11 @@ class CostModel:
             total = total + (p_w @ table.to(ref.device) @ p_ops.sum(0))
         return total / MEGA
 
-    def achieved(self, genotype: Genotype) -> float:
-        """MFLOPs of the genotype's network (backbone and live cell edges)."""
-        mobile = genotype.backbone.mobile
-        flops = (arch_flops(mobile, genotype.input_size, genotype.backbone.last_stride)
-                 if mobile is not None else self.fixed_backbone)
-        shapes = genotype.position_shapes()
-        for cell in genotype.cells:
-            flops += sum(_op_flops(e.op, e.params, shapes[cell.position]) for e in cell.live_edges())
-        return flops / MEGA
+    @staticmethod
+    def achieved(genotype: Genotype) -> float:
+        """MFLOPs of the genotype's network (backbone and live cell edges;
+        :func:`nas_reid.genotype_report.network_cost`)."""
+        return network_cost(genotype)[1] / MEGA
 
     def minimum(self, net: Supernet) -> float:
         """MFLOPs of the cheapest network of the space (every choice at its cheapest; a lower

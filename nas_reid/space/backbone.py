@@ -111,6 +111,19 @@ class ResNetBackbone(nn.Module):
         return f"name={self.name!r}, last_stride={self.last_stride}"
 
 
+def resnet_flops(name: str, last_stride: int, input_hw: tuple[int, int]) -> int:
+    """FLOPs (the :func:`nas_reid.ops.op_cost` convention) of a ResNet backbone for one image,
+    counted by ``FlopCounterMode`` on the ``meta`` device (no memory, no compute)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with torch.device("meta"):
+        net = ResNetBackbone(name, last_stride).eval()
+        x = torch.zeros(1, 3, *input_hw)
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        net(x)
+    return int(counter.get_total_flops())
+
+
 def _names(keys) -> str:
     keys = sorted(keys)
     shown = ", ".join(keys[:_SHOWN])

@@ -7,10 +7,11 @@ one is used:
 
 - genotypes (:mod:`~nas_reid.viz.genotype_plots`): :func:`plot_cells`,
   :func:`plot_arch_probabilities`, :func:`plot_cell_costs`, :func:`plot_genotype_diff`,
-  :func:`op_color`;
+  :func:`op_color`, a searched backbone's :func:`plot_backbone`,
+  :func:`plot_backbone_probabilities`, :func:`option_color`;
 - runs over epochs (:mod:`~nas_reid.viz.search_plots`): :func:`plot_probability_evolution`,
   :func:`plot_op_counts`, :func:`plot_losses`, :func:`plot_rib`, :func:`plot_heldout`,
-  :func:`plot_temperature`;
+  :func:`plot_temperature`, :func:`plot_backbone_evolution`, :func:`plot_cost`;
 - all the pictures of a genotype or run at once (:mod:`~nas_reid.viz.genotype_figures`):
   :func:`genotype_figures`, :func:`write_genotype_figures`;
 - :func:`save_figure` (PNG, SVG, PDF) and :func:`message_figure` (:mod:`~nas_reid.viz.figures`);
@@ -24,9 +25,12 @@ _EXPORTS = {
     "plot_cells": "genotype_plots", "plot_arch_probabilities": "genotype_plots",
     "plot_cell_costs": "genotype_plots", "plot_genotype_diff": "genotype_plots",
     "op_color": "genotype_plots", "draw_cell": "genotype_plots",
+    "plot_backbone": "genotype_plots", "plot_backbone_probabilities": "genotype_plots",
+    "option_color": "genotype_plots",
     "plot_probability_evolution": "search_plots", "plot_op_counts": "search_plots",
     "plot_losses": "search_plots", "plot_rib": "search_plots", "plot_heldout": "search_plots",
-    "plot_temperature": "search_plots",
+    "plot_temperature": "search_plots", "plot_backbone_evolution": "search_plots",
+    "plot_cost": "search_plots",
     "genotype_figures": "genotype_figures", "write_genotype_figures": "genotype_figures",
     "save_figure": "figures", "message_figure": "figures",
     "execute_notebook": "notebooks", "render_notebooks": "notebooks",

@@ -3,19 +3,26 @@
 :func:`genotype_figures` builds, for anything :func:`nas_reid.genotype_report.load_source`
 reads, every figure that the source has data for, and says why each other one is left out:
 
-================  =====================================================  ===================
-file stem         picture                                                needs
-================  =====================================================  ===================
-cells             the cell DAGs                                          a cell
-arch_probs        the final architecture-probability heatmap             probabilities
-prob_evolution    the probabilities over epochs, one panel per edge      a search history
-op_counts         live edges per op in each epoch's genotype             a search history
-cell_costs        parameters and FLOPs per cell, stacked by op           a cell
-losses            the loss curves                                        metrics.jsonl
-evaluation        held-out (search) or query / gallery (retrain) mAP     metrics.jsonl
-rib               the RIB estimates                                      RIB in the metrics
-temperature       the Gumbel temperature                                 a search's metrics
-================  =====================================================  ===================
+==================  ===================================================  =====================
+file stem           picture                                              needs
+==================  ===================================================  =====================
+cells               the cell DAGs                                        a cell
+arch_probs          the final architecture-probability heatmap           probabilities
+prob_evolution      the probabilities over epochs, one panel per edge    a search history
+op_counts           live edges per op in each epoch's genotype           a search history
+cell_costs          parameters and FLOPs per cell, stacked by op         a cell
+backbone            a searched backbone's stages: widths, kernels, ...   a searched backbone
+backbone_probs      its final choice-probability heatmap                 backbone probabilities
+backbone_evolution  its choice probabilities over epochs                 a search history
+losses              the loss curves                                      metrics.jsonl
+evaluation          held-out (search) or query / gallery (retrain) mAP   metrics.jsonl
+rib                 the RIB estimates                                    RIB in the metrics
+temperature         the Gumbel temperature                               a search's metrics
+cost                expected and achieved MFLOPs per epoch, the target   cost in the metrics
+==================  ===================================================  =====================
+
+A fixed ResNet backbone has no ``backbone*`` figures; a search logs its ``cost`` when it has a
+cost model (a cost term in its loss, or a searched backbone).
 """
 
 from __future__ import annotations
@@ -26,10 +33,26 @@ from typing import Iterable
 
 from matplotlib.figure import Figure
 
-from nas_reid.genotype_report import RunSource, load_source, op_count_history, probability_history
+from nas_reid.genotype import Genotype
+from nas_reid.genotype_report import (
+    RunSource,
+    backbone_probability_history,
+    cost_history,
+    load_source,
+    op_count_history,
+    probability_history,
+)
 from nas_reid.viz.figures import save_figure
-from nas_reid.viz.genotype_plots import plot_arch_probabilities, plot_cell_costs, plot_cells
+from nas_reid.viz.genotype_plots import (
+    plot_arch_probabilities,
+    plot_backbone,
+    plot_backbone_probabilities,
+    plot_cell_costs,
+    plot_cells,
+)
 from nas_reid.viz.search_plots import (
+    plot_backbone_evolution,
+    plot_cost,
     plot_heldout,
     plot_losses,
     plot_op_counts,
@@ -68,6 +91,7 @@ def genotype_figures(source: RunSource | str | os.PathLike
         figures["cell_costs"] = plot_cell_costs(src)
     else:
         skipped["cell_costs"] = "no cells"
+    _backbone_figures(src, figures, skipped)
     m = src.metrics
     if m:
         figures["losses"] = plot_losses(src)
@@ -80,10 +104,37 @@ def genotype_figures(source: RunSource | str | os.PathLike
             figures["temperature"] = plot_temperature(src)
         else:
             skipped["temperature"] = "no temperature in the metrics (not a search run)"
+        if cost_history(src) is not None:
+            figures["cost"] = plot_cost(src)
+        else:
+            skipped["cost"] = ("no cost in the metrics (not a search run, or a search with a "
+                               "fixed backbone and no cost term)")
     else:
         why = "no metrics.jsonl epochs (not a run folder)"
-        skipped.update({k: why for k in ("losses", "evaluation", "rib", "temperature")})
+        skipped.update({k: why for k in ("losses", "evaluation", "rib", "temperature", "cost")})
     return figures, skipped
+
+
+def _fixed(genotype: Genotype) -> str:
+    return f"a fixed {genotype.backbone.name} backbone has no searched choices"
+
+
+def _backbone_figures(src: RunSource, figures: dict[str, Figure], skipped: dict[str, str]) -> None:
+    """Add the searched backbone's figures (``backbone``, ``backbone_probs``,
+    ``backbone_evolution``) to ``figures``, or say in ``skipped`` why each is left out."""
+    g = src.genotype
+    if g.backbone.mobile is None:
+        skipped.update({k: _fixed(g) for k in ("backbone", "backbone_probs", "backbone_evolution")})
+        return
+    figures["backbone"] = plot_backbone(src)
+    if g.backbone_probabilities:
+        figures["backbone_probs"] = plot_backbone_probabilities(src)
+    else:
+        skipped["backbone_probs"] = "the genotype records no backbone probabilities"
+    if backbone_probability_history(src) is not None:
+        figures["backbone_evolution"] = plot_backbone_evolution(src)
+    else:
+        skipped["backbone_evolution"] = "no backbone-probability history (not a search run)"
 
 
 def write_genotype_figures(source: RunSource | str | os.PathLike, out_dir: str | os.PathLike,

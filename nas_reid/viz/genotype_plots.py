@@ -16,11 +16,18 @@ atomically. A notebook shows the returned figure as is.
 - :func:`plot_cell_costs`: parameters and FLOPs of every cell, stacked by op.
 - :func:`plot_genotype_diff`: the cells of two genotypes side by side, position by position,
   the edges that differ under a pastel halo (added, removed, changed).
+- :func:`plot_backbone`: a searched mobile backbone stage by stage, the chosen width against
+  the stage's widest option, kernel, expansion and kept blocks written on each bar, stages
+  grouped by layer, the cell positions marked with their ops.
+- :func:`plot_backbone_probabilities`: heatmap of softmax(alpha) of every backbone choice over
+  its options, the chosen option outlined (as in :func:`plot_arch_probabilities`).
 
 Colours. Each op keeps the same colour in every picture (:func:`op_color`: identity and zero in
 greys, the others from tab10 then Dark2 without their greys, by the op's place in the sorted
 registry), nodes are coloured by kind (input, inner node, output), and the diff's halos use
-pastels that no op uses.
+pastels that no op uses. Probabilities use viridis, the chosen option a red outline; a
+backbone choice's options are coloured by their place in the option order
+(:func:`option_color`), the backbone's widths by :data:`BACKBONE_COLORS`.
 """
 
 from __future__ import annotations
@@ -428,5 +435,190 @@ def plot_genotype_diff(a: "Genotype | RunSource | str | os.PathLike | GenotypeDi
     fig.suptitle(title or f"{diff.name_a} vs {diff.name_b}: {summary}; cells "
                           f"{format_count(pa)} -> {format_count(pb)} params, "
                           f"{format_count(fa)} -> {format_count(fb)} FLOPs", fontsize=11)
+    _save(fig, path)
+    return fig
+
+
+# ------------------------------------------------------------------------------ backbone
+
+BACKBONE_COLORS = {"chosen": "#4878a8", "widest": "#e4e4e4", "layer": ("#ffffff", "#f3f6fa")}
+"""The searched backbone's pictures: the chosen width, the widest option behind it, and the
+alternating shades of the layer groups."""
+
+
+def option_color(index: int, count: int) -> tuple[float, float, float]:
+    """The colour of option ``index`` of ``count`` options of a backbone choice (its place in
+    the option order: narrow to wide, small to large), from the ``plasma`` map (light to dark
+    ends cut off)."""
+    return tuple(colormaps["plasma"](0.05 + 0.75 * index / max(1, count - 1))[:3])
+
+
+def _backbone_message(genotype: Genotype, name: str, what: str, title: str | None,
+                      path) -> Figure | None:
+    """A message figure when ``genotype`` has no searched backbone, else None."""
+    if genotype.backbone.mobile is not None:
+        return None
+    fig = message_figure(f"no searched backbone: {genotype.backbone.name} is a fixed backbone "
+                         "without choices", title=title or f"{name}: {what}")
+    _save(fig, path)
+    return fig
+
+
+def _layer_groups(stages) -> list[tuple[str, int, int]]:
+    """``[(layer, first index, last index)]`` of consecutive stages of the same layer group."""
+    groups: list[tuple[str, int, int]] = []
+    for i, stage in enumerate(stages):
+        if groups and groups[-1][0] == stage.layer:
+            groups[-1] = (stage.layer, groups[-1][1], i)
+        else:
+            groups.append((stage.layer, i, i))
+    return groups
+
+
+def plot_backbone(genotype: "Genotype | RunSource | str | os.PathLike",
+                  path: str | os.PathLike | None = None, *, title: str | None = None) -> Figure:
+    """The searched backbone stage by stage: the chosen width as a bar in front of the stage's
+    widest option (a light bar, when the genotype records the backbone probabilities), each
+    bar annotated with its width (``chosen/widest``), kernel, expansion and kept / total
+    blocks; stages grouped by layer (shaded bands, the layer named under them) and each cell
+    position marked by a dashed line after its layer's last stage, labelled with the cell's
+    live ops in their colours. A fixed ResNet gives a figure saying so."""
+    from nas_reid.genotype_report import backbone_cost, backbone_stages, format_count
+
+    genotype, name, _ = _resolve(genotype)
+    name = name or "genotype"
+    message = _backbone_message(genotype, name, "searched backbone", title, path)
+    if message is not None:
+        return message
+    arch = genotype.backbone.mobile
+    stages = backbone_stages(genotype)
+    widest = [s.widest for s in stages]
+    top = max([s.width for s in stages] + [w for w in widest if w is not None])
+    fig = Figure(figsize=(max(6.4, 1.6 + 1.05 * len(stages)), 4.6), layout="constrained")
+    ax = fig.subplots()
+    x = list(range(len(stages)))
+    groups = _layer_groups(stages)
+    for g, (layer, first, last) in enumerate(groups):
+        ax.axvspan(first - 0.5, last + 0.5, color=BACKBONE_COLORS["layer"][g % 2], zorder=0)
+        ax.text((first + last) / 2, -0.13, layer, ha="center", va="top", fontsize=9,
+                fontweight="bold", transform=ax.get_xaxis_transform())
+    known = [i for i, w in enumerate(widest) if w is not None]
+    if known:
+        ax.bar([x[i] for i in known], [widest[i] for i in known], width=0.62,
+               color=BACKBONE_COLORS["widest"], edgecolor="#a0a0a0", linewidth=0.8, zorder=1)
+    ax.bar(x, [s.width for s in stages], width=0.62, color=BACKBONE_COLORS["chosen"], zorder=2)
+    for i, s in enumerate(stages):
+        height = max(s.width, widest[i] or 0)
+        width = f"{s.width}/{widest[i]}" if widest[i] is not None else f"{s.width}"
+        ax.text(i, height + 0.02 * top, f"{width}\nk{s.kernel} e{s.expansion}\n"
+                f"x{s.depth}/{len(s.blocks)}", ha="center", va="bottom", fontsize=8.5,
+                linespacing=1.15, zorder=3)
+    cells = {c.position: c for c in genotype.cells}
+    used: set[str] = set()
+    for layer, first, last in groups:
+        cell = cells.get(layer)
+        if cell is None:
+            continue
+        ops = sorted({e.op for e in cell.live_edges()})
+        used |= set(ops)
+        ax.axvline(last + 0.5, color="#505050", ls="--", lw=1.2, zorder=2.5)
+        shown = ops[:3] + ([f"+{len(ops) - 3} more"] if len(ops) > 3 else [])
+        for j, op in enumerate(shown):
+            ax.text(last + 0.47, 0.97 - 0.065 * j, op, ha="right", va="top", fontsize=8,
+                    color=op_color(op) if op in ops else "#505050", fontweight="bold",
+                    transform=ax.get_xaxis_transform(), zorder=4,
+                    bbox=dict(boxstyle="round,pad=0.12", fc="white", ec="none", alpha=0.85))
+    ax.set_xticks(x, [s.name for s in stages], fontsize=9)
+    ax.set_xlim(-0.5, len(stages) - 0.5)
+    ax.set_ylim(0, top * 1.6)  # room for the annotations and the cells' ops
+    ax.set_ylabel("output channels", fontsize=9)
+    ax.tick_params(axis="y", labelsize=8.5)
+    ax.spines[["top", "right"]].set_visible(False)
+    handles = [Patch(color=BACKBONE_COLORS["chosen"], label="chosen width")]
+    if known:
+        handles.append(Patch(fc=BACKBONE_COLORS["widest"], ec="#a0a0a0",
+                             label="widest option of the stage"))
+    if used:
+        handles.append(Line2D([], [], color="#505050", ls="--", lw=1.2,
+                              label="cell (its live ops)"))
+    labels = (f"bars: {'chosen/widest' if known else 'chosen'} channels, kernel k, expansion e, "
+              "kept/all blocks x")
+    fig.legend(handles=handles, loc="outside lower center", ncol=len(handles), fontsize=8.5,
+               frameon=False, title=labels, title_fontsize=8.5)
+    params, flops = backbone_cost(genotype)
+    fig.suptitle(title or f"{name}: searched backbone ({genotype.backbone.name}, stem "
+                          f"{arch.stem}, head {arch.head or 'none'}; {format_count(params)} "
+                          f"params, {format_count(flops)} FLOPs)", fontsize=11)
+    _save(fig, path)
+    return fig
+
+
+def _choice_label(stage: str, part: str) -> str:
+    return f"{stage}  {part} skip" if part.startswith("b") else f"{stage}  {part}"
+
+
+def plot_backbone_probabilities(genotype: "Genotype | RunSource | str | os.PathLike",
+                                path: str | os.PathLike | None = None, *,
+                                title: str | None = None) -> Figure:
+    """Heatmap of softmax(alpha) of every backbone choice (rows, grouped by stage) over its
+    options (columns: first, second, ... option; each cell names its option), the chosen
+    option outlined in red as in :func:`plot_arch_probabilities`. A fixed ResNet, or a
+    genotype without recorded backbone probabilities, gives a figure saying so."""
+    import numpy as np
+
+    from nas_reid.genotype_report import backbone_stages
+
+    genotype, name, _ = _resolve(genotype)
+    name = name or "genotype"
+    what = "backbone choice probabilities"
+    message = _backbone_message(genotype, name, what, title, path)
+    if message is not None:
+        return message
+    stages = backbone_stages(genotype)
+    rows: list[tuple[str, list, list[float], int | None]] = []  # label, options, values, chosen
+    separators = []
+    for stage in stages:
+        if not stage.options:
+            continue
+        if rows:
+            separators.append(len(rows) - 0.5)
+        for part, options in stage.options.items():
+            key = (f"{stage.name}_{part}" if not part.startswith("b")
+                   else f"{stage.name}_{part}_skip")
+            values = list(genotype.backbone_probabilities[key].values)
+            chosen = stage.chosen(part)
+            rows.append((_choice_label(stage.name, part), options, values,
+                         options.index(chosen) if chosen in options else None))
+    if not rows:
+        fig = message_figure("no backbone probabilities in this genotype (a hand-written "
+                             "backbone records none)", title=title or f"{name}: {what}")
+        _save(fig, path)
+        return fig
+    columns = max(len(r[1]) for r in rows)
+    values = np.full((len(rows), columns), np.nan)
+    for r, (_, _, v, _) in enumerate(rows):
+        values[r, :len(v)] = v
+    fig = Figure(figsize=(2.6 + 0.95 * columns, 1.6 + 0.36 * len(rows)), layout="constrained")
+    ax = fig.subplots()
+    cmap = colormaps["viridis"].with_extremes(bad="#f4f4f4")
+    image = ax.imshow(np.ma.masked_invalid(values), cmap=cmap, vmin=0.0, vmax=1.0, aspect="auto")
+    for r, (_, options, v, chosen) in enumerate(rows):
+        for k, (option, p) in enumerate(zip(options, v)):
+            ax.text(k, r, f"{option}: {p:.2f}", ha="center", va="center", fontsize=8,
+                    color="black" if p > 0.55 else "white")
+        if chosen is not None:
+            ax.add_patch(Rectangle((chosen - 0.5, r - 0.5), 1, 1, fill=False, ec="red", lw=2.0))
+    for y in separators:
+        ax.axhline(y, color="white", lw=2.5)
+    ax.set_yticks(range(len(rows)), [r[0] for r in rows], fontsize=9)
+    ax.set_xticks(range(columns), [f"option {k + 1}" for k in range(columns)], fontsize=9)
+    ax.tick_params(length=0)
+    colorbar = fig.colorbar(image, ax=ax, fraction=0.08, pad=0.03)
+    colorbar.set_label("softmax(alpha)", fontsize=9)
+    fig.legend(handles=[Patch(fill=False, ec="red", lw=2.0, label="chosen option")],
+               loc="outside lower center", fontsize=8.5, frameon=False)
+    epoch = genotype.provenance.epoch
+    ax.set_title(title or f"{name}: {what}" + (f" (epoch {epoch})" if epoch is not None else ""),
+                 fontsize=11)
     _save(fig, path)
     return fig

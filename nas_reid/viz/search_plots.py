@@ -10,6 +10,12 @@ probabilities or temperature) gives a small figure saying so, never an error.
   epoch by epoch, one panel per edge (rows: cells), lines in the op colours of
   :func:`~nas_reid.viz.genotype_plots.op_color`, the candidate the final genotype kept thick.
 - :func:`plot_op_counts`: live edges per op in each epoch's genotype, stacked bars.
+- :func:`plot_backbone_evolution`: a searched backbone's choice probabilities epoch by epoch,
+  one row of panels per stage, one panel per choice kind (width, kernel, expansion: one line
+  per option in :func:`~nas_reid.viz.genotype_plots.option_color`, the chosen one thick;
+  blocks: the probability of skipping each block).
+- :func:`plot_cost`: the architecture's cost in MFLOPs per epoch, expected under the
+  probabilities and achieved by the epoch's genotype, the cost term's target as a line.
 - :func:`plot_losses`, :func:`plot_rib`, :func:`plot_heldout`, :func:`plot_temperature`: the
   search report's curves (a retrain run's losses and evaluations too).
 """
@@ -24,24 +30,28 @@ from matplotlib.lines import Line2D
 from matplotlib.ticker import MaxNLocator
 
 from nas_reid.genotype_report import (
+    CHOICE_KINDS,
     RunSource,
+    backbone_probability_history,
+    cost_history,
     load_source,
     op_count_history,
     probability_history,
 )
 from nas_reid.viz.figures import message_figure
 from nas_reid.viz.figures import write_figure as _save
-from nas_reid.viz.genotype_plots import op_color, op_handles
+from nas_reid.viz.genotype_plots import op_color, op_handles, option_color
 
-__all__ = ["plot_probability_evolution", "plot_op_counts", "plot_losses", "plot_rib",
-           "plot_heldout", "plot_temperature"]
+__all__ = ["plot_probability_evolution", "plot_op_counts", "plot_backbone_evolution",
+           "plot_losses", "plot_rib", "plot_heldout", "plot_temperature", "plot_cost"]
 
 _STYLES = ["-", "--", ":", "-."]
 # series colours of the metric curves (black for totals, then distinct hues)
 _SERIES = {"total": "black", "id": "#1f77b4", "triplet": "#ff7f0e", "rib": "#2ca02c",
            "center": "#9467bd", "arch triplet": "#d62728", "mAP": "#1f77b4", "R1": "#ff7f0e",
            "R5": "#2ca02c", "I(X;F)": "#1f77b4", "I(F;Y)": "#ff7f0e", "IB": "black",
-           "weight": "#7f7f7f", "tau": "#9467bd", "arch lr": "#8c564b"}
+           "weight": "#7f7f7f", "tau": "#9467bd", "arch lr": "#8c564b",
+           "achieved": "black", "expected": "#1f77b4", "target": "#d62728"}
 
 
 def _why_not(source: RunSource, what: str) -> str:
@@ -190,6 +200,96 @@ def plot_op_counts(source: RunSource | str | os.PathLike, path: str | os.PathLik
     return fig
 
 
+# ---------------------------------------------------------------------- searched backbone
+
+_PANELS = CHOICE_KINDS + ("blocks",)
+
+
+def plot_backbone_evolution(source: RunSource | str | os.PathLike,
+                            path: str | os.PathLike | None = None, *,
+                            title: str | None = None) -> Figure:
+    """The backbone choice probabilities over epochs: one row of panels per stage with a
+    choice, one column per choice kind (width, kernel, expansion, blocks). A width, kernel or
+    expansion panel has one line per option (colours from narrow / small to wide / large, the
+    option the final genotype chose thick, the uniform value dotted); the blocks panel the
+    probability of skipping each block (a block is skipped when that passes 0.5; the blocks
+    the final genotype skipped thick). All panels share the y axis 0..1."""
+    source = load_source(source)
+    hist = backbone_probability_history(source)
+    name = source.name
+    what = "backbone choice probabilities over epochs"
+    if hist is None:
+        why = (f"no searched backbone: {source.genotype.backbone.name} is a fixed backbone"
+               if source.genotype.backbone.mobile is None
+               else _why_not(source, "backbone-probability history"))
+        fig = message_figure(why, title=title or f"{name}: {what}")
+        _save(fig, path)
+        return fig
+    stages = hist.by_stage()
+    present = {part if part in CHOICE_KINDS else "blocks"
+               for choices in stages.values() for part in choices}
+    kinds = [k for k in _PANELS if k in present]
+    epochs = hist.epochs
+    fig = Figure(figsize=(0.6 + 2.9 * len(kinds), 0.9 + 1.9 * len(stages)), layout="constrained")
+    axes = fig.subplots(len(stages), len(kinds), squeeze=False, sharey=True)
+    for r, (stage, choices) in enumerate(stages.items()):
+        for c, kind in enumerate(kinds):
+            ax = axes[r][c]
+            blocks = {p: h for p, h in choices.items() if p not in CHOICE_KINDS}
+            if kind == "blocks" and blocks:
+                _skip_panel(ax, stage, blocks, epochs)
+            elif kind in choices:
+                _option_panel(ax, stage, kind, choices[kind], epochs)
+            else:
+                ax.axis("off")
+                continue
+            _axis_epochs(ax, epochs)
+            ax.set_ylim(-0.04, 1.04)
+            if r < len(stages) - 1:
+                ax.set_xlabel("")
+            if c == 0:
+                ax.set_ylabel("softmax(alpha)", fontsize=9)
+    handles = [Line2D([], [], color="black", lw=2.6, label="thick: chosen at the end"),
+               Line2D([], [], color="#909090", ls=":", lw=1.0,
+                      label="uniform 1/K (blocks: 0.5, skipped above)")]
+    fig.legend(handles=handles, loc="outside lower center", ncol=2, fontsize=8.5, frameon=False)
+    fig.suptitle(title or f"{name}: {what}", fontsize=11)
+    _save(fig, path)
+    return fig
+
+
+def _option_panel(ax, stage: str, kind: str, choice, epochs: Sequence[int]) -> None:
+    """One width / kernel / expansion choice: a line per option, the chosen one thick."""
+    n = len(choice.options)
+    for k, option in enumerate(choice.options):
+        kept = k == choice.chosen
+        ax.plot(epochs, [v[k] for v in choice.values], color=option_color(k, n),
+                lw=2.6 if kept else 1.3, marker=_marker(len(epochs)),
+                markersize=4 if kept else 2.5, zorder=3 if kept else 2, label=str(option))
+    ax.axhline(1.0 / n, color="#909090", ls=":", lw=1.0, zorder=1)
+    chosen = choice.options[choice.chosen] if choice.chosen is not None else "?"
+    ax.set_title(f"{stage} {kind}: {chosen}", fontsize=9)
+    ax.legend(fontsize=7.5, loc="best", ncol=n, frameon=True, framealpha=0.8,
+              handlelength=1.2, columnspacing=0.8, borderpad=0.3)
+
+
+def _skip_panel(ax, stage: str, blocks: dict, epochs: Sequence[int]) -> None:
+    """The skip choices of a stage's blocks: P(skip) of each block, a skipped one thick."""
+    skipped = []
+    for k, (part, choice) in enumerate(blocks.items()):
+        column = choice.options.index("skip") if "skip" in choice.options else 1
+        is_skipped = choice.chosen is not None and choice.options[choice.chosen] == "skip"
+        skipped += [part] if is_skipped else []
+        ax.plot(epochs, [v[column] for v in choice.values], color=option_color(k, len(blocks)),
+                lw=2.6 if is_skipped else 1.3, marker=_marker(len(epochs)),
+                markersize=4 if is_skipped else 2.5, label=f"{part} skip")
+    ax.axhline(0.5, color="#909090", ls=":", lw=1.0, zorder=1)
+    ax.set_title(f"{stage} blocks: " + (", ".join(skipped) + " skipped" if skipped
+                                        else "all kept"), fontsize=9)
+    ax.legend(fontsize=7.5, loc="best", ncol=min(len(blocks), 3), frameon=True, framealpha=0.8,
+              handlelength=1.2, columnspacing=0.8, borderpad=0.3)
+
+
 # ---------------------------------------------------------------------------- the report
 
 
@@ -326,3 +426,28 @@ def plot_temperature(source: RunSource | str | os.PathLike, path: str | os.PathL
                        label="warm-up (weights only)")
         return n
     return _report_figure(source, title, "temperature", path, draw)
+
+
+def plot_cost(source: RunSource | str | os.PathLike, path: str | os.PathLike | None = None,
+              *, title: str | None = None) -> Figure:
+    """The architecture's FLOPs (MFLOPs, one image) per epoch: expected under the
+    architecture probabilities (what the cost-aware loss sees), achieved by the epoch's derived
+    genotype, and the cost term's target as a horizontal line."""
+    def draw(ax, src):
+        hist = cost_history(src)
+        if hist is None:
+            return 0
+        ax.plot(hist.epochs, hist.achieved, color=_SERIES["achieved"], lw=1.8,
+                marker=_marker(len(hist.epochs)), markersize=3.5, label="achieved (genotype)")
+        ax.plot(hist.epochs, hist.expected, color=_SERIES["expected"], ls="--", lw=1.8,
+                marker=_marker(len(hist.epochs)), markersize=3.5,
+                label="expected (probabilities)")
+        if hist.target is not None:
+            ax.axhline(hist.target, color=_SERIES["target"], ls=":", lw=1.6,
+                       label=f"target {hist.target:g}")
+        top = max(hist.achieved + hist.expected + ([hist.target] if hist.target else []))
+        ax.set_ylim(0, top * 1.15)
+        ax.set_ylabel("MFLOPs (one image)", fontsize=9)
+        ax.set_title(f"cost term: {hist.form}", fontsize=9)
+        return 2
+    return _report_figure(source, title, "architecture cost", path, draw)
