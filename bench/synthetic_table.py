@@ -104,6 +104,9 @@ def main() -> None:
                         help=f"rows (default: {' '.join(REFERENCE_ROWS)} and searched if given)")
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--epochs", type=int, default=None, help="override the recipe's 20")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="recipe override for every row, as nas-reid retrain --set "
+                             "(e.g. optimizer.name=sgd)")
     parser.add_argument("--jobs", type=int, default=2)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out", default="runs/synthetic_table")
@@ -117,6 +120,7 @@ def main() -> None:
     from nas_reid.ops import op_cost
     from nas_reid.space.discrete import build_model
     from nas_reid.space.reference import REFERENCES
+    from nas_reid.train.recipe import merge, parse_overrides
 
     models = args.models or [*REFERENCE_ROWS, *(["searched"] if args.searched else []),
                              *(["mobile", "mobile_widest"] if args.mobile else [])]
@@ -146,6 +150,8 @@ def main() -> None:
             text = f"{genotype.backbone.mobile.summary()}; cells {text}"
         summaries[name] = text.replace(" | ", "; ")  # "|" would split a table cell
         overrides = REFERENCES[reference].recipe_overrides if reference else {}
+        if args.overrides:
+            overrides = merge(overrides, parse_overrides(args.overrides))
         if args.epochs is not None:
             overrides = {**overrides, "epochs": args.epochs}
         for seed in args.seeds:
@@ -179,7 +185,8 @@ def main() -> None:
         rows.append({"model": name, "cells": summaries[name], **costs[name], "R1": r1, "mAP": m_ap,
                      "minutes": minutes, "runs": mine})
     print(f"\nsynthreid, {backbone} {size[0]}x{size[1]}, recipe synthetic"
-          f"{f' ({args.epochs} epochs)' if args.epochs else ''}, seeds {args.seeds}; "
+          f"{f' ({args.epochs} epochs)' if args.epochs else ''}"
+          f"{f', overrides {args.overrides}' if args.overrides else ''}, seeds {args.seeds}; "
           f"{wall / 60:.1f} min wall, torch {torch.__version__}\n")
     print("| model | cells | params (M) | MFLOPs | R1 (%) | mAP (%) | min / run |")
     print("|---|---|---|---|---|---|---|")
