@@ -171,8 +171,9 @@ def _set_threads(threads: int | None, device: str) -> None:
 
 @main.command("search", context_settings=CONTEXT)
 @click.option("--space", type=click.Path(path_type=Path), default=None,
-              help="Search-space YAML. Default: search_spaces/cpu_small.yaml (with --resume: "
-              "the run's own).")
+              help="Search-space YAML (shipped: cpu_small, rga_dcs_ca; mobile_cpu and "
+              "mobile_dnas also search the backbone). Default: search_spaces/cpu_small.yaml "
+              "(with --resume: the run's own).")
 @click.option("--data", type=click.Choice(SEARCH_DATASETS), default=None,
               help="Dataset whose training identities are searched on. Default: synthreid, the "
               "built-in benchmark (with --resume: the run's own).")
@@ -197,7 +198,8 @@ def _set_threads(threads: int | None, device: str) -> None:
               help="Also checkpoint every N steps (0: once per epoch).")
 def search_cmd(space, data, root, epochs, device, out, resume, seed, threads, workers,
                checkpoint_every) -> None:
-    """Search attention cells (DNAS) and write a run folder with the genotype.
+    """Search attention cells (DNAS), and a mobile backbone's widths, kernels, expansions and
+    block skips when the space has one, and write a run folder with the genotype.
 
     The weights train on one share of the training identities, the architecture on the other
     (held out) share. With no option it searches the small CPU space on the built-in
@@ -411,8 +413,9 @@ def genotype_group() -> None:
 @genotype_group.command("show", context_settings=CONTEXT)
 @click.argument("spec", metavar=GENOTYPE_METAVAR)
 def genotype_show(spec) -> None:
-    """Print a genotype: its cells and edges, parameters and FLOPs per cell, op counts,
-    probabilities, provenance, and the run's final figures."""
+    """Print a genotype: its backbone (a searched backbone stage by stage: width, kernel,
+    expansion, kept blocks), its cells and edges, parameters and FLOPs of the backbone, each cell
+    and the whole network, op counts, probabilities, provenance, and the run's final figures."""
     from .genotype_report import format_summary
 
     click.echo(format_summary(spec))
@@ -426,7 +429,8 @@ def genotype_show(spec) -> None:
 @_formats_option
 def genotype_plot(spec, out, formats) -> None:
     """Draw a genotype or run: cells, architecture probabilities (final and over epochs), ops
-    per epoch, cost per cell, and a run's losses, evaluation, RIB and temperature curves.
+    per epoch, cost per cell, a searched backbone (its choices, their probabilities and their
+    evolution, the FLOPs per epoch), and a run's losses, evaluation, RIB and temperature curves.
 
     Writes one file per picture and format (cells.png, cells.svg, ...) and lists the pictures
     left out, with the reason (e.g. a reference genotype has no probabilities).
@@ -449,9 +453,10 @@ def genotype_plot(spec, out, formats) -> None:
 def genotype_diff(a, b, out, formats) -> None:
     """Compare genotype A with B, cell position by cell position.
 
-    Prints the differences around the cells (search space, input size, backbone), the cells
-    only in A or only in B, the edges added, removed or changed (op or parameters), and the
-    change in parameters and FLOPs per cell and in total. A and B are each a FILE, RUN or NAME.
+    Prints the differences around the cells (search space, input size, backbone; a searched
+    backbone stage by stage), the cells only in A or only in B, the edges added, removed or
+    changed (op or parameters), and the change in parameters and FLOPs per cell, of the
+    backbone and in total. A and B are each a FILE, RUN or NAME.
     """
     from .genotype_diff import diff_genotypes, format_diff
 
