@@ -503,65 +503,174 @@ def genotype_notebooks(spec, out, compare, notebooks, timeout) -> None:
 
 # --------------------------------------------------------------------------------------- tune
 @main.command("tune", context_settings=CONTEXT)
-@click.option("--space", "tune_space", default=None, metavar="YAML",
-              help="Tune space (Optuna distributions over recipe fields). Default: "
-              "search_spaces/tune/retrain_small.yaml.")
-@click.option("--genotype", required=True, metavar="JSON|RUN|NAME",
-              help="What every trial retrains: a genotype.json, a search run folder or a "
-              "reference name.")
+@click.argument("tune_space", required=False, metavar="[TUNE_SPACE]")
+@click.option("--genotype", default=None, metavar="JSON|RUN|NAME",
+              help="Target retrain: what every trial retrains (a genotype.json, a search run "
+              "folder or a reference name).")
+@click.option("--space", "search_space", default=None, metavar="YAML|NAME",
+              help="Target search: the search space every trial searches before its retrain "
+              "(a YAML file or a shipped name). Default: cpu_small.")
 @click.option("--data", type=click.Choice(SEARCH_DATASETS), default=None,
-              help="Dataset of the trials. Default: synthreid.")
+              help="Dataset whose training identities the trials use (train and validation). "
+              "Default: synthreid.")
 @click.option("--root", type=click.Path(path_type=Path), default=None,
               help="Dataset folder (required but for synthreid).")
 @click.option("--recipe", default=None, metavar="NAME|YAML",
-              help="Recipe every trial starts from (the space's values on top). Default: "
-              "synthetic on synthreid, bot otherwise.")
+              help="Retrain recipe every trial starts from. Default: synthetic on synthreid, "
+              "bot otherwise.")
+@click.option("--backend", type=click.Choice(["ray", "optuna"]), default="ray", show_default=True,
+              help="ray: Ray Tune schedules the trials (in parallel, locally or on a cluster); "
+              "optuna: one trial after another in this process.")
 @click.option("--trials", type=click.IntRange(min=1), default=8, show_default=True,
               help="Trials the study holds in the end (with --resume the finished ones count).")
 @click.option("--seed", type=int, default=0, show_default=True, help="TPE sampler seed.")
-@click.option("--pruner", type=click.Choice(["median", "none"]), default="median",
-              show_default=True, help="Stop trials whose per-epoch evaluation trails the median.")
+@click.option("--early-stopping", type=click.Choice(["asha", "median", "none"]), default="asha",
+              show_default=True,
+              help="Stop poor trials early on their per-epoch validation metric: ASHA (ray: "
+              "ASHAScheduler; optuna: SuccessiveHalvingPruner) or the median rule (ray: "
+              "MedianStoppingRule; optuna: MedianPruner). Grace period and reduction factor: "
+              "the tune space's early_stopping.")
 @click.option("--storage", default=None, metavar="URL",
-              help="Optuna storage (any RDB URL). Default: sqlite:///<out>/study.db.")
+              help="Optuna storage, any RDB URL (optuna-dashboard URL shows it). Default: "
+              "sqlite:///<out>/study.db.")
 @click.option("--study-name", default=None, help="Default: the tune space's name.")
 @click.option("--out", type=click.Path(path_type=Path), default=None,
               help="Study folder. Default: runs/tune-<timestamp>.")
-@click.option("--resume", is_flag=True, help="Continue the study in --out / --storage.")
+@click.option("--resume", is_flag=True,
+              help="Continue the run in --out: options left out are taken from its tune.yaml; "
+              "unfinished trials continue from their last epoch.")
+@click.option("--address", default=None, metavar="auto|ray://HOST:PORT|HOST:PORT",
+              help="Ray: an existing cluster (default: RAY_ADDRESS, else a new local Ray).")
+@click.option("--storage-path", default=None, metavar="PATH|URI",
+              help="Ray: where trials persist (checkpoints, results); give storage every node "
+              "reaches on a cluster. Default: <out>/ray.")
+@click.option("--cpus-per-trial", type=click.FloatRange(min=0, min_open=True), default=1.0,
+              show_default=True, help="Ray: CPUs of each trial (its torch threads, rounded down).")
+@click.option("--gpus-per-trial", type=click.FloatRange(min=0), default=0.0, show_default=True,
+              help="Ray: GPUs of each trial; a fraction (0.5) shares a GPU; above 0, trials "
+              "train on cuda.")
+@click.option("--max-concurrent", type=click.IntRange(min=1), default=None,
+              help="Ray: at most this many trials at once. Default: as the resources allow.")
+@click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True,
+              help="Optuna backend: where the trials train (Ray: set by --gpus-per-trial).")
 @click.option("--threads", type=click.IntRange(min=1), default=None,
-              help="torch CPU threads. Default: half the cores.")
-def tune_cmd(tune_space, genotype, data, root, recipe, trials, seed, pruner, storage,
-             study_name, out, resume, threads) -> None:
-    """Tune a retrain's hyper-parameters with an Optuna study (one machine, no Ray yet).
+              help="torch CPU threads of a trial. Default: ray, --cpus-per-trial; optuna, half "
+              "the cores.")
+@click.option("--verbose", is_flag=True, help="Ray: its progress tables and the workers' logs.")
+@click.pass_context
+def tune_cmd(ctx, tune_space, genotype, search_space, data, root, recipe, backend, trials, seed,
+             early_stopping, storage, study_name, out, resume, address, storage_path,
+             cpus_per_trial, gpus_per_trial, max_concurrent, device, threads, verbose) -> None:
+    """Tune the hyper-parameters of retrains or searches with Optuna, scheduled by Ray Tune.
 
-    Trials run one after another in <out>/trials/<n>/ (retrain run folders); a trial that
-    fails is recorded and the study goes on. Writes trials.csv and best.yaml (the best
-    trial's recipe overrides) into --out. Ray Tune scheduling is not built yet.
+    TUNE_SPACE (a YAML file or a shipped name: retrain_small, search_small; default
+    retrain_small with --genotype, search_small with --space) names the parameters, their
+    Optuna distributions and the target. A trial retrains --genotype (target retrain), or
+    searches --space and retrains what it finds (target search); it is scored after every
+    epoch on a validation split of the training identities, never on the test query /
+    gallery. A trial that fails is recorded and the others go on; Ctrl-C stops the run
+    resumably (--resume).
+
+    Writes into --out: trials.csv, best.yaml (the best trial's whole recipe or search space,
+    ready for nas-reid retrain --recipe / nas-reid search --space), best_trial.yaml,
+    optimization_history.png, param_importances.png, tune.yaml, and the Optuna study
+    (study.db unless --storage).
     """
     from datetime import datetime
 
-    from .data import resolve_dataset
-    from .hpo import run_study
-    from .space.reference import resolve_genotype, shipped_file
-    from .train.recipe import load_recipe
+    from .hpo.study import read_settings
 
-    _set_threads(threads, "cpu")
-    if out is None:
-        if resume:
+    if resume:
+        if out is None:
             raise UserError("--resume needs --out: the study folder to continue")
-        out = Path(f"runs/tune-{datetime.now():%Y%m%d-%H%M%S}")
-    resolve_genotype(genotype)  # bad input fails here, not as failed trials
-    if recipe is not None:
-        load_recipe(recipe)
-    dataset = resolve_dataset(data, root)
-    space = tune_space or shipped_file("tune", "retrain_small.yaml")
-    result = run_study(space, genotype, dataset, out_dir=out, trials=trials, seed=seed,
-                       storage=storage, study_name=study_name, recipe=recipe, resume=resume,
-                       pruner=pruner)
-    click.echo(f"study {result.study_name}: {result.n_complete} complete, {result.n_pruned} "
-               f"pruned, {result.n_failed} failed ({result.storage})")
+        saved = read_settings(out)
+
+        def given(name: str) -> bool:
+            return ctx.get_parameter_source(name) not in (click.core.ParameterSource.DEFAULT, None)
+
+        ray_saved = saved.get("ray") or {}
+        filled = {
+            "backend": saved["backend"], "trials": saved["trials"], "seed": saved["seed"],
+            "early_stopping": saved["early_stopping"], "storage": saved["storage"],
+            "study_name": saved["study"], "device": saved["device"],
+            "storage_path": ray_saved.get("storage_path"),
+            "cpus_per_trial": ray_saved.get("cpus_per_trial", cpus_per_trial),
+            "gpus_per_trial": ray_saved.get("gpus_per_trial", gpus_per_trial),
+            "max_concurrent": ray_saved.get("max_concurrent"),
+        }
+        values = dict(backend=backend, trials=trials, seed=seed, early_stopping=early_stopping,
+                      storage=storage, study_name=study_name, device=device,
+                      storage_path=storage_path, cpus_per_trial=cpus_per_trial,
+                      gpus_per_trial=gpus_per_trial, max_concurrent=max_concurrent)
+        values.update({k: v for k, v in filled.items() if not given(k)})
+        backend, trials, seed, early_stopping = (values[k] for k in
+                                                 ("backend", "trials", "seed", "early_stopping"))
+        storage, study_name, device = values["storage"], values["study_name"], values["device"]
+        storage_path, cpus_per_trial = values["storage_path"], values["cpus_per_trial"]
+        gpus_per_trial, max_concurrent = values["gpus_per_trial"], values["max_concurrent"]
+        if tune_space is None:
+            tune_space = saved["tune_space"]
+        if genotype is None and search_space is None:
+            if saved["target"] == "retrain":
+                from .genotype import Genotype
+
+                genotype = saved["reference"] or Genotype.from_dict(saved["genotype"])
+            else:
+                search_space = saved["search_space"]
+        if recipe is None:
+            recipe = saved["recipe"]
+        if data is None and root is None:
+            data, root = saved["data"]["name"], saved["data"]["root"]
+    else:
+        if out is None:
+            out = Path(f"runs/tune-{datetime.now():%Y%m%d-%H%M%S}")
+        if genotype is None and search_space is None:
+            raise UserError("give --genotype (tune retrains of it) or --space (tune searches of "
+                            "that search space)")
+        if tune_space is None:
+            tune_space = "search_small" if search_space is not None else "retrain_small"
+    common = dict(genotype=genotype, search_space=search_space, recipe=recipe, root=root,
+                  out_dir=out, trials=trials, seed=seed, storage=storage, study_name=study_name,
+                  resume=resume, early_stopping=early_stopping)
+    if backend == "optuna":
+        from .hpo import run_study
+
+        for option in ("address", "storage_path", "max_concurrent", "cpus_per_trial",
+                       "gpus_per_trial"):
+            if ctx.get_parameter_source(option) not in (click.core.ParameterSource.DEFAULT, None):
+                raise UserError(f"--{option.replace('_', '-')} is for --backend ray")
+        _set_threads(threads, device)
+        result = run_study(tune_space, data=data, device=device, progress=False, **common)
+    else:
+        from .hpo import run_tune
+
+        if device == "cuda" and not gpus_per_trial > 0:
+            raise UserError("--backend ray trains on cuda when a trial has a GPU share: give "
+                            "--gpus-per-trial (e.g. 1 or 0.5) instead of --device cuda")
+        result = run_tune(tune_space, data=data, address=address, storage_path=storage_path,
+                          cpus_per_trial=cpus_per_trial, gpus_per_trial=gpus_per_trial,
+                          max_concurrent=max_concurrent, threads=threads, progress=verbose,
+                          **common)
+    _print_study(result)
+    if result.interrupted:
+        click.echo(f"interrupted: continue with nas-reid tune --resume --out {result.out_dir}",
+                   err=True)
+        ctx.exit(130)
+
+
+def _print_study(result) -> None:
+    unfinished = f", {result.n_unfinished} unfinished" if result.n_unfinished else ""
+    click.echo(f"study {result.study_name} ({result.backend}): {result.n_complete} complete, "
+               f"{result.n_pruned} pruned, {result.n_failed} failed{unfinished}")
     if result.best_value is not None:
-        click.echo(f"best value {result.best_value:.4f}: {result.best_params}")
-        click.echo(f"wrote {out / 'best.yaml'} and {out / 'trials.csv'}")
+        shown = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
+                          for k, v in result.best_params.items())
+        click.echo(f"best validation value {result.best_value:.4f}: {shown}")
+    for name, path in result.files.items():
+        click.echo(f"wrote {path}")
+    for name, why in result.skipped.items():
+        click.echo(f"skipped {name}: {why}")
+    click.echo(f"study: optuna-dashboard {result.storage}")
 
 
 def _parse_size(text: str) -> tuple[int, int]:

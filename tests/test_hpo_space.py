@@ -109,7 +109,7 @@ def test_overrides_nest_and_validate(example):
     values = {"optimizer.lr": 5e-4, "optimizer.weight_decay": 1e-4, "loss.triplet_margin": 0.2,
               "loss.rib": 0.05, "batch.k": 6}
     out = example.overrides(values)
-    assert out == {"epochs": 5, "lr_schedule": {"warmup_epochs": 1}, "eval": {"every": 0},
+    assert out == {"epochs": 5, "lr_schedule": {"warmup_epochs": 1},
                    "optimizer": {"lr": 5e-4, "weight_decay": 1e-4},
                    "loss": {"triplet_margin": 0.2, "rib": 0.05}, "batch": {"k": 6}}
     recipe = load_recipe("bot", out)
@@ -139,7 +139,7 @@ def test_overrides_impossible_combination_names_the_values():
 
 
 def test_minimize_and_search_target():
-    data = {"name": "s", "target": "search", "metric": {"name": "loss", "mode": "min"},
+    data = {"name": "s", "target": "search", "metric": {"name": "mINP", "mode": "min"},
             "params": {"weights.lr": {"type": "float", "low": 0.01, "high": 0.1, "log": True},
                        "arch.lr": {"type": "float", "low": 1e-4, "high": 1e-2, "log": True}},
             "fixed": {"epochs": 4}}
@@ -150,6 +150,48 @@ def test_minimize_and_search_target():
     msg = error(with_("params/schedule.weights.lr", {"type": "float", "low": 0.1, "high": 0.2}, data))
     assert "params.schedule.weights.lr: unknown key of a search space's schedule" in msg
     assert "weights.lr" in msg.split("did you mean", 1)[1]
+
+
+def test_search_target_reaches_sampling_and_cells():
+    data = {"name": "s", "target": "search", "metric": {"name": "mAP"},
+            "params": {"sampling.tau.start": {"type": "float", "low": 2.0, "high": 10.0},
+                       "cells.nodes": {"type": "int", "low": 1, "high": 3}},
+            "fixed": {"sampling": {"strategy": "gumbel"}, "epochs": 4},
+            "retrain": {"epochs": 3, "batch.p": 4}}
+    space = load_tune_space(data)
+    assert space.overrides({"sampling.tau.start": 4.0, "cells.nodes": 2}) == {
+        "sampling": {"strategy": "gumbel", "tau": {"start": 4.0}}, "epochs": 4, "cells": {"nodes": 2}}
+    assert space.retrain_overrides() == {"epochs": 3, "batch": {"p": 4}}
+    assert "params.cells.node: unknown key" in error(with_("params/cells.node", {"type": "int", "low": 1, "high": 2}, data))
+    assert "retrain.epoch: unknown key of the retrain recipe" in error(with_("retrain", {"epoch": 3}, data))
+    assert "retrain: is for target: search" in error(with_("retrain", {"epochs": 3}))
+    assert "metric.name: Input should be 'R1', 'R5', 'R10', 'mAP' or 'mINP'" in error(
+        with_("metric", {"name": "loss"}))
+
+
+def test_eval_every_is_the_tuners():
+    for where in ("params/eval.every", "fixed/eval.every"):
+        value = {"type": "int", "low": 0, "high": 2} if where.startswith("params") else 0
+        assert "eval.every: is set by the tuner" in error(with_(where, value))
+    search = {"name": "s", "target": "search", "metric": {"name": "mAP"},
+              "params": {"weights.lr": {"type": "float", "low": 0.01, "high": 0.1}},
+              "retrain": {"eval": {"every": 2}}}
+    assert "retrain.eval.every: is set by the tuner" in error(search)
+
+
+def test_validation_and_early_stopping_defaults_and_bounds(example):
+    assert example.validation.fraction == 0.25 and example.validation.seed == 0
+    assert example.early_stopping.grace_period == 1 and example.early_stopping.reduction_factor == 2
+    assert "validation.fraction: Input should be less than 1" in error(with_("validation", {"fraction": 1.0}))
+    assert "early_stopping.reduction_factor: Input should be greater than or equal to 2" in error(
+        with_("early_stopping", {"reduction_factor": 1}))
+
+
+def test_shipped_names_load():
+    assert load_tune_space("retrain_small").name == "retrain_small"
+    search = load_tune_space("search_small")
+    assert search.target == "search" and "cells.nodes" in search.params
+    assert "not a shipped tune space (retrain_small, search_small)" in error("retrain_smal")
 
 
 def test_unknown_key_suggests_close_matches():
@@ -213,7 +255,8 @@ def test_top_level_errors():
     assert "metric.mode: Input should be 'max' or 'min'" in error(with_("metric", {"name": "mAP", "mode": "up"}))
     assert "params: Dictionary should have at least 1 item" in error(with_("params", {}))
     assert "metric: required field is missing" in error({k: v for k, v in BASE.items() if k != "metric"})
-    assert "seed: unknown field (allowed: name, target, metric, params, fixed)" in error(with_("seed", 1))
+    assert ("seed: unknown field (allowed: name, target, metric, params, fixed, retrain, "
+            "validation, early_stopping)") in error(with_("seed", 1))
     assert "expected a YAML path or a dict" in error(3)
 
 

@@ -62,3 +62,18 @@ def tiny_mobile_space(*, name: str = "tiny_mobile", cost: dict | None = None, **
     }
     space["schedule"].update(schedule)
     return space
+
+
+def tiny_tune_space(name: str = "tiny_tune") -> dict:
+    """A retrain tune space over two recipe fields: two-epoch trials of PK 2x4."""
+    return {
+        "name": name,
+        "target": "retrain",
+        "metric": {"name": "mAP", "mode": "max"},
+        "params": {
+            "optimizer.lr": {"type": "float", "low": 1.0e-4, "high": 1.0e-3, "log": True},
+            "loss.triplet_margin": {"type": "float", "low": 0.1, "high": 0.5},
+        },
+        "fixed": {"epochs": 2, "batch": {"p": 2, "k": 4},
+                  "lr_schedule": {"warmup_epochs": 1, "milestones": []}},
+    }

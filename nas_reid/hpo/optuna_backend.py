@@ -1,207 +1,205 @@
-"""Tuning retrains with a plain Optuna study, one trial after another, without Ray.
+"""Tuning with a plain Optuna study, one trial after another, without Ray.
 
 :func:`run_study` samples a :class:`~nas_reid.hpo.space.TuneSpace` with a seeded
-``TPESampler``, trains each trial with :func:`~nas_reid.train.loop.retrain` in
-``<out_dir>/trials/<trial number>``, reports every epoch's evaluation to the pruner and
-returns a :class:`StudyResult`. The study lives in an Optuna RDB storage (default
-``sqlite:///<out_dir>/study.db``), so ``resume=True`` continues it: trials already complete,
-pruned or failed count toward ``trials``.
+``TPESampler`` and runs each trial (:class:`~nas_reid.hpo.objective.Objective`: a retrain, or
+a search and a retrain, scored on a validation split of the training identities) in
+``<out_dir>/trials/<trial number>/``. Every epoch's validation metric goes to the pruner
+(``early_stopping``: ``asha``, Optuna's ``SuccessiveHalvingPruner``; ``median``, its
+``MedianPruner``; ``none``), with the tune space's ``early_stopping`` grace period and
+reduction factor. The study lives in an Optuna RDB storage (default
+``sqlite:///<out_dir>/study.db``).
 
-Files in ``out_dir`` (rewritten atomically after every trial):
+Failures and resume. A trial that raises is recorded as ``FAIL`` (with its error) and the
+study goes on. Ctrl-C (``KeyboardInterrupt``) stops the study: the files are written and the
+result says ``interrupted``. A trial interrupted (by Ctrl-C, or by a killed session, which
+leaves it ``RUNNING``) is recorded as ``FAIL`` and, with ``resume=True``, continued: a new trial with the same values
+resumes its retrain from the last epoch's checkpoint in the same folder (its ``continues``
+user attribute names the trial it continues; interrupted trials do not count toward
+``trials``). ``resume`` assumes no other process is running trials of this study.
 
-- ``trials.csv``: one row per trial: ``number``, ``state``, ``value``, ``params_<key>`` per
-  parameter, ``datetime_start``, ``datetime_complete``, ``duration_s``;
-- ``best.yaml``: the best complete trial: ``study``, ``metric``, ``direction``, ``trial``,
-  ``value``, ``params`` (flat dotted keys) and ``overrides`` (the nested recipe overrides,
-  usable as ``load_recipe("bot", overrides)``); absent while no trial has completed.
-
-A trial that raises (other than a pruning) is recorded as failed and the study goes on; bad
-inputs raise :class:`~nas_reid.errors.UserError` before the study starts.
+Files: see :mod:`nas_reid.hpo.report` (``trials.csv``, ``best.yaml``, ``best_trial.yaml``, the
+plots, rewritten after every trial) and :mod:`nas_reid.hpo.study` (``tune.yaml``). Bad inputs
+raise :class:`~nas_reid.errors.UserError` before anything is written; a failure before the
+first trial leaves nothing behind.
 """
 
 from __future__ import annotations
 
-import csv
-import io
 import os
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
-import yaml
-
 from nas_reid.errors import UserError
-from nas_reid.evaluation.evaluate import METRIC_KEYS
-from nas_reid.fileio import atomic_write_text
-from nas_reid.hpo.space import TuneSpace, TuneSpaceError, load_tune_space
-from nas_reid.train.loop import retrain
+from nas_reid.hpo.objective import RETRAIN_DIR, Objective
+from nas_reid.hpo.report import StudyResult, optuna_trial_info, summarize, write_outputs
+from nas_reid.hpo.space import TuneSpace
+from nas_reid.hpo.study import (
+    EARLY_STOPPING,
+    SetupGuard,
+    check_folder,
+    check_same,
+    default_storage,
+    open_study,
+    read_settings,
+    run_settings,
+    sampler_seed,
+    write_settings,
+)
 
-PRUNERS = ("median", "none")
-TRIALS_CSV = "trials.csv"
-BEST_YAML = "best.yaml"
-STUDY_DB = "study.db"
-
-
-@dataclass
-class StudyResult:
-    """What :func:`run_study` returns (``best_*`` are None while no trial has completed)."""
-
-    study_name: str
-    storage: str
-    best_value: float | None
-    best_params: dict[str, Any] | None
-    """The best trial's values, flat dotted keys."""
-    best_overrides: dict[str, Any] | None
-    """The best trial's nested recipe overrides (``fixed`` merged with its values)."""
-    n_complete: int
-    n_pruned: int
-    n_failed: int
-    out_dir: Path
+TRIALS_DIR = "trials"
 
 
-def _make_pruner(pruner: str) -> Any:
+def make_pruner(early_stopping: str, space: TuneSpace) -> Any:
+    """Optuna's pruner for ``asha``, ``median`` or ``none`` with the space's ``early_stopping``."""
     import optuna
 
-    if pruner == "median":
-        return optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=1)
-    if pruner == "none":
+    cfg = space.early_stopping
+    if early_stopping == "asha":
+        return optuna.pruners.SuccessiveHalvingPruner(
+            min_resource=cfg.grace_period, reduction_factor=cfg.reduction_factor)
+    if early_stopping == "median":
+        return optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=cfg.grace_period)
+    if early_stopping == "none":
         return optuna.pruners.NopPruner()
-    raise UserError(f"pruner: unknown {pruner!r} (choose from {', '.join(PRUNERS)})")
+    raise UserError(f"early stopping: unknown {early_stopping!r} (choose from {', '.join(EARLY_STOPPING)})")
 
 
-def run_study(space: TuneSpace | str | os.PathLike | Mapping[str, Any], genotype: Any, data: Any, *,
-              out_dir: str | os.PathLike, trials: int, seed: int = 0, storage: str | None = None,
-              study_name: str | None = None, recipe: Any = None, resume: bool = False,
-              pruner: str = "median", progress: bool = False) -> StudyResult:
-    """Run (or, with ``resume``, continue) an Optuna study of ``trials`` retrains.
+def check_trials(trials: Any) -> int:
+    if isinstance(trials, bool) or not isinstance(trials, int) or trials < 1:
+        raise UserError(f"trials: must be a positive integer, got {trials!r}")
+    return trials
+
+
+def run_study(space: TuneSpace | str | os.PathLike | Mapping[str, Any], genotype: Any = None,
+              data: Any = None, *, out_dir: str | os.PathLike, trials: int,
+              search_space: Any = None, recipe: Any = None, root: str | os.PathLike | None = None,
+              seed: int = 0, storage: str | None = None, study_name: str | None = None,
+              resume: bool = False, early_stopping: str = "asha", device: str = "cpu",
+              progress: bool = False) -> StudyResult:
+    """Run (or, with ``resume``, continue) an Optuna study of ``trials`` trials.
 
     Args:
-        space: a :class:`TuneSpace`, a tune-space YAML path or dict (``target: retrain``).
-        genotype, data: what every trial retrains (see :func:`~nas_reid.train.loop.retrain`).
-        out_dir: the study folder: ``trials/<n>/`` run folders, ``trials.csv``, ``best.yaml``
-            and, by default, the storage ``study.db``.
-        trials: how many trials the study should hold in the end (complete, pruned or failed);
-            with ``resume`` the ones already in the storage count.
-        seed: the ``TPESampler`` seed.
+        space: the tune space (:class:`TuneSpace`, YAML path or dict).
+        genotype: ``target: retrain``: what every trial retrains (genotype, JSON, run folder or
+            reference name).
+        data, root: the dataset (its training split only is used, see
+            :func:`~nas_reid.hpo.objective.validation_split`).
+        out_dir: the study folder (absent or empty unless ``resume``).
+        trials: how many trials the study should hold in the end (complete, pruned or failed;
+            interrupted ones do not count); with ``resume`` the finished ones count.
+        search_space: ``target: search``: the space every trial searches (default ``cpu_small``).
+        recipe: the retrain recipe (default ``synthetic`` on synthreid, ``bot`` otherwise).
+        seed: the ``TPESampler`` seed (a resumed session derives its own from it and the
+            number of trials already in the study).
         storage: an Optuna RDB URL; default ``sqlite:///<out_dir>/study.db``.
-        study_name: default the space's name.
-        recipe: the retrain recipe every trial starts from (the space's overrides on top).
-        resume: continue an existing study of that name (without it, an existing study is an
-            error).
-        pruner: ``median`` (``MedianPruner(n_startup_trials=2, n_warmup_steps=1)`` on each
-            epoch's evaluation metric) or ``none``.
+        study_name: default the tune space's name.
+        resume: continue the run recorded in ``out_dir`` (it must be the same run).
+        early_stopping: ``asha``, ``median`` or ``none`` (see the module doc).
+        device: where the trials train (``cpu`` or ``cuda``).
         progress: Optuna's progress bar (each trial's training is always quiet).
     """
     import optuna
 
-    space = load_tune_space(dict(space) if isinstance(space, Mapping) else space)
-    if space.target != "retrain":
-        raise TuneSpaceError(f"tune space {space.name!r}: target {space.target!r} is not yet "
-                             "supported by the Optuna backend (only target: retrain)")
-    if isinstance(trials, bool) or not isinstance(trials, int) or trials < 1:
-        raise UserError(f"trials: must be a positive integer, got {trials!r}")
-    metric = space.metric.name
-    if metric not in METRIC_KEYS:
-        raise TuneSpaceError(f"tune space {space.name!r}: metric.name {metric!r} is not a "
-                             f"retrain evaluation metric (choose from {', '.join(METRIC_KEYS)})")
-    pruner_obj = _make_pruner(pruner)
+    trials = check_trials(trials)
+    if early_stopping not in EARLY_STOPPING:
+        raise UserError(f"early stopping: unknown {early_stopping!r} (choose from {', '.join(EARLY_STOPPING)})")
+    objective = Objective.build(space, data, root=root, genotype=genotype,
+                                search_space=search_space, recipe=recipe, device=device)
+    space = objective.space
     out = Path(out_dir).expanduser()
-    if out.exists() and not out.is_dir():
-        raise UserError(f"out_dir {out} exists and is not a folder")
-    out.mkdir(parents=True, exist_ok=True)
-    if storage is None:
-        storage = f"sqlite:///{(out / STUDY_DB).resolve()}"
+    check_folder(out, resume)
     name = study_name or space.name
-    sampler = optuna.samplers.TPESampler(seed=seed)
-    try:
-        study = optuna.create_study(storage=storage, sampler=sampler, pruner=pruner_obj,
-                                    study_name=name, direction=space.direction,
-                                    load_if_exists=bool(resume))
-    except optuna.exceptions.DuplicatedStudyError:
-        raise UserError(f"a study named {name!r} already exists in {storage}; pass resume to "
-                        "continue it, or choose another study name or storage") from None
-    except (ValueError, ImportError) as exc:  # a malformed URL, a missing DB driver
-        raise UserError(f"storage {storage!r}: {exc}") from None
-    if study.direction.name.lower() != space.direction:
-        raise UserError(f"study {name!r} in {storage} has direction "
-                        f"{study.direction.name.lower()}, the tune space asks to {space.direction}")
+    url = storage or default_storage(out)
+    settings = run_settings(objective, backend="optuna", study_name=name, storage=url, seed=seed,
+                            early_stopping=early_stopping, trials=trials)
+    if resume:
+        check_same(read_settings(out), settings, out)
+    with SetupGuard() as guard:
+        guard.make_folder(out)
+        study = open_study(url, name, space.direction, resume=resume, guard=guard,
+                           pruner=make_pruner(early_stopping, space))
+        write_settings(out, settings)
+    study.sampler = optuna.samplers.TPESampler(
+        seed=sampler_seed(seed, len(study.get_trials(deepcopy=False))))
+    if resume:
+        _continue_interrupted(study)
+    remaining = max(trials - _counted(study), 0)
+    metric = objective.metric
 
-    done_states = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED,
-                   optuna.trial.TrialState.FAIL)
-    done = study.get_trials(deepcopy=False, states=done_states)
-    remaining = max(trials - len(done), 0)
-
-    def objective(trial: optuna.Trial) -> float:
+    def run_trial(trial: optuna.Trial) -> float:
+        continues = trial.user_attrs.get("continues")
         values = space.suggest(trial)
-        overrides = space.overrides(values)
-        trial.set_user_attr("overrides", overrides)
+        work = out / TRIALS_DIR / str(trial.number)
+        if continues is not None:  # the interrupted trial's folder and the epochs it reported
+            old = study.trials[continues]
+            run_dir = old.user_attrs.get("run_dir")  # absent if killed before it was set
+            work = Path(run_dir).parent if run_dir else out / TRIALS_DIR / str(continues)
+            for step, value in sorted(old.intermediate_values.items()):
+                trial.report(value, step)
+        trial.set_user_attr("run_dir", str(work / RETRAIN_DIR))
+        trial.set_user_attr("status", "running")  # stays so if the session ends in the trial
 
-        def on_epoch(record: dict[str, Any]) -> None:
-            evaluation = record.get("eval")
-            value = evaluation.get(metric) if evaluation else None
-            if value is None:
-                return
-            trial.report(float(value), step=int(record["epoch"]))
-            if trial.should_prune():
-                raise optuna.TrialPruned(f"pruned at epoch {record['epoch']} ({metric} {value:.4f})")
+        def report(metrics: dict[str, Any]) -> None:
+            trial.report(metrics[metric], metrics["epoch"])
+            if metrics["epoch"] < metrics["epochs"] and trial.should_prune():
+                raise optuna.TrialPruned(f"pruned at epoch {metrics['epoch']} "
+                                         f"({metric} {metrics[metric]:.4f})")
 
-        result = retrain(genotype, data, recipe=recipe, overrides=overrides,
-                         out_dir=out / "trials" / str(trial.number), progress=False,
-                         on_epoch=on_epoch)
-        if not result.results:
-            raise RuntimeError(f"trial {trial.number}: the retrain did not finish")
-        return float(result.results["plain"][metric])
+        try:
+            value = objective.run(values, work, report, resume=continues is not None)
+        except optuna.TrialPruned:
+            trial.set_user_attr("status", "done")
+            raise
+        except Exception as exc:
+            trial.set_user_attr("status", "done")
+            trial.set_user_attr("error", f"{type(exc).__name__}: {exc}")
+            raise
+        except BaseException:  # Ctrl-C: Optuna records FAIL; --resume continues the trial
+            trial.set_user_attr("error", "interrupted")
+            raise
+        trial.set_user_attr("status", "done")
+        return value
 
-    def write_outputs(study: optuna.Study, _trial: Any = None) -> None:
-        _write_outputs(study, space, out)
+    def write(study: optuna.Study, _trial: Any = None) -> None:
+        info = {t.number: optuna_trial_info(t) for t in study.get_trials(deepcopy=False)}
+        write_outputs(study, objective, out, info, plots=False)
 
+    interrupted = False
     if remaining:
-        study.optimize(objective, n_trials=remaining, catch=(Exception,),
-                       callbacks=[write_outputs], show_progress_bar=bool(progress))
-    write_outputs(study)
-
-    all_trials = study.get_trials(deepcopy=False)
-    count = {state: sum(t.state == state for t in all_trials) for state in done_states}
-    best = _best_trial(study)
-    return StudyResult(
-        study_name=name, storage=storage,
-        best_value=None if best is None else float(best.value),
-        best_params=None if best is None else dict(best.params),
-        best_overrides=None if best is None else space.overrides(dict(best.params)),
-        n_complete=count[optuna.trial.TrialState.COMPLETE],
-        n_pruned=count[optuna.trial.TrialState.PRUNED],
-        n_failed=count[optuna.trial.TrialState.FAIL],
-        out_dir=out,
-    )
+        try:
+            study.optimize(run_trial, n_trials=remaining, catch=(Exception,), callbacks=[write],
+                           show_progress_bar=bool(progress))
+        except KeyboardInterrupt:
+            interrupted = True
+    info = {t.number: optuna_trial_info(t) for t in study.get_trials(deepcopy=False)}
+    files, skipped = write_outputs(study, objective, out, info)
+    return summarize(study, objective, backend="optuna", storage=url, out=out, files=files,
+                     skipped=skipped, interrupted=interrupted)
 
 
-def _best_trial(study: Any) -> Any:
-    try:
-        return study.best_trial
-    except ValueError:  # no complete trial yet
-        return None
+def _interrupted(trial: Any) -> bool:
+    """Ended by Ctrl-C, or left ``RUNNING`` by a session that was killed."""
+    return trial.state.name == "RUNNING" or (
+        trial.state.name == "FAIL" and trial.user_attrs.get("status") == "running")
 
 
-def _write_outputs(study: Any, space: TuneSpace, out: Path) -> None:
+def _counted(study: Any) -> int:
+    """Finished trials that count toward ``trials`` (not the interrupted ones)."""
+    return sum(t.state.name in ("COMPLETE", "PRUNED", "FAIL") and not _interrupted(t)
+               for t in study.get_trials(deepcopy=False))
+
+
+def _continue_interrupted(study: Any) -> None:
+    """Record the trials a killed session left ``RUNNING`` as failed (interrupted), and queue
+    one continuation of every interrupted trial not yet continued."""
+    import optuna
+
     trials = study.get_trials(deepcopy=False)
-    keys = list(space.params)
-    buf = io.StringIO()
-    writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow(["number", "state", "value", *(f"params_{k}" for k in keys),
-                     "datetime_start", "datetime_complete", "duration_s"])
+    continued = {t.user_attrs.get("continues") for t in trials}
     for t in trials:
-        duration = (t.datetime_complete - t.datetime_start).total_seconds() \
-            if t.datetime_start and t.datetime_complete else None
-        writer.writerow([t.number, t.state.name, "" if t.value is None else repr(float(t.value)),
-                         *("" if k not in t.params else t.params[k] for k in keys),
-                         t.datetime_start.isoformat() if t.datetime_start else "",
-                         t.datetime_complete.isoformat() if t.datetime_complete else "",
-                         "" if duration is None else round(duration, 3)])
-    atomic_write_text(out / TRIALS_CSV, buf.getvalue())
-    best = _best_trial(study)
-    if best is None:
-        return
-    doc = {"study": study.study_name, "metric": space.metric.name, "direction": space.direction,
-           "trial": best.number, "value": float(best.value), "params": dict(best.params),
-           "overrides": space.overrides(dict(best.params))}
-    atomic_write_text(out / BEST_YAML, yaml.safe_dump(doc, sort_keys=False))
+        if not _interrupted(t):
+            continue
+        if t.state.name == "RUNNING":
+            study.tell(t.number, state=optuna.trial.TrialState.FAIL)
+        if t.number not in continued:
+            study.enqueue_trial(dict(t.params), user_attrs={"continues": t.number})

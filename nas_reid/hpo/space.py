@@ -1,4 +1,4 @@
-"""The tune space: which recipe or schedule fields a tuning run varies, and how.
+"""The tune space: which recipe or search-space fields a tuning run varies, and how.
 
 A tune space is one YAML file (``search_spaces/tune/*.yaml``)::
 
@@ -11,6 +11,8 @@ A tune space is one YAML file (``search_spaces/tune/*.yaml``)::
       loss.rib: {type: categorical, choices: [0.0, 0.05, 0.1]}
       batch.k: {type: int, low: 2, high: 8, step: 2}
     fixed: {epochs: 5, lr_schedule.warmup_epochs: 1}   # applied to every trial
+    validation: {fraction: 0.25, seed: 0}              # the held-out identities (default)
+    early_stopping: {grace_period: 1, reduction_factor: 2}   # ASHA / median (default)
 
 Distributions (Optuna's, see :meth:`TuneSpace.distributions`):
 
@@ -20,20 +22,37 @@ Distributions (Optuna's, see :meth:`TuneSpace.distributions`):
   ``step`` 1);
 - ``categorical``: a non-empty list of distinct scalars (numbers, booleans, strings, null).
 
+Metric. One of the retrain evaluation metrics (``mAP``, ``R1``, ``R5``, ``R10``, ``mINP``),
+measured on the validation split (:mod:`nas_reid.hpo.objective`), never on the dataset's
+query / gallery.
+
 Keys. Parameter keys and ``fixed`` keys are dotted paths (``fixed`` may also be written as
 nested mappings). For ``target: retrain`` they are paths into the retrain recipe
 (:mod:`nas_reid.train.recipe`: ``optimizer.lr``, ``loss.rib``, ``batch.k``, ``epochs``...) and
-are checked against the resolved ``bot`` recipe. For ``target: search`` they are paths
-**relative to a search space's** ``schedule`` (``weights.lr``, ``arch.lr``, ``loss.rib``,
-``batch.p``, ``epochs``...; not ``schedule.weights.lr``) and are checked against the resolved
-schedule of ``search_spaces/cpu_small.yaml``. A key must name a leaf field; an unknown key is an
-error listing the closest known keys. A float distribution on an integer field, or a numeric
-distribution on a text, boolean or list field, is an error too.
+are checked against the resolved ``bot`` recipe. For ``target: search`` they are paths into a
+search space: relative to its ``schedule`` (``weights.lr``, ``arch.lr``, ``loss.rib``,
+``batch.p``, ``epochs``...; not ``schedule.weights.lr``), or, starting with ``sampling.`` or
+``cells.``, into those sections (``sampling.tau.start``, ``cells.nodes``); they are checked
+against the resolved ``search_spaces/cpu_small.yaml``. A key must name a leaf field; an
+unknown key is an error listing the closest known keys. A float distribution on an integer
+field, or a numeric distribution on a text, boolean or list field, is an error too.
+``eval.every`` cannot be set: every trial evaluates after every epoch, so the scheduler or
+pruner sees each epoch.
+
+``retrain`` (``target: search`` only): recipe fields fixed for the retrain that follows each
+trial's search (dotted or nested, e.g. ``{epochs: 2, batch.p: 4}``), on top of the recipe the
+run is given. For ``target: retrain`` such fields belong in ``fixed``.
+
+``validation``: the share (``fraction``, default 0.25) of the training identities held out to
+score the trials, drawn with ``seed`` (default 0). ``early_stopping``: the epochs every trial
+runs before it can be stopped (``grace_period``, default 1) and ASHA's ``reduction_factor``
+(default 2; the median rule does not use it).
 
 :meth:`TuneSpace.overrides` turns one trial's values into the nested overrides of that trial
 (``fixed`` merged with the values); for retrain targets the result is validated as a ``bot``
 recipe with those overrides, so an impossible combination fails before any training starts.
-Search-target overrides are relative to ``schedule`` and are not validated here.
+Search-target overrides are checked against the real search space by the objective
+(:class:`~nas_reid.hpo.objective.Objective`).
 
 Every problem is one :class:`TuneSpaceError` (a :class:`~nas_reid.errors.UserError`) naming the
 file and the bad field by its path (``params.optimizer.lr.low``).
@@ -50,10 +69,18 @@ from typing import Annotated, Any, Literal, Union
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
 
 from nas_reid.errors import UserError
+from nas_reid.evaluation.evaluate import METRIC_KEYS
 from nas_reid.space.config import format_validation_error, read_yaml_mapping
 
 TARGETS = ("retrain", "search")
 DIST_TYPES = ("float", "int", "categorical")
+SEARCH_SECTIONS = ("sampling", "cells")
+"""Search-space sections a ``target: search`` key may start with (other keys are relative to
+``schedule``)."""
+TRIAL_EVAL_KEY = "eval.every"
+"""The recipe field the tuner sets itself (every epoch is evaluated)."""
+METRICS = METRIC_KEYS
+"""What a trial reports: the retrain's evaluation metrics."""
 
 
 class TuneSpaceError(UserError):
@@ -166,9 +193,25 @@ _PARAM_MODELS: dict[str, type[BaseModel]] = {
 
 
 class MetricConfig(_Model):
-    name: str = Field(min_length=1)
-    """A metric the trials report (``mAP``, ``rank1``...)."""
+    name: Literal[METRICS] = "mAP"
+    """A metric the trials report: ``mAP``, ``R1``, ``R5``, ``R10`` or ``mINP``."""
     mode: Literal["max", "min"] = "max"
+
+
+class ValidationConfig(_Model):
+    """The held-out identities that score the trials (see :mod:`nas_reid.hpo.objective`)."""
+
+    fraction: float = Field(default=0.25, gt=0, lt=1)
+    seed: int = 0
+
+
+class EarlyStoppingConfig(_Model):
+    """ASHA / median stopping on the epochs (see the backends)."""
+
+    grace_period: int = Field(default=1, ge=1)
+    """Epochs every trial runs before it can be stopped."""
+    reduction_factor: int = Field(default=2, ge=2)
+    """ASHA: the share ``1 / reduction_factor`` of the trials at a rung goes on."""
 
 
 class TuneSpace(_Model):
@@ -179,6 +222,9 @@ class TuneSpace(_Model):
     metric: MetricConfig
     params: dict[str, Param] = Field(min_length=1)
     fixed: dict[str, Any] = Field(default_factory=dict)
+    retrain: dict[str, Any] = Field(default_factory=dict)
+    validation: ValidationConfig = Field(default_factory=ValidationConfig)
+    early_stopping: EarlyStoppingConfig = Field(default_factory=EarlyStoppingConfig)
     _source: str | None = PrivateAttr(default=None)
 
     @property
@@ -194,6 +240,25 @@ class TuneSpace(_Model):
     def fixed_flat(self) -> dict[str, Any]:
         """``fixed`` as dotted keys (nested mappings flattened)."""
         return _flatten_fixed(self.fixed)
+
+    def fixed_overrides(self) -> dict[str, Any]:
+        """``fixed``, nested (not validated)."""
+        return _nest(self.fixed_flat())
+
+    def corner_values(self) -> list[dict[str, Any]]:
+        """Two trials' values: every parameter at its low end (first choice), and at its high
+        end (last choice): what a check of the fixed fields tries when they alone do not make a
+        valid config."""
+        def end(spec: Any, last: bool) -> Any:
+            if isinstance(spec, CategoricalParam):
+                return spec.choices[-1 if last else 0]
+            return spec.high if last else spec.low
+
+        return [{key: end(spec, last) for key, spec in self.params.items()} for last in (False, True)]
+
+    def retrain_overrides(self) -> dict[str, Any]:
+        """``retrain`` (the recipe fields fixed for a search target's retrains), nested."""
+        return _nest(_flatten_fixed(self.retrain, section="retrain"))
 
     def distributions(self) -> dict[str, Any]:
         """``{dotted key: optuna distribution}`` in file order (Float/Int/CategoricalDistribution)."""
@@ -220,8 +285,9 @@ class TuneSpace(_Model):
                 load_recipe("bot", out)
             except RecipeError as exc:
                 shown = ", ".join(f"{k}={v!r}" for k, v in values.items())
-                raise TuneSpaceError(f"tune space {self.name!r}: trial values {shown} give an "
-                                     f"invalid retrain recipe: {exc}") from None
+                what = f"trial values {shown} give" if values else "its fixed fields give"
+                raise TuneSpaceError(f"tune space {self.name!r}: {what} an invalid retrain "
+                                     f"recipe: {exc}") from None
         return out
 
     def resolved(self) -> dict[str, Any]:
@@ -233,18 +299,41 @@ class TuneSpace(_Model):
 
 
 def load_tune_space(path_or_dict: str | os.PathLike | dict[str, Any] | TuneSpace) -> TuneSpace:
-    """Read and validate a tune space from a YAML file (safe loader) or a parsed dict; a
-    :class:`TuneSpace` is returned as is. Raises :class:`TuneSpaceError` naming the bad fields."""
+    """Read and validate a tune space from a YAML file (safe loader), the name of a shipped one
+    (``retrain_small``, ``search_small``) or a parsed dict; a :class:`TuneSpace` is returned as
+    is. Raises :class:`TuneSpaceError` naming the bad fields."""
     if isinstance(path_or_dict, TuneSpace):
         return path_or_dict
     if isinstance(path_or_dict, dict):
         return _validate(dict(path_or_dict), "<dict>")
     if not isinstance(path_or_dict, (str, os.PathLike)):
         raise TuneSpaceError(f"tune space: expected a YAML path or a dict, got {type(path_or_dict).__name__}")
-    path = Path(path_or_dict).expanduser()
+    path = tune_space_path(path_or_dict)
     space = _validate(read_yaml_mapping(path, "tune space", TuneSpaceError), str(path))
     space._source = str(path)
     return space
+
+
+def shipped_tune_spaces() -> list[str]:
+    """The names of the tune spaces shipped in ``search_spaces/tune/``."""
+    from nas_reid.space.reference import shipped_file
+
+    folder = shipped_file("tune", "retrain_small.yaml").parent
+    return sorted(p.stem for p in folder.glob("*.yaml"))
+
+
+def tune_space_path(spec: str | os.PathLike) -> Path:
+    """A tune-space YAML path, or the name of a shipped one (``retrain_small``)."""
+    path = Path(spec).expanduser()
+    if path.exists() or isinstance(spec, os.PathLike) or path.suffix or os.sep in str(spec):
+        return path
+    names = shipped_tune_spaces()
+    if str(spec) not in names:
+        raise TuneSpaceError(f"tune space {spec}: no such file, and not a shipped tune space "
+                             f"({', '.join(names)})")
+    from nas_reid.space.reference import shipped_file
+
+    return shipped_file("tune", f"{spec}.yaml")
 
 
 def _validate(data: dict[str, Any], where: str) -> TuneSpace:
@@ -282,14 +371,15 @@ def _clean(exc: ValidationError) -> ValidationError:
     return ValidationError.from_exception_data(exc.title, errors)
 
 
-def _flatten_fixed(fixed: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+def _flatten_fixed(fixed: dict[str, Any], prefix: str = "", section: str = "fixed") -> dict[str, Any]:
     out: dict[str, Any] = {}
     for key, value in fixed.items():
         full = f"{prefix}{key}"
-        items = _flatten_fixed(value, full + ".") if isinstance(value, dict) and value else {full: value}
+        items = (_flatten_fixed(value, full + ".", section) if isinstance(value, dict) and value
+                 else {full: value})
         for k, v in items.items():
             if k in out:
-                raise TuneSpaceError(f"tune space: fixed.{k} is given twice")
+                raise TuneSpaceError(f"tune space: {section}.{k} is given twice")
             out[k] = v
     return out
 
@@ -318,8 +408,8 @@ def _leaves(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 
 def target_fields(target: str) -> dict[str, Any]:
     """``{dotted key: default}`` of the fields a ``target`` can override: the resolved ``bot``
-    recipe (retrain) or the resolved ``schedule`` of ``cpu_small.yaml`` (search, keys relative
-    to ``schedule``)."""
+    recipe (retrain) or the resolved ``cpu_small.yaml`` (search: its ``schedule`` with keys
+    relative to ``schedule``, and its ``sampling`` and ``cells`` with their section prefix)."""
     if target == "retrain":
         from nas_reid.train.recipe import load_recipe
 
@@ -327,20 +417,39 @@ def target_fields(target: str) -> dict[str, Any]:
     from nas_reid.space import load_space
     from nas_reid.space.reference import shipped_file
 
-    return _leaves(load_space(shipped_file("cpu_small.yaml")).resolved()["schedule"])
+    resolved = load_space(shipped_file("cpu_small.yaml")).resolved()
+    fields = _leaves(resolved["schedule"])
+    for section in SEARCH_SECTIONS:
+        fields.update(_leaves(resolved[section], f"{section}."))
+    return fields
 
 
 def _check_keys(space: TuneSpace) -> list[str]:
     fields = target_fields(space.target)
-    where = "the retrain recipe" if space.target == "retrain" else "a search space's schedule"
+    where = ("the retrain recipe" if space.target == "retrain"
+             else "a search space's schedule, sampling or cells")
     problems = []
     try:
         fixed = space.fixed_flat()
+        retrain = _flatten_fixed(space.retrain, section="retrain")
     except TuneSpaceError as exc:
         return [str(exc).removeprefix("tune space: ")]
     keys = [(f"params.{k}", k, spec) for k, spec in space.params.items()]
     keys += [(f"fixed.{k}", k, None) for k in fixed]
+    if retrain and space.target == "retrain":
+        problems.append("retrain: is for target: search (the recipe of the retrain after each "
+                        "trial's search); with target: retrain put fixed recipe fields in fixed")
+    elif retrain:
+        recipe_fields = target_fields("retrain")
+        for key in retrain:
+            if key == TRIAL_EVAL_KEY:
+                problems.append(f"retrain.{key}: {_EVAL_SET}")
+            elif key not in recipe_fields:
+                problems.append(f"retrain.{key}: {_unknown(key, recipe_fields, 'the retrain recipe')}")
     for path, key, spec in keys:
+        if space.target == "retrain" and key == TRIAL_EVAL_KEY:
+            problems.append(f"{path}: {_EVAL_SET}")
+            continue
         if key not in fields:
             problems.append(f"{path}: {_unknown(key, fields, where)}")
             continue
@@ -351,6 +460,10 @@ def _check_keys(space: TuneSpace) -> list[str]:
         elif key in space.params:
             problems.append(f"{path}: is also a tuned parameter (params.{key})")
     return problems
+
+
+_EVAL_SET = ("is set by the tuner (every trial is evaluated on its validation split after every "
+             "epoch, so the scheduler or pruner sees each epoch); leave it out")
 
 
 def _unknown(key: str, fields: dict[str, Any], where: str) -> str:

@@ -1,5 +1,5 @@
-"""Pictures shared by the CLI and the notebooks (contact sheets, ranked lists, genotype and
-search plots).
+"""Pictures shared by the CLI and the notebooks (contact sheets, ranked lists, genotype,
+search and tuning plots).
 
 The plotting functions are importable from here (``from nas_reid import viz;
 viz.plot_cells(genotype)``); they load lazily, so ``import nas_reid.viz`` costs nothing until
@@ -14,6 +14,8 @@ one is used:
   :func:`plot_temperature`, :func:`plot_backbone_evolution`, :func:`plot_cost`;
 - all the pictures of a genotype or run at once (:mod:`~nas_reid.viz.genotype_figures`):
   :func:`genotype_figures`, :func:`write_genotype_figures`;
+- tuning studies (:mod:`~nas_reid.viz.tune_plots`): :func:`plot_optimization_history`,
+  :func:`plot_param_importances`, :func:`write_tune_plots`;
 - :func:`save_figure` (PNG, SVG, PDF) and :func:`message_figure` (:mod:`~nas_reid.viz.figures`);
 - the notebooks (:mod:`~nas_reid.viz.notebooks`): :func:`execute_notebook`,
   :func:`render_notebooks`.
@@ -32,6 +34,8 @@ _EXPORTS = {
     "plot_temperature": "search_plots", "plot_backbone_evolution": "search_plots",
     "plot_cost": "search_plots",
     "genotype_figures": "genotype_figures", "write_genotype_figures": "genotype_figures",
+    "plot_optimization_history": "tune_plots", "plot_param_importances": "tune_plots",
+    "write_tune_plots": "tune_plots",
     "save_figure": "figures", "message_figure": "figures",
     "execute_notebook": "notebooks", "render_notebooks": "notebooks",
 }

@@ -1,0 +1,391 @@
+"""Tuning with Ray Tune: trials scheduled on this machine or on a Ray cluster, sampled by Optuna.
+
+:func:`run_tune` runs a ``tune.Tuner`` over the function trainable :func:`_trainable` (one
+trial of :class:`~nas_reid.hpo.objective.Objective`: a retrain, or a search and a retrain,
+scored on a validation split of the training identities), with
+
+- ``tune.with_resources(..., {"cpu": cpus_per_trial, "gpu": gpus_per_trial})`` (a fractional GPU
+  share puts several trials on one GPU; a trial with a GPU share trains on ``cuda``);
+- ``TuneConfig(metric, mode, search_alg=OptunaSearch(...), scheduler=..., num_samples,
+  max_concurrent_trials)``: Optuna's seeded ``TPESampler`` over the tune space's distributions,
+  writing into the Optuna study of the run's RDB storage (default ``sqlite:///<out>/study.db``,
+  so ``optuna-dashboard`` reads it); the scheduler is ``ASHAScheduler`` (``asha``) or
+  ``MedianStoppingRule`` (``median``) on the ``epoch`` each trial reports, with the tune space's
+  ``early_stopping`` grace period and reduction factor, or none (``none``). A trial the scheduler
+  stops before its last epoch is recorded in Optuna as ``PRUNED``;
+- ``RunConfig(name, storage_path, failure_config=FailureConfig(max_failures=0),
+  checkpoint_config=CheckpointConfig(num_to_keep=1))``: a trial that raises is recorded as
+  failed (Ray ``ERROR``, Optuna ``FAIL``) and the others go on.
+
+Each epoch a trial calls ``tune.report(figures, checkpoint=tune.Checkpoint.from_directory(...))``
+with its whole trial folder (the retrain run folder ``retrain/``, and ``search/`` for a search
+target); a trial restarted from a checkpoint (``tune.get_checkpoint()``) resumes its retrain
+exactly. Trials work in a temporary folder of the node they run on; what persists is in the
+``storage_path`` (default ``<out>/ray``; point it at storage every node of a cluster reaches):
+``<storage_path>/<experiment>/trial_<n>/`` (``n`` is the Optuna trial number) with Ray's
+``result.json``, ``error.txt`` and ``checkpoint_*/retrain/`` (the trial's run folder).
+
+Cluster. ``address`` (or ``RAY_ADDRESS``): ``auto`` (the cluster this machine belongs to),
+``ray://HOST:PORT`` (Ray Client) or ``HOST:PORT``; without one a local Ray is started (all the
+machine's CPUs, no dashboard) and shut down at the end. If Ray is already initialised in this
+process, that connection is used. The cluster's nodes need nas-reid installed.
+
+Resume. Ctrl-C (SIGINT) stops the experiment with its state saved (Tune's own handling; the
+result says ``interrupted``); ``resume=True`` restores it with ``Tuner.restore`` (unfinished
+trials continue from their checkpoints, failed ones stay failed, finished ones are not run
+again) and, when ``trials`` asks for more trials than the study holds, runs a further
+experiment (``<study>-2``, ...) on the same Optuna study.
+
+Files: see :mod:`nas_reid.hpo.report` and :mod:`nas_reid.hpo.study`.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+import shutil
+import socket
+import tempfile
+import warnings
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterator, Mapping, Sequence
+from urllib.parse import urlsplit
+
+from ray import tune
+from ray.tune.search.optuna import OptunaSearch
+
+from nas_reid.errors import UserError
+from nas_reid.hpo.objective import RETRAIN_DIR, Objective
+from nas_reid.hpo.optuna_backend import check_trials
+from nas_reid.hpo.report import StudyResult, TrialInfo, summarize, write_outputs
+from nas_reid.hpo.space import TuneSpace
+from nas_reid.hpo.study import (
+    EARLY_STOPPING,
+    SetupGuard,
+    check_folder,
+    check_same,
+    default_storage,
+    open_study,
+    read_settings,
+    run_settings,
+    sampler_seed,
+    write_settings,
+)
+
+TRIAL_KEY = "trial_number"
+"""The config entry that carries a trial's Optuna number (names its folder)."""
+RAY_DIR = "ray"
+CONNECT_TIMEOUT_S = 5.0
+
+
+# ------------------------------------------------------------------------------ the trial
+
+
+def _trainable(config: dict[str, Any], objective: Objective, threads: int) -> None:
+    """One trial in a Ray worker: restore the trial folder from the last checkpoint (if any),
+    run the objective, report every epoch with the trial folder as the checkpoint."""
+    import torch
+
+    torch.set_num_threads(threads)
+    values = {key: config[key] for key in objective.space.params}
+    work = Path(tempfile.mkdtemp(prefix=f"nas-reid-trial{config.get(TRIAL_KEY, '')}-"))
+    try:
+        checkpoint = tune.get_checkpoint()
+        if checkpoint is not None:
+            checkpoint.to_directory(str(work))
+
+        def report(metrics: dict[str, Any]) -> None:
+            tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(str(work)))
+
+        objective.run(values, work, report, resume=checkpoint is not None)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def _suggest(space: TuneSpace, trial: Any) -> dict[str, Any]:
+    """OptunaSearch's define-by-run space: the tune space's values, and the trial's number."""
+    space.suggest(trial)
+    return {TRIAL_KEY: trial.number}
+
+
+def _trial_dirname(trial: Any) -> str:
+    return f"trial_{trial.config[TRIAL_KEY]}"
+
+
+class _Searcher(OptunaSearch):
+    """``OptunaSearch`` that records a trial the scheduler stopped before its last epoch as
+    Optuna's ``PRUNED`` (``OptunaSearch`` would record its last early value as ``COMPLETE``)."""
+
+    def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
+        if result and not error and result.get("epoch", 0) < result.get("epochs", 0):
+            result = None  # without a result and an error, OptunaSearch tells PRUNED
+        super().on_trial_complete(trial_id, result=result, error=error)
+
+
+def _scheduler(early_stopping: str, objective: Objective) -> Any:
+    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, MedianStoppingRule
+
+    cfg = objective.space.early_stopping
+    if early_stopping == "asha":
+        return ASHAScheduler(time_attr="epoch", max_t=objective.max_epochs,
+                             grace_period=cfg.grace_period, reduction_factor=cfg.reduction_factor)
+    if early_stopping == "median":
+        return MedianStoppingRule(time_attr="epoch", grace_period=cfg.grace_period,
+                                  min_samples_required=2)
+    return FIFOScheduler()
+
+
+# ------------------------------------------------------------------------------ Ray itself
+
+
+def _check_reachable(address: str) -> None:
+    """A ``ray://HOST:PORT`` or ``HOST:PORT`` address must accept a TCP connection (Ray would
+    otherwise retry for minutes)."""
+    if address in ("auto", "local"):
+        return
+    parts = urlsplit(address if "://" in address else f"tcp://{address}")
+    try:
+        host, port = parts.hostname, parts.port
+    except ValueError:
+        host = port = None
+    if not host or not port:
+        raise UserError(f"--address {address!r}: expected auto, ray://HOST:PORT or HOST:PORT")
+    try:
+        socket.create_connection((host, port), timeout=CONNECT_TIMEOUT_S).close()
+    except OSError as exc:
+        raise UserError(f"--address {address!r}: no Ray cluster reachable at {host}:{port} "
+                        f"({exc.strerror or exc})") from None
+
+
+@contextmanager
+def ray_session(address: str | None = None, *, progress: bool = False) -> Iterator[bool]:
+    """Connect to Ray for the block; yields whether this call started a local instance (then
+    shut down at the end). ``address`` (else ``RAY_ADDRESS``): ``auto``, ``ray://HOST:PORT`` or
+    ``HOST:PORT`` (checked to accept a connection first); none or ``local``: a new local
+    instance. An existing connection in this process is used as it is."""
+    import ray
+
+    address = address or os.environ.get("RAY_ADDRESS") or None
+    if address == "local":
+        address = None
+    if address is not None:
+        _check_reachable(address)
+    if ray.is_initialized():
+        yield False
+        return
+    quiet = dict(include_dashboard=False, log_to_driver=bool(progress),
+                 logging_level=logging.INFO if progress else logging.WARNING)
+    if address is None:
+        ray.init(address="local", num_cpus=os.cpu_count() or 1, **quiet)
+        started = True
+    else:
+        try:
+            ray.init(address=address, **({} if address.startswith("ray://") else quiet))
+        except (ConnectionError, RuntimeError, ValueError) as exc:
+            raise UserError(f"--address {address!r}: could not connect to Ray: "
+                            f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from None
+        started = False
+    try:
+        yield started
+    finally:
+        if started:
+            ray.shutdown()
+
+
+def _check_resources(cpus: float, gpus: float, started: bool) -> None:
+    import ray
+
+    have = ray.cluster_resources()
+    short = [f"{need:g} {kind}" for kind, need in (("CPU", cpus), ("GPU", gpus))
+             if need > have.get(kind, 0)]
+    if not short:
+        return
+    message = (f"a trial asks for {' and '.join(short)} per trial but the Ray cluster has "
+               f"{have.get('CPU', 0):g} CPU and {have.get('GPU', 0):g} GPU")
+    if started:
+        raise UserError(message + "; lower --cpus-per-trial / --gpus-per-trial")
+    warnings.warn(message + "; trials wait until the cluster grows (autoscaling)", stacklevel=3)
+
+
+# ------------------------------------------------------------------------------ the run
+
+
+def _storage_path(storage_path: str | os.PathLike | None, out: Path) -> str:
+    if storage_path is None:
+        return str((out / RAY_DIR).resolve())
+    text = str(storage_path)
+    return text if "://" in text else str(Path(text).expanduser().resolve())
+
+
+def _experiment_name(study_name: str, index: int) -> str:
+    return study_name if index == 0 else f"{study_name}-{index + 1}"
+
+
+def run_tune(space: TuneSpace | str | os.PathLike | Mapping[str, Any], genotype: Any = None,
+             data: Any = None, *, out_dir: str | os.PathLike, trials: int,
+             search_space: Any = None, recipe: Any = None, root: str | os.PathLike | None = None,
+             seed: int = 0, storage: str | None = None, study_name: str | None = None,
+             resume: bool = False, early_stopping: str = "asha", address: str | None = None,
+             storage_path: str | os.PathLike | None = None, cpus_per_trial: float = 1.0,
+             gpus_per_trial: float = 0.0, max_concurrent: int | None = None,
+             threads: int | None = None, progress: bool = False,
+             callbacks: Sequence[Any] | None = None) -> StudyResult:
+    """Run (or, with ``resume``, continue) a Ray Tune experiment of ``trials`` trials.
+
+    Args:
+        space, genotype, data, root, search_space, recipe, seed, storage, study_name,
+            early_stopping: as for :func:`~nas_reid.hpo.run_study`.
+        out_dir: the study folder (absent or empty unless ``resume``).
+        trials: the trials the study holds in the end (with ``resume`` the ones already in it
+            count; a restored experiment runs the trials it was started with).
+        resume: continue the run recorded in ``out_dir`` (it must be the same run).
+        address: a Ray cluster (``auto``, ``ray://HOST:PORT``, ``HOST:PORT``); default
+            ``RAY_ADDRESS``, else a local Ray.
+        storage_path: where trials persist (a path every node reaches, or a URI such as
+            ``s3://bucket/tune``); default ``<out_dir>/ray``.
+        cpus_per_trial, gpus_per_trial: each trial's resources (a fraction of a GPU allowed;
+            with a GPU share trials train on ``cuda``).
+        max_concurrent: at most this many trials at once (default: as the resources allow).
+        threads: torch threads per trial (default ``cpus_per_trial`` rounded down, at least 1).
+        progress: Ray Tune's progress tables and the workers' logs.
+        callbacks: ``tune.Callback`` objects for the ``RunConfig``.
+    """
+    import optuna
+
+    trials = check_trials(trials)
+    if early_stopping not in EARLY_STOPPING:
+        raise UserError(f"early stopping: unknown {early_stopping!r} (choose from {', '.join(EARLY_STOPPING)})")
+    if not cpus_per_trial > 0:
+        raise UserError(f"--cpus-per-trial must be positive, got {cpus_per_trial}")
+    if not gpus_per_trial >= 0:
+        raise UserError(f"--gpus-per-trial must be zero or positive, got {gpus_per_trial}")
+    if max_concurrent is not None and max_concurrent < 1:
+        raise UserError(f"--max-concurrent must be at least 1, got {max_concurrent}")
+    threads = threads or max(1, int(cpus_per_trial))
+    device = "cuda" if gpus_per_trial > 0 else "cpu"
+    objective = Objective.build(space, data, root=root, genotype=genotype,
+                                search_space=search_space, recipe=recipe, device=device)
+    space = objective.space
+    out = Path(out_dir).expanduser()
+    check_folder(out, resume)
+    name = study_name or space.name
+    url = storage or default_storage(out)
+    spath = _storage_path(storage_path, out)
+    ray_settings = {"storage_path": spath, "cpus_per_trial": float(cpus_per_trial),
+                    "gpus_per_trial": float(gpus_per_trial), "max_concurrent": max_concurrent}
+    settings = run_settings(objective, backend="ray", study_name=name, storage=url, seed=seed,
+                            early_stopping=early_stopping, trials=trials, ray=ray_settings)
+    experiments: list[dict[str, Any]] = []
+    if resume:
+        saved = read_settings(out)
+        check_same({k: v for k, v in saved.items() if k != "experiments"}, settings, out)
+        experiments = list(saved.get("experiments") or [])
+    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+
+    with ray_session(address, progress=progress) as started:
+        _check_resources(float(cpus_per_trial), float(gpus_per_trial), started)
+        trainable = tune.with_resources(
+            tune.with_parameters(_trainable, objective=objective, threads=threads),
+            {"cpu": float(cpus_per_trial), "gpu": float(gpus_per_trial)})
+        with SetupGuard() as guard:
+            guard.make_folder(out)
+            study = open_study(url, name, space.direction, resume=resume, guard=guard)
+            if not resume and tune.Tuner.can_restore(f"{spath}/{_experiment_name(name, 0)}"):
+                raise UserError(f"--storage-path {spath} already holds a Ray experiment named "
+                                f"{name!r}; choose another --study-name or --storage-path")
+            write_settings(out, {**settings, "experiments": experiments})
+
+        def save_experiments() -> None:
+            write_settings(out, {**settings, "experiments": experiments})
+
+        interrupted = False
+        if experiments:  # resume: the last experiment first
+            last = experiments[-1]
+            path = f"{spath}/{last['name']}"
+            if tune.Tuner.can_restore(path):
+                tuner = tune.Tuner.restore(path, trainable=trainable, resume_unfinished=True,
+                                           resume_errored=False, restart_errored=False)
+                tuner.fit()
+                interrupted = _unfinished(path, last["trials"])
+            else:  # stopped before Ray saved any state: its trials were never recorded
+                experiments.pop()
+                save_experiments()
+        if not interrupted:
+            _fail_orphans(study)
+            remaining = trials - len(study.get_trials(deepcopy=False))
+            if remaining > 0:
+                exp = {"name": _experiment_name(name, len(experiments)), "trials": remaining}
+                experiments.append(exp)
+                save_experiments()
+                searcher = _Searcher(
+                    functools.partial(_suggest, space), metric=objective.metric,
+                    mode=space.metric.mode, study_name=name,
+                    sampler=optuna.samplers.TPESampler(
+                        seed=sampler_seed(seed, len(study.get_trials(deepcopy=False)))),
+                    storage=optuna.storages.RDBStorage(url))
+                tuner = tune.Tuner(
+                    trainable,
+                    tune_config=tune.TuneConfig(
+                        metric=objective.metric, mode=space.metric.mode, search_alg=searcher,
+                        scheduler=_scheduler(early_stopping, objective), num_samples=remaining,
+                        max_concurrent_trials=max_concurrent, trial_name_creator=_trial_dirname,
+                        trial_dirname_creator=_trial_dirname),
+                    run_config=_run_config(exp["name"], spath, progress, callbacks))
+                tuner.fit()
+                path = f"{spath}/{exp['name']}"
+                interrupted = _unfinished(path, remaining)
+                if not interrupted:
+                    _fail_orphans(study)
+        info = _trial_info([f"{spath}/{e['name']}" for e in experiments], objective.metric)
+    files, skipped = write_outputs(study, objective, out, info)
+    return summarize(study, objective, backend="ray", storage=url, out=out, files=files,
+                     skipped=skipped, interrupted=interrupted)
+
+
+def _run_config(name: str, storage_path: str, progress: bool, callbacks: Sequence[Any] | None) -> Any:
+    """A raising trial is recorded as failed (no retry); the last checkpoint of each trial is kept."""
+    return tune.RunConfig(name=name, storage_path=storage_path, verbose=1 if progress else 0,
+                          failure_config=tune.FailureConfig(max_failures=0),
+                          checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
+                          callbacks=list(callbacks or []))
+
+
+def _unfinished(path: str, planned: int) -> bool:
+    """Whether the experiment at ``path`` stopped before all its ``planned`` trials ended."""
+    analysis = tune.ExperimentAnalysis(path)
+    done = [t for t in analysis.trials if t.status in ("TERMINATED", "ERROR")]
+    return len(done) < planned
+
+
+def _fail_orphans(study: Any) -> None:
+    """Optuna trials still ``RUNNING`` once every Ray experiment has ended were created by a
+    run killed before Ray saved them: record them as failed."""
+    import optuna
+
+    for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
+        study.tell(t.number, state=optuna.trial.TrialState.FAIL)
+
+
+def _trial_info(paths: Sequence[str], metric: str) -> dict[int, TrialInfo]:
+    """What Ray recorded of each trial of the experiments at ``paths``, by Optuna number."""
+    info: dict[int, TrialInfo] = {}
+    for path in paths:
+        if not tune.Tuner.can_restore(path):
+            continue
+        for result in tune.ResultGrid(tune.ExperimentAnalysis(path)):
+            dirname = Path(str(result.path)).name
+            if not dirname.startswith("trial_") or not dirname[6:].isdigit():
+                continue
+            metrics = result.metrics or {}
+            error = None
+            if result.error is not None:
+                lines = [line for line in str(result.error).splitlines() if line.strip()]
+                error = lines[-1].strip() if lines else type(result.error).__name__
+            info[int(dirname[6:])] = TrialInfo(
+                epochs=metrics.get("epoch"), last_value=metrics.get(metric),
+                run_dir=(f"{result.checkpoint.path}/{RETRAIN_DIR}"
+                         if result.checkpoint is not None else None),
+                error=error)
+    return info
