@@ -30,16 +30,15 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from nas_reid.errors import UserError
-from nas_reid.hpo.objective import RETRAIN_DIR, Objective
+from nas_reid.hpo.objective import RETRAIN_DIR
 from nas_reid.hpo.report import StudyResult, optuna_trial_info, summarize, write_outputs
 from nas_reid.hpo.space import TuneSpace
 from nas_reid.hpo.study import (
     EARLY_STOPPING,
     SetupGuard,
-    check_folder,
     check_same,
-    default_storage,
     open_study,
+    prepare_run,
     read_settings,
     run_settings,
     sampler_seed,
@@ -62,12 +61,6 @@ def make_pruner(early_stopping: str, space: TuneSpace) -> Any:
     if early_stopping == "none":
         return optuna.pruners.NopPruner()
     raise UserError(f"early stopping: unknown {early_stopping!r} (choose from {', '.join(EARLY_STOPPING)})")
-
-
-def check_trials(trials: Any) -> int:
-    if isinstance(trials, bool) or not isinstance(trials, int) or trials < 1:
-        raise UserError(f"trials: must be a positive integer, got {trials!r}")
-    return trials
 
 
 def run_study(space: TuneSpace | str | os.PathLike | Mapping[str, Any], genotype: Any = None,
@@ -100,16 +93,11 @@ def run_study(space: TuneSpace | str | os.PathLike | Mapping[str, Any], genotype
     """
     import optuna
 
-    trials = check_trials(trials)
-    if early_stopping not in EARLY_STOPPING:
-        raise UserError(f"early stopping: unknown {early_stopping!r} (choose from {', '.join(EARLY_STOPPING)})")
-    objective = Objective.build(space, data, root=root, genotype=genotype,
-                                search_space=search_space, recipe=recipe, device=device)
+    setup = prepare_run(space, data, genotype=genotype, search_space=search_space, recipe=recipe,
+                        root=root, device=device, trials=trials, early_stopping=early_stopping,
+                        out_dir=out_dir, resume=resume, study_name=study_name, storage=storage)
+    trials, objective, out, name, url = setup.trials, setup.objective, setup.out, setup.name, setup.url
     space = objective.space
-    out = Path(out_dir).expanduser()
-    check_folder(out, resume)
-    name = study_name or space.name
-    url = storage or default_storage(out)
     settings = run_settings(objective, backend="optuna", study_name=name, storage=url, seed=seed,
                             early_stopping=early_stopping, trials=trials)
     if resume:

@@ -58,16 +58,13 @@ from ray.tune.search.optuna import OptunaSearch
 
 from nas_reid.errors import UserError
 from nas_reid.hpo.objective import RETRAIN_DIR, Objective
-from nas_reid.hpo.optuna_backend import check_trials
 from nas_reid.hpo.report import StudyResult, TrialInfo, summarize, write_outputs
 from nas_reid.hpo.space import TuneSpace
 from nas_reid.hpo.study import (
-    EARLY_STOPPING,
     SetupGuard,
-    check_folder,
     check_same,
-    default_storage,
     open_study,
+    prepare_run,
     read_settings,
     run_settings,
     sampler_seed,
@@ -254,9 +251,6 @@ def run_tune(space: TuneSpace | str | os.PathLike | Mapping[str, Any], genotype:
     """
     import optuna
 
-    trials = check_trials(trials)
-    if early_stopping not in EARLY_STOPPING:
-        raise UserError(f"early stopping: unknown {early_stopping!r} (choose from {', '.join(EARLY_STOPPING)})")
     if not cpus_per_trial > 0:
         raise UserError(f"--cpus-per-trial must be positive, got {cpus_per_trial}")
     if not gpus_per_trial >= 0:
@@ -265,13 +259,11 @@ def run_tune(space: TuneSpace | str | os.PathLike | Mapping[str, Any], genotype:
         raise UserError(f"--max-concurrent must be at least 1, got {max_concurrent}")
     threads = threads or max(1, int(cpus_per_trial))
     device = "cuda" if gpus_per_trial > 0 else "cpu"
-    objective = Objective.build(space, data, root=root, genotype=genotype,
-                                search_space=search_space, recipe=recipe, device=device)
+    setup = prepare_run(space, data, genotype=genotype, search_space=search_space, recipe=recipe,
+                        root=root, device=device, trials=trials, early_stopping=early_stopping,
+                        out_dir=out_dir, resume=resume, study_name=study_name, storage=storage)
+    trials, objective, out, name, url = setup.trials, setup.objective, setup.out, setup.name, setup.url
     space = objective.space
-    out = Path(out_dir).expanduser()
-    check_folder(out, resume)
-    name = study_name or space.name
-    url = storage or default_storage(out)
     spath = _storage_path(storage_path, out)
     ray_settings = {"storage_path": spath, "cpus_per_trial": float(cpus_per_trial),
                     "gpus_per_trial": float(gpus_per_trial), "max_concurrent": max_concurrent}

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
@@ -33,6 +34,39 @@ STUDY_DB = "study.db"
 EARLY_STOPPING = ("asha", "median", "none")
 CHANGEABLE = ("trials",)
 """Settings a resumed run may change."""
+
+
+@dataclass(frozen=True)
+class RunSetup:
+    """What both backends decide before anything is written: the checked trial count, the
+    objective (its tune space validated), the out folder, the study name and storage URL."""
+
+    trials: int
+    objective: Objective
+    out: Path
+    name: str
+    url: str
+
+
+def check_trials(trials: Any) -> int:
+    if isinstance(trials, bool) or not isinstance(trials, int) or trials < 1:
+        raise UserError(f"trials: must be a positive integer, got {trials!r}")
+    return trials
+
+
+def prepare_run(space: Any, data: Any, *, genotype: Any, search_space: Any, recipe: Any,
+                root: Any, device: str, trials: Any, early_stopping: str, out_dir: Any,
+                resume: bool, study_name: str | None, storage: str | None) -> RunSetup:
+    """Check the inputs every backend shares and build the objective; writes nothing."""
+    trials = check_trials(trials)
+    if early_stopping not in EARLY_STOPPING:
+        raise UserError(f"early stopping: unknown {early_stopping!r} (choose from {', '.join(EARLY_STOPPING)})")
+    objective = Objective.build(space, data, root=root, genotype=genotype,
+                                search_space=search_space, recipe=recipe, device=device)
+    out = Path(out_dir).expanduser()
+    check_folder(out, resume)
+    return RunSetup(trials=trials, objective=objective, out=out,
+                    name=study_name or objective.space.name, url=storage or default_storage(out))
 
 
 def default_storage(out: Path) -> str:

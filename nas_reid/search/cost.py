@@ -44,8 +44,6 @@ MEGA = 1e6
 
 
 def _op_flops(name: str, params: dict, shape: tuple[int, int, int]) -> int:
-    if name in ("zero", "identity"):
-        return 0
     return cached_op_cost(name, *shape, tuple(sorted(params.items())))[1]
 
 
