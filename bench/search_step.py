@@ -64,6 +64,7 @@ def run_case(case: dict) -> dict:
     from nas_reid.space import Supernet, load_space
 
     from nas_reid.search.cost import CostModel
+    from nas_reid.search.latency import table_for
 
     if case["threads"]:
         torch.set_num_threads(case["threads"])
@@ -80,7 +81,8 @@ def run_case(case: dict) -> dict:
         net = Supernet(space, NUM_CLASSES).to(device).train()
     cost = None
     if not fixed and sched.cost.form != "none":
-        cost = CostModel(net, sched.cost)
+        table = table_for(space, device) if sched.cost.metric == "latency" else None
+        cost = CostModel(net, sched.cost, table)
     arch = [] if fixed else net.arch_parameters()
     weights = [q for q in (net.parameters() if fixed else net.weight_parameters()) if q.requires_grad]
     w = sched.weights

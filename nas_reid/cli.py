@@ -40,8 +40,9 @@ def main() -> None:
     The flow: `nas-reid search` finds attention cells and writes a genotype; `nas-reid retrain
     --genotype ...` trains its network (or one of the papers' reference models) and evaluates it;
     `nas-reid evaluate` ranks a dataset with a trained model; `nas-reid export` writes ONNX or
-    TorchScript. Without --data, search and retrain use the built-in synthetic benchmark (no
-    download).
+    TorchScript; `nas-reid latency-table` measures the per-block latencies a latency-aware
+    search prices its networks with. Without --data, search and retrain use the built-in
+    synthetic benchmark (no download).
     """
 
 
@@ -225,6 +226,87 @@ def search_cmd(space, data, root, epochs, device, out, resume, seed, threads, wo
                    f"(best, epoch {best['epoch']}); run folder: {result.out_dir}")
     else:
         click.echo(f"  run folder: {result.out_dir}")
+
+
+# ------------------------------------------------------------------------------ latency-table
+def _writable_file(out: Path, overwrite: bool) -> None:
+    """Raise UserError unless ``out`` can be written as a new file (or replaced), before the
+    work that produces it: a temporary file is created (and removed) where it will go."""
+    import tempfile
+
+    if out.is_dir():
+        raise UserError(f"--out {out} is a folder; give a file name (e.g. {out / 'latency.json'})")
+    if out.exists() and not overwrite:
+        raise UserError(f"--out {out} exists; add --overwrite to replace it")
+    folder = out.expanduser().absolute().parent
+    while not folder.exists():  # the first folder that exists is where the new ones will go
+        folder = folder.parent
+    if not folder.is_dir():
+        raise UserError(f"--out {out}: {folder} is not a folder")
+    try:
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as exc:
+        raise UserError(f"--out {out}: cannot write into {folder} ({exc.strerror or exc})") from None
+
+
+@main.command("latency-table", context_settings=CONTEXT)
+@click.option("--space", required=True, metavar="YAML|NAME",
+              help="Search-space YAML or a shipped name (cpu_small, mobile_cpu, mobile_dnas, "
+              "rga_dcs_ca).")
+@click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True,
+              help="Where to measure: the device the searched network will run on.")
+@click.option("--out", type=click.Path(path_type=Path), required=True,
+              help="JSON file to write (atomically).")
+@click.option("--batch", type=click.IntRange(min=1), default=None,
+              help="Images per forward. Default: the space's schedule.cost.latency.batch (1).")
+@click.option("--warmup", type=click.IntRange(min=0), default=None,
+              help="Untimed forwards per block. Default: the space's schedule.cost.latency."
+              "warmup (10).")
+@click.option("--repeats", type=click.IntRange(min=1), default=None,
+              help="Timed forwards per block (the entry is their median). Default: the space's "
+              "schedule.cost.latency.repeats (30).")
+@click.option("--threads", type=click.IntRange(min=1), default=None,
+              help="torch CPU threads (CPU latencies depend on it). Default on cpu: half the "
+              "cores, as nas-reid search uses.")
+@click.option("--overwrite", is_flag=True, help="Replace an existing file.")
+def latency_table_cmd(space, device, out, batch, warmup, repeats, threads, overwrite) -> None:
+    """Measure a latency lookup table of a search space on this machine (FBNet's LUT).
+
+    Times every block a network of the space can hold (the stem, every inverted-residual
+    configuration, the head, each candidate op at each width of its cell position, a fixed
+    ResNet as one block), each alone on a random input of its shape in eval mode, and writes the
+    median milliseconds with the device, torch version and settings. A search with
+    schedule.cost.metric: latency and schedule.cost.latency.table: FILE prices its networks with
+    it (the sum of their blocks') instead of measuring on the search's device, and the same seed
+    then gives the same genotype. Prints the number of entries, the device, the time taken and
+    the summed latency of the fastest and of the slowest network of the space.
+    """
+    import time
+
+    from .search.cost import latency_bounds
+    from .search.latency import measure_table, measurement_device
+    from .space import load_space
+    from .space.reference import search_space_path
+
+    sspace = load_space(search_space_path(space))
+    _writable_file(out, overwrite)
+    dev = measurement_device(device)
+    _set_threads(threads, device)
+    cfg = sspace.schedule.cost.latency
+    start = time.monotonic()
+    table = measure_table(sspace, batch=batch or cfg.batch,
+                          warmup=cfg.warmup if warmup is None else warmup,
+                          repeats=repeats or cfg.repeats, device=dev, progress=sys.stderr.isatty())
+    seconds = time.monotonic() - start
+    fastest, slowest = latency_bounds(sspace, table)
+    path = table.save(out)
+    meta = table.meta
+    click.echo(f"wrote {path}: {len(table.entries)} entries of search space {sspace.name!r}")
+    click.echo(f"  device: {table.device}; batch {meta['batch']}, warmup {meta['warmup']}, "
+               f"repeats {meta['repeats']}; measured in {seconds:.1f} s")
+    click.echo(f"  network latency (sum of its blocks): fastest {fastest:.3f} ms, slowest "
+               f"{slowest:.3f} ms")
 
 
 # ------------------------------------------------------------------------------------ retrain

@@ -40,7 +40,8 @@ Searched backbone (:func:`backbone_stages`): per stage of a mobile backbone its 
 kernel, expansion and kept blocks, and, from the genotype's ``backbone_probabilities``, the
 options of each choice and the probability of the chosen one;
 :func:`backbone_probability_history` gives those probabilities over a search's epochs, and
-:func:`cost_history` the cost it logged (MFLOPs, expected and achieved) per epoch.
+:func:`cost_history` the cost it logged (expected and achieved, in MFLOPs or, for a latency
+cost, ms) per epoch.
 """
 
 from __future__ import annotations
@@ -495,7 +496,7 @@ def backbone_probability_history(source: RunSource) -> BackboneHistory | None:
 
 @dataclass
 class CostHistory:
-    """The cost of a search's architecture at each epoch, in MFLOPs (``metrics.jsonl``'s
+    """The cost of a search's architecture at each epoch, in ``unit`` (``metrics.jsonl``'s
     ``cost``)."""
 
     epochs: list[int]
@@ -506,6 +507,10 @@ class CostHistory:
     form: str
     """The cost term of the loss: ``none``, ``multiplicative`` or ``additive``."""
     target: float | None
+    unit: str = "MFLOPs"
+    """``MFLOPs`` (FLOPs, also for records older than the latency metric) or ``ms`` (latency)."""
+    device: str | None = None
+    """Where a latency table was measured."""
 
 
 def cost_history(source: RunSource) -> CostHistory | None:
@@ -523,7 +528,9 @@ def cost_history(source: RunSource) -> CostHistory | None:
                        expected=[float(c["expected"]) for _, c in records],
                        achieved=[float(c["achieved"]) for _, c in records],
                        form=str(last.get("form", "none")),
-                       target=float(target) if isinstance(target, (int, float)) else None)
+                       target=float(target) if isinstance(target, (int, float)) else None,
+                       unit=str(last.get("unit") or "MFLOPs"),
+                       device=str(last["device"]) if last.get("device") else None)
 
 
 # --------------------------------------------------------------------------------------- costs
@@ -977,7 +984,7 @@ def epoch_rows(source: RunSource) -> tuple[list[str], list[list[str]]]:
 def final_rows(source: RunSource) -> list[tuple[str, str]]:
     """The final table of a run: epochs, time, last losses and mAP, best mAP, temperature,
     searched backbone, genotype, op counts, collapse guard, parameters and FLOPs of the cells
-    and of the network, and the last epoch's logged cost (MFLOPs, expected and achieved)."""
+    and of the network, and the last epoch's logged cost (expected and achieved, in its unit)."""
     rows: list[tuple[str, str]] = []
     last = source.metrics[-1] if source.metrics else {}
     if last:
@@ -1026,14 +1033,14 @@ def final_rows(source: RunSource) -> list[tuple[str, str]]:
 
 def _cost_text(cost: dict[str, Any]) -> str:
     """``expected 3.35, achieved 1.94 MFLOPs (multiplicative, target 3.00)`` of a logged
-    ``cost`` record."""
+    ``cost`` record (in its ``unit``: MFLOPs, or ms for a latency)."""
     target = cost.get("target")
     form = cost.get("form") or "none"
     extra = f"{form} cost term" if form != "none" else "no cost term"
     if isinstance(target, (int, float)):
         extra += f", target {target:.2f}"
     return (f"expected {_num(cost.get('expected'), 2)}, achieved {_num(cost.get('achieved'), 2)} "
-            f"MFLOPs ({extra})")
+            f"{cost.get('unit') or 'MFLOPs'} ({extra})")
 
 
 def cost_rows(genotype: Genotype) -> tuple[list[str], list[list[str]]]:

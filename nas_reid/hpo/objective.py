@@ -52,7 +52,7 @@ from nas_reid.hpo.space import (
 )
 from nas_reid.search.data import query_gallery_split, split_identities
 from nas_reid.space import SearchSpace, load_space
-from nas_reid.space.reference import REFERENCES, resolve_genotype, shipped_file
+from nas_reid.space.reference import REFERENCES, resolve_genotype, search_space_path
 from nas_reid.train.checkpoint import LAST
 from nas_reid.train.recipe import Recipe, RecipeError, load_recipe, merge
 
@@ -92,19 +92,6 @@ def validation_split(dataset: ReIDDataset, fraction: float = 0.25, seed: int = 0
 
 
 # ------------------------------------------------------------------------------ the objective
-
-
-def _search_space_path(spec: str | os.PathLike) -> Path:
-    """A search-space YAML path, or the name of a shipped one (``cpu_small``)."""
-    path = Path(spec).expanduser()
-    if path.exists() or isinstance(spec, os.PathLike) or path.suffix or os.sep in str(spec):
-        return path
-    folder = shipped_file("cpu_small.yaml").parent
-    names = sorted(p.stem for p in folder.glob("*.yaml"))
-    if str(spec) not in names:
-        raise UserError(f"search space {spec}: no such file, and not a shipped search space "
-                        f"({', '.join(names)})")
-    return folder / f"{spec}.yaml"
 
 
 @dataclass
@@ -170,7 +157,7 @@ class Objective:
         sspace = None
         if search_space is not None:
             if isinstance(search_space, (str, os.PathLike)):
-                sspace = load_space(_search_space_path(search_space))
+                sspace = load_space(search_space_path(search_space))
             else:
                 sspace = load_space(dict(search_space) if isinstance(search_space, Mapping)
                                     else search_space)

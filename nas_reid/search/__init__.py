@@ -2,8 +2,10 @@
 
 - :func:`search` runs (or resumes) a search and writes a run folder (``config.yaml``,
   ``metrics.jsonl``, ``genotype_history.jsonl``, TensorBoard events, ``checkpoints/last.pt``,
-  and at the end ``genotype.json``, ``cells.png``, ``arch_probs.png``); see
-  :mod:`nas_reid.search.loop`.
+  and at the end ``genotype.json``, ``cells.png``, ``arch_probs.png``; with a latency cost,
+  ``latency_table.json``); see :mod:`nas_reid.search.loop`.
+- :mod:`nas_reid.search.cost` is the cost-aware loss (FLOPs or latency);
+  :mod:`nas_reid.search.latency` the latency lookup table it reads for a latency.
 - :class:`SearchResult` is what it returns; :func:`default_space_path` the packaged CPU space.
 - :func:`split_identities`, :func:`query_gallery_split`: the identity-disjoint split and the
   held-out quick eval (:mod:`nas_reid.search.data`).

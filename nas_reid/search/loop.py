@@ -44,6 +44,14 @@ loader has its own generator (:mod:`nas_reid.search.data`). The same seed with t
 count on the same machine gives the same genotype, and a run resumed from any checkpoint ends
 with the same architecture parameters and genotype as an uninterrupted one.
 
+Latency. With ``schedule.cost.metric: latency`` the cost term prices networks with a latency
+lookup table (:mod:`nas_reid.search.latency`): ``schedule.cost.latency.table`` when given, else
+measured when the search starts (on ``latency.device``, default the search's device), and saved
+as ``latency_table.json`` in the run folder (its device is in ``config.yaml``'s
+``search.latency`` and in every epoch's ``cost`` record); a resumed run reads that file and
+never measures again. Measured latencies are not deterministic (other processes, clocks,
+caches), so "same seed, same genotype" holds for a search given a fixed ``table:`` only.
+
 DDP. Under ``torchrun`` (``WORLD_SIZE`` > 1) the search joins a process group (gloo on CPU,
 NCCL on CUDA, one GPU per local rank), wraps the supernet in ``DistributedDataParallel``
 (``find_unused_parameters=True``: a Gumbel step runs one candidate per edge), and gives each
@@ -52,7 +60,8 @@ by rank). Buffers (BN statistics) are broadcast from rank 0 before every evaluat
 for the RIB and the quick eval are extracted in shards and all-gathered, so every rank holds
 the same architecture parameters, RIB state and genotype; each epoch the ranks compare their
 genotypes (``ddp.genotypes_agree`` in the metrics). Only rank 0 writes files; the checkpoint
-holds every rank's RNG state.
+holds every rank's RNG state. A latency table is measured (or read) by rank 0 and broadcast, so
+every rank prices the networks alike.
 """
 
 from __future__ import annotations
@@ -110,6 +119,7 @@ from nas_reid.search.data import (
     split_identities,
 )
 from nas_reid.search.guards import CollapseWarning, check_collapse, collapse_report
+from nas_reid.search.latency import LATENCY_FILE, LatencyTable, LatencyTableError, table_for
 from nas_reid.search.runlog import RunLog
 from nas_reid.space import SearchSpace, Supernet, load_space
 
@@ -349,9 +359,11 @@ class _Search:
         self.triplet = TripletLoss(loss.triplet_margin)
         self.rib = (RIBLoss(self.split.num_weight_ids, weight=loss.rib, warmup_ratio=loss.rib_warmup,
                             beta=loss.rib_beta, seed=self.seed).to(device) if loss.rib > 0 else None)
-        self.cost = None
+        self.cost, self.latency_table = None, None
         if sched.cost.form != "none" or self.space.backbone.searchable:
-            self.cost = CostModel(self.net, sched.cost)
+            if sched.cost.metric == "latency":
+                self.latency_table = self._latency_table(resumed=ckpt is not None)
+            self.cost = CostModel(self.net, sched.cost, self.latency_table)
             self.cost.check(self.net)
         self.model: nn.Module = self.net
         if world.size > 1:
@@ -381,10 +393,56 @@ class _Search:
                        "checkpoint_every": self.checkpoint_every, "log_every": self.log_every,
                        "package_version": __version__, "torch_version": str(torch.__version__)},
         }
+        if self.latency_table is not None and ckpt is None:
+            meta = self.latency_table.meta
+            self.config["search"]["latency"] = {
+                "table": LATENCY_FILE, "device": self.latency_table.device,
+                "from": sched.cost.latency.table or "measured at the search's start",
+                "entries": len(self.latency_table.entries),
+                **{k: meta.get(k) for k in ("batch", "warmup", "repeats", "threads", "torch", "date")}}
 
     # -- helpers
 
+    def _latency_table(self, *, resumed: bool) -> LatencyTable:
+        """The latency lookup table of a ``metric: latency`` search: a resumed run's own
+        (``latency_table.json``, never measured again), else ``schedule.cost.latency.table``,
+        else measured now on ``latency.device`` or the search's device. Under DDP rank 0 gets
+        it and broadcasts it, so every rank prices the networks alike."""
+        cfg = self.space.schedule.cost.latency
+        payload: list[Any] = [None]
+        error: Exception | None = None
+        if self.is_main:
+            try:
+                if resumed:
+                    path = self.out / LATENCY_FILE
+                    if not path.is_file():
+                        raise LatencyTableError(
+                            f"--resume: {path} is missing; the run prices its networks with the "
+                            "latency table it had at its start")
+                    table, how = LatencyTable.load(path), f"read from {path}"
+                else:
+                    table = table_for(self.space, self.device, progress=self.progress)
+                    how = (f"read from {cfg.table}" if cfg.table is not None
+                           else f"measured in {table.meta['seconds']:.1f} s")
+                payload = [table.to_dict()]
+                if self.progress:
+                    tqdm.write(f"latency table: {len(table.entries)} blocks on {table.device}, "
+                               f"{how}", file=sys.stderr)
+            except Exception as exc:  # the other ranks wait in the broadcast: tell them
+                error, payload = exc, [{"error": str(exc)}]
+        if self.world.size > 1:
+            dist.broadcast_object_list(payload, src=0)
+        if error is not None:
+            raise error
+        if "error" in payload[0]:
+            raise LatencyTableError(f"rank 0 could not get the latency table: {payload[0]['error']}")
+        return LatencyTable.from_dict(payload[0], where=f"of the run in {self.out}")
+
     def _check_same(self, saved: dict, now: dict) -> None:
+        try:  # defaults added by later releases count as the run's
+            saved = load_space(saved).resolved()
+        except UserError:
+            pass
         a, b = _flat(saved), _flat(now)
         diffs = [f"{key}: {a.get(key)!r} in the run, {b.get(key)!r} now"
                  for key in sorted(set(a) | set(b)) if a.get(key) != b.get(key)]
@@ -561,7 +619,8 @@ class _Search:
             h = (f"held-out mAP {100 * heldout['mAP']:.1f} R1 {100 * heldout['R1']:.1f}  "
                  if heldout else "")
             c = record["cost"]
-            cost = f"MFLOPs {c['achieved']:.2f}  " if c else ""
+            cost = ("" if not c else f"MFLOPs {c['achieved']:.2f}  " if c["unit"] == "MFLOPs"
+                    else f"latency {c['achieved']:.3f} {c['unit']}  ")
             tqdm.write(f"epoch {number}/{self.epochs}  loss {s['total'] / n:.3f}  {h}{cost}"
                        f"tau {self.net.temperature:.2f}  {genotype.summary()}", file=sys.stderr)
             if genotype.backbone.mobile is not None:
@@ -580,8 +639,11 @@ class _Search:
         c = self.cost.config
         with torch.no_grad():
             expected = float(self.cost.expected(self.net))
-        return {"form": c.form, "target": c.target, "expected": round(expected, 6),
-                "achieved": round(self.cost.achieved(genotype), 6)}
+        record = {"form": c.form, "metric": c.metric, "unit": c.unit_name, "target": c.target,
+                  "expected": round(expected, 6), "achieved": round(self.cost.achieved(genotype), 6)}
+        if self.latency_table is not None:
+            record["device"] = self.latency_table.device
+        return record
 
     @property
     def arch_on(self) -> bool:
@@ -602,6 +664,8 @@ class _Search:
                 self.out.mkdir(parents=True, exist_ok=True)
                 atomic_write_text(self.out / CONFIG_FILE,
                                   yaml.safe_dump(self.config, sort_keys=False))
+                if self.latency_table is not None:
+                    self.latency_table.save(self.out / LATENCY_FILE)
             if self.world.size > 1:
                 dist.barrier()
             self.log = RunLog(self.out, enabled=self.is_main, metrics=self.metrics_lines,

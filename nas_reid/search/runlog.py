@@ -21,9 +21,11 @@ Epoch record (all keys always present; ``null`` where a figure does not apply)::
                  genotype_history's "probabilities" edges, columns the space's op labels
     backbone_probs {choice: [p per option]}: softmax of a searchable backbone's choices ({})
     backbone     the derived genotype's backbone in one line (``mobilenetv2: s1 16 k3 ...``)
-    cost         {"form", "target", "expected", "achieved"} MFLOPs: expected under the
-                 probabilities, achieved by the derived genotype | null (no cost model: a
-                 fixed backbone with ``schedule.cost.form: none``)
+    cost         {"form", "metric", "unit", "target", "expected", "achieved"[, "device"]}:
+                 the cost in "unit" ("MFLOPs" for metric flops, "ms" for latency, then with
+                 the lookup table's "device"), expected under the probabilities, achieved by
+                 the derived genotype | null (no cost model: a fixed backbone with
+                 ``schedule.cost.form: none``)
     genotype     one-line summary of the derived genotype (skip cap applied)
     op_counts    {op: live edges using it} in that genotype
     collapse     {"identity_edges", "live_edges", "identity_fraction", "identity_cells",
@@ -42,7 +44,7 @@ Both files are kept in memory (and in the checkpoint) and rewritten atomically a
 they always hold whole lines; a resumed search rewrites them from its checkpoint. TensorBoard
 events go to ``tensorboard/`` (scalars ``loss/*``, ``lr/*``, ``tau``, ``heldout/*``,
 ``rib/*``, ``prob/<position>/<edge>/<op>``, ``prob/backbone/<choice>/<option>``,
-``cost/*_mflops``, ``ops/<op>``, ``collapse/identity_fraction``,
+``cost/*_mflops`` or ``cost/*_ms``, ``ops/<op>``, ``collapse/identity_fraction``,
 ``dcs_keep/*``, and the genotype as text); a resumed search purges the events written after its
 checkpoint (``purge_step``). Only rank 0 writes anything.
 """
@@ -97,8 +99,10 @@ class RunLog(MetricsLog):
             for key, row in record["backbone_probs"].items():
                 for option, p in zip(options.get(key, {}).get("options", []), row):
                     tb.add_scalar(f"prob/backbone/{key}/{option}", p, step)
-            if record["cost"] is not None:
+            cost = record["cost"]
+            if cost is not None:
+                unit = cost.get("unit", "MFLOPs").lower()
                 for key in ("expected", "achieved"):
-                    tb.add_scalar(f"cost/{key}_mflops", record["cost"][key], step)
+                    tb.add_scalar(f"cost/{key}_{unit}", cost[key], step)
             tb.add_text("genotype", record["genotype"], step)
         self.flush()

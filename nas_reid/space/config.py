@@ -30,8 +30,9 @@ and is rejected when the architecture space it came from has changed. YAML forma
 and key order do not matter.
 
 YAML is read with a ``yaml.SafeLoader`` subclass that also takes ``3e-4`` as a number (plain
-YAML 1.1 reads it as text). ``backbone.weights`` is resolved against the YAML file's folder when
-relative, and read when the supernet is built.
+YAML 1.1 reads it as text). ``backbone.weights`` and ``schedule.cost.latency.table`` are resolved
+against the YAML file's folder when relative (a space given as a dict: the current folder), and
+read when the supernet is built / the search starts.
 """
 
 from __future__ import annotations
@@ -281,27 +282,56 @@ class LossConfig(_Model):
     rib_beta: float = Field(default=1.0, gt=0)
 
 
+class LatencyConfig(_Model):
+    """How ``metric: latency`` gets its latency lookup table (:mod:`nas_reid.search.latency`):
+    the ``table`` file given, else measured when the search starts, on ``device`` (default the
+    search's), each block ``warmup`` times untimed then ``repeats`` times, batch ``batch``.
+    Measured latencies vary between runs; a fixed ``table`` makes the search reproducible."""
+
+    batch: int = Field(default=1, ge=1, le=4096)
+    warmup: int = Field(default=10, ge=0, le=10000)
+    repeats: int = Field(default=30, ge=1, le=10000)
+    table: str | None = None
+    """A table measured earlier (``nas-reid latency-table``), e.g. on the deployment GPU;
+    relative paths are taken from the YAML file's folder."""
+    device: str | None = Field(default=None, pattern=r"^(cpu|cuda(:[0-9]+)?)$")
+    """Measure on this device (``cpu``, ``cuda``, ``cuda:N``) instead of the search's."""
+
+
+COST_UNITS = {"flops": "MFLOPs", "latency": "ms"}
+"""The unit of the cost, ``unit`` and ``target`` for each metric."""
+
+
 class CostConfig(_Model):
-    """The cost-aware search loss (FLOPs of the derived network, in MFLOPs; see
-    :mod:`nas_reid.search.cost`). ``multiplicative`` is FBNet's
-    ``task * alpha * log(cost / unit) ** beta``; ``additive`` is ``task + weight * max(0, cost /
-    target - 1)``. ``target`` (MFLOPs) is needed by ``additive`` and logged by both."""
+    """The cost-aware search loss (see :mod:`nas_reid.search.cost`): the cost of the derived
+    network is its FLOPs (``metric: flops``, in MFLOPs) or its latency from a lookup table of
+    measured per-block latencies (``metric: latency``, in ms; ``latency`` says how the table is
+    made). ``multiplicative`` is FBNet's ``task * alpha * log(cost / unit) ** beta``;
+    ``additive`` is ``task + weight * max(0, cost / target - 1)``. ``target`` (in the metric's
+    unit) is needed by ``additive`` and logged by both."""
 
     form: Literal["none", "multiplicative", "additive"] = "none"
+    metric: Literal["flops", "latency"] = "flops"
     alpha: float = Field(default=0.2, gt=0)
     beta: float = Field(default=0.6, gt=0)
     unit: float = Field(default=1.0, gt=0)
-    """MFLOPs per unit of the cost inside the multiplicative form's log (FBNet's log is of
-    milliseconds; a small CPU space needs a smaller unit for log(cost) to stay above 1)."""
+    """MFLOPs (or ms) per unit of the cost inside the multiplicative form's log (FBNet's log is
+    of milliseconds; a small CPU space needs a smaller unit for log(cost) to stay above 1)."""
     weight: float = Field(default=1.0, gt=0)
     target: float | None = Field(default=None, gt=0)
+    latency: LatencyConfig = Field(default_factory=LatencyConfig)
 
     @model_validator(mode="after")
     def _target(self) -> "CostConfig":
         if self.form == "additive" and self.target is None:
             raise ValueError("schedule.cost.target: the additive form penalises the cost above a "
-                             "target; give the target in MFLOPs")
+                             f"target; give the target in {self.unit_name}")
         return self
+
+    @property
+    def unit_name(self) -> str:
+        """``MFLOPs`` or ``ms``: the unit of the cost, ``unit`` and ``target``."""
+        return COST_UNITS[self.metric]
 
 
 class ScheduleConfig(_Model):
@@ -528,13 +558,24 @@ def load_space(path_or_dict: str | os.PathLike | dict[str, Any] | SearchSpace) -
     return space
 
 
+def _relative_to(path: str, base: Path | None) -> str:
+    """``path`` with ``~`` expanded, taken from ``base`` (the YAML file's folder) if relative."""
+    out = Path(path).expanduser()
+    if base is not None and not out.is_absolute():
+        out = base / out
+    return str(out)
+
+
 def _validate(data: dict[str, Any], where: str, base: Path | None) -> SearchSpace:
     backbone = data.get("backbone")
     if isinstance(backbone, dict) and isinstance(backbone.get("weights"), str):
-        weights = Path(backbone["weights"]).expanduser()
-        if base is not None and not weights.is_absolute():
-            weights = base / weights
-        data["backbone"] = {**backbone, "weights": str(weights)}
+        data["backbone"] = {**backbone, "weights": _relative_to(backbone["weights"], base)}
+    schedule = data.get("schedule")
+    cost = schedule.get("cost") if isinstance(schedule, dict) else None
+    latency = cost.get("latency") if isinstance(cost, dict) else None
+    if isinstance(latency, dict) and isinstance(latency.get("table"), str):
+        data["schedule"] = {**schedule, "cost": {**cost, "latency": {
+            **latency, "table": _relative_to(latency["table"], base)}}}
     try:
         return SearchSpace.model_validate(data)
     except ValidationError as exc:

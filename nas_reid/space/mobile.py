@@ -334,6 +334,16 @@ def conv_bn(cin: int, cout: int, kernel: int, stride: int = 1, groups: int = 1) 
                          nn.BatchNorm2d(cout))
 
 
+def stem_conv(channels: int, activation: str) -> nn.Sequential:
+    """The stem: a 3x3/2 conv from the RGB image to ``channels``, BatchNorm, activation."""
+    return nn.Sequential(*conv_bn(3, channels, 3, 2), ACTIVATIONS[activation]())
+
+
+def head_conv(cin: int, channels: int, activation: str) -> nn.Sequential:
+    """The head: a 1x1 conv to ``channels``, BatchNorm, activation."""
+    return nn.Sequential(*conv_bn(cin, channels, 1), ACTIVATIONS[activation]())
+
+
 class InvertedResidual(nn.Module):
     """MobileNetV2's block: [1x1 expand -> BN -> act] -> kxk depthwise -> BN -> act -> 1x1
     project -> BN [+ input]. ``forward`` takes optional channel masks and a kernel mask, which
@@ -382,7 +392,7 @@ class MobileBackbone(nn.Module):
         super().__init__()
         self.arch, self.last_stride = arch, last_stride
         act = arch.activation
-        self.stem_conv = nn.Sequential(*conv_bn(3, arch.stem, 3, 2), ACTIVATIONS[act]())
+        self.stem_conv = stem_conv(arch.stem, act)
         self.stages = nn.ModuleDict()
         cin = arch.stem
         for stage in arch.stages:
@@ -398,8 +408,7 @@ class MobileBackbone(nn.Module):
                     expand=stage.expansion != 1, residual=not first, activation=act)
             self.stages[stage.name] = blocks
             cin = stage.width
-        self.head = (nn.Sequential(*conv_bn(cin, arch.head, 1), ACTIVATIONS[act]())
-                     if arch.head else nn.Identity())
+        self.head = head_conv(cin, arch.head, act) if arch.head else nn.Identity()
         self.out_channels = arch.out_channels
         self._groups = {layer: [s.name for s in arch.stages if s.layer == layer] for layer in LAYERS}
 

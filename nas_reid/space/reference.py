@@ -259,6 +259,19 @@ def shipped_file(*parts: str) -> Path:
     return path
 
 
+def search_space_path(spec: str | os.PathLike) -> Path:
+    """A search-space YAML path, or the name of a shipped one (``cpu_small``, ``mobile_cpu``)."""
+    path = Path(spec).expanduser()
+    if path.exists() or isinstance(spec, os.PathLike) or path.suffix or os.sep in str(spec):
+        return path
+    folder = shipped_file("cpu_small.yaml").parent
+    names = sorted(p.stem for p in folder.glob("*.yaml"))
+    if str(spec) not in names:
+        raise UserError(f"search space {spec}: no such file, and not a shipped search space "
+                        f"({', '.join(names)})")
+    return folder / f"{spec}.yaml"
+
+
 def _shipped_root() -> Path:
     """The ``search_spaces/`` folder: the installed data package, else the source checkout."""
     try:

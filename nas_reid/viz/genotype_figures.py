@@ -18,11 +18,12 @@ losses              the loss curves                                      metrics
 evaluation          held-out (search) or query / gallery (retrain) mAP   metrics.jsonl
 rib                 the RIB estimates                                    RIB in the metrics
 temperature         the Gumbel temperature                               a search's metrics
-cost                expected and achieved MFLOPs per epoch, the target   cost in the metrics
+cost                expected and achieved cost per epoch (MFLOPs or ms)  cost in the metrics
 ==================  ===================================================  =====================
 
 A fixed ResNet backbone has no ``backbone*`` figures; a search logs its ``cost`` when it has a
-cost model (a cost term in its loss, or a searched backbone).
+cost model (a cost term in its loss, or a searched backbone), in MFLOPs or, with
+``schedule.cost.metric: latency``, in ms (the ``cost`` picture's axis says which).
 """
 
 from __future__ import annotations

@@ -14,8 +14,9 @@ probabilities or temperature) gives a small figure saying so, never an error.
   one row of panels per stage, one panel per choice kind (width, kernel, expansion: one line
   per option in :func:`~nas_reid.viz.genotype_plots.option_color`, the chosen one thick;
   blocks: the probability of skipping each block).
-- :func:`plot_cost`: the architecture's cost in MFLOPs per epoch, expected under the
-  probabilities and achieved by the epoch's genotype, the cost term's target as a line.
+- :func:`plot_cost`: the architecture's cost per epoch (MFLOPs, or ms for a latency cost),
+  expected under the probabilities and achieved by the epoch's genotype, the cost term's
+  target as a line.
 - :func:`plot_losses`, :func:`plot_rib`, :func:`plot_heldout`, :func:`plot_temperature`: the
   search report's curves (a retrain run's losses and evaluations too).
 """
@@ -430,9 +431,10 @@ def plot_temperature(source: RunSource | str | os.PathLike, path: str | os.PathL
 
 def plot_cost(source: RunSource | str | os.PathLike, path: str | os.PathLike | None = None,
               *, title: str | None = None) -> Figure:
-    """The architecture's FLOPs (MFLOPs, one image) per epoch: expected under the
-    architecture probabilities (what the cost-aware loss sees), achieved by the epoch's derived
-    genotype, and the cost term's target as a horizontal line."""
+    """The architecture's cost per epoch in the logged unit (MFLOPs for one image, or ms
+    summed from a latency lookup table): expected under the architecture probabilities (what
+    the cost-aware loss sees), achieved by the epoch's derived genotype, and the cost term's
+    target as a horizontal line."""
     def draw(ax, src):
         hist = cost_history(src)
         if hist is None:
@@ -447,7 +449,9 @@ def plot_cost(source: RunSource | str | os.PathLike, path: str | os.PathLike | N
                        label=f"target {hist.target:g}")
         top = max(hist.achieved + hist.expected + ([hist.target] if hist.target else []))
         ax.set_ylim(0, top * 1.15)
-        ax.set_ylabel("MFLOPs (one image)", fontsize=9)
-        ax.set_title(f"cost term: {hist.form}", fontsize=9)
+        ax.set_ylabel("MFLOPs (one image)" if hist.unit == "MFLOPs"
+                      else f"latency, {hist.unit} (lookup-table sum)", fontsize=9)
+        ax.set_title(f"cost term: {hist.form}" + (f"; latency on {hist.device}" if hist.device
+                                                   else ""), fontsize=9)
         return 2
     return _report_figure(source, title, "architecture cost", path, draw)
