@@ -1,7 +1,8 @@
 """The papers' models and a searched genotype, retrained on the synthetic benchmark under one budget.
 
-Every model is trained from scratch by ``nas_reid.train.retrain`` with the same recipe
-(``synthetic``: BoT's losses, augmentation and optimizer, 20 epochs, PK 16x4) and the same seeds,
+Every model is trained from scratch by ``nas_reid.train.retrain`` with the default recipe of its
+backbone on synthreid (``synthetic``: BoT's losses, augmentation and optimizer, 20 epochs, PK
+16x4; ``mobile_synthetic`` for a mobile backbone: the same with SGD lr 0.035) and the same seeds,
 on the built-in ``synthreid`` benchmark, and evaluated on its query / gallery split (the last
 model, no re-ranking, no flip). The reference genotypes (``search_spaces/reference``) are the
 papers' ResNet-50 models at 256x128; on a CPU they are retargeted
@@ -79,7 +80,7 @@ def train_one(job: dict) -> dict:
     out = Path(job["out"])
     started = time.perf_counter()
     resume = (out / "checkpoints" / "last.pt").is_file()
-    kwargs = {} if resume else {"recipe": "synthetic", "overrides": job["overrides"]}
+    kwargs = {} if resume else {"recipe": job["recipe"], "overrides": job["overrides"]}
     result = retrain(None if resume else Genotype.from_json(job["genotype"]), "synthreid",
                      out_dir=out, resume=resume, progress=False, **kwargs)
     last = result.metrics[-1]
@@ -120,7 +121,7 @@ def main() -> None:
     from nas_reid.ops import op_cost
     from nas_reid.space.discrete import build_model
     from nas_reid.space.reference import REFERENCES
-    from nas_reid.train.recipe import merge, parse_overrides
+    from nas_reid.train.recipe import default_recipe, merge, parse_overrides
 
     models = args.models or [*REFERENCE_ROWS, *(["searched"] if args.searched else []),
                              *(["mobile", "mobile_widest"] if args.mobile else [])]
@@ -138,7 +139,7 @@ def main() -> None:
     classes = dataset.num_train_pids
 
     out = Path(args.out)
-    jobs, costs, summaries = [], {}, {}
+    jobs, costs, summaries, recipes = [], {}, {}, {}
     for name in models:
         genotype, reference = genotype_for(name, args, backbone, size)
         net = build_model(genotype, classes)
@@ -150,6 +151,7 @@ def main() -> None:
             text = f"{genotype.backbone.mobile.summary()}; cells {text}"
         summaries[name] = text.replace(" | ", "; ")  # "|" would split a table cell
         overrides = REFERENCES[reference].recipe_overrides if reference else {}
+        recipes[name] = default_recipe("synthreid", genotype.backbone.name)
         if args.overrides:
             overrides = merge(overrides, parse_overrides(args.overrides))
         if args.epochs is not None:
@@ -159,7 +161,7 @@ def main() -> None:
             genotype_file = out / "genotypes" / f"{name}.json"
             genotype_file.parent.mkdir(parents=True, exist_ok=True)
             genotype.save(genotype_file)
-            jobs.append({"model": name, "seed": seed, "out": str(run_dir),
+            jobs.append({"model": name, "seed": seed, "out": str(run_dir), "recipe": recipes[name],
                          "genotype": str(genotype_file), "threads": args.threads,
                          "overrides": {**overrides, "seed": seed}})
 
@@ -184,7 +186,9 @@ def main() -> None:
         minutes = statistics.fmean(r["train_seconds"] for r in mine) / 60
         rows.append({"model": name, "cells": summaries[name], **costs[name], "R1": r1, "mAP": m_ap,
                      "minutes": minutes, "runs": mine})
-    print(f"\nsynthreid, {backbone} {size[0]}x{size[1]}, recipe synthetic"
+    used = ", ".join(f"{r} ({', '.join(m for m in models if recipes[m] == r)})"
+                     for r in dict.fromkeys(recipes.values()))
+    print(f"\nsynthreid, {backbone} {size[0]}x{size[1]}, recipe {used}"
           f"{f' ({args.epochs} epochs)' if args.epochs else ''}"
           f"{f', overrides {args.overrides}' if args.overrides else ''}, seeds {args.seeds}; "
           f"{wall / 60:.1f} min wall, torch {torch.__version__}\n")

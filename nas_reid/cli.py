@@ -320,8 +320,9 @@ def latency_table_cmd(space, device, out, batch, warmup, repeats, threads, overw
 @click.option("--root", type=click.Path(path_type=Path), default=None,
               help="Dataset folder (required but for synthreid).")
 @click.option("--recipe", default=None, metavar="NAME|YAML",
-              help="Training recipe: bot, synthetic, or a YAML file. Default: synthetic on "
-              "synthreid, bot otherwise.")
+              help="Training recipe: bot, synthetic, mobile, mobile_synthetic, or a YAML file. "
+              "Default: synthetic on synthreid, bot otherwise; mobile_synthetic / mobile for a "
+              "mobile (mobilenetv2) backbone.")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
               help="Override a recipe field, e.g. --set loss.rib=0.1 --set batch.p=8 (repeatable).")
 @click.option("--epochs", type=click.IntRange(min=1), default=None, help="Override the recipe's epochs.")
@@ -599,7 +600,7 @@ def genotype_notebooks(spec, out, compare, notebooks, timeout) -> None:
               help="Dataset folder (required but for synthreid).")
 @click.option("--recipe", default=None, metavar="NAME|YAML",
               help="Retrain recipe every trial starts from. Default: synthetic on synthreid, "
-              "bot otherwise.")
+              "bot otherwise; mobile_synthetic / mobile for a mobile (mobilenetv2) backbone.")
 @click.option("--backend", type=click.Choice(["ray", "optuna"]), default="ray", show_default=True,
               help="ray: Ray Tune schedules the trials (in parallel, locally or on a cluster); "
               "optuna: one trial after another in this process.")

@@ -24,7 +24,7 @@ from nas_reid.errors import UserError
 from nas_reid.genotype import Genotype
 from nas_reid.train.checkpoint import load_model, read_checkpoint
 from nas_reid.train.loop import retrain
-from nas_reid.train.recipe import RecipeError, load_recipe, parse_overrides
+from nas_reid.train.recipe import RecipeError, default_recipe, load_recipe, parse_overrides
 from tests.tiny import tiny_genotype
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -76,6 +76,22 @@ def test_shipped_recipes_load_and_the_bot_schedule_is_the_papers():
         [1, 1, 0.1, 0.1, 0.01, 0.01])
     synthetic = load_recipe("synthetic")
     assert synthetic.epochs == 20 and synthetic.loss.rib == 0
+
+
+def test_mobile_recipes_are_the_dcs_repos_sgd_and_the_defaults_of_a_mobile_backbone():
+    mobile = load_recipe("mobile")  # papers.md 2.4: configs/reid_DAS_config.yml
+    o, s, loss = mobile.optimizer, mobile.lr_schedule, mobile.loss
+    assert (o.name, o.lr, o.momentum, o.weight_decay) == ("sgd", 0.035, 0.9, 5e-4)
+    assert (mobile.epochs, s.warmup_epochs, s.milestones) == (1400, 10, [801, 1001, 1201, 1301])
+    assert (loss.center, loss.center_lr, loss.triplet_margin) == (5e-4, 0.5, 0.3)
+    short = load_recipe("mobile_synthetic")
+    synthetic = load_recipe("synthetic").resolved()
+    differs = {k for k in synthetic if short.resolved()[k] != synthetic[k]}
+    assert differs == {"name", "optimizer"}  # synthetic with the mobile recipe's SGD
+    assert (short.optimizer.name, short.optimizer.lr) == ("sgd", 0.035)
+    assert [default_recipe(d, b) for d in ("synthreid", "market1501")
+            for b in ("resnet18", "mobilenetv2", None)] == [
+        "synthetic", "mobile_synthetic", "synthetic", "bot", "mobile", "bot"]
 
 
 def test_cosine_schedule_and_overrides():

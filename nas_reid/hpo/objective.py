@@ -54,7 +54,7 @@ from nas_reid.search.data import query_gallery_split, split_identities
 from nas_reid.space import SearchSpace, load_space
 from nas_reid.space.reference import REFERENCES, resolve_genotype, search_space_path
 from nas_reid.train.checkpoint import LAST
-from nas_reid.train.recipe import Recipe, RecipeError, load_recipe, merge
+from nas_reid.train.recipe import Recipe, RecipeError, default_recipe, load_recipe, merge
 
 RETRAIN_DIR = "retrain"
 SEARCH_DIR = "search"
@@ -130,7 +130,9 @@ class Objective:
             search_space: ``target: search``: a search space (YAML path, shipped name such as
                 ``cpu_small``, dict or :class:`SearchSpace`); default ``cpu_small``.
             recipe: the retrain recipe (name, YAML, dict or :class:`Recipe`); default
-                ``synthetic`` on synthreid, ``bot`` otherwise.
+                :func:`~nas_reid.train.recipe.default_recipe` of the dataset and backbone
+                (``synthetic`` on synthreid, ``bot`` otherwise; ``mobile_synthetic`` /
+                ``mobile`` for a mobile backbone).
             device: ``cpu`` or ``cuda``.
 
         Raises :class:`~nas_reid.errors.UserError` for anything a trial would fail on whatever
@@ -163,7 +165,9 @@ class Objective:
                                     else search_space)
         full = resolve_dataset(data, root)
         if recipe is None:
-            recipe = "synthetic" if full.name == "synthreid" else "bot"
+            backbone = (found.backbone.name if found is not None
+                        else sspace.backbone.name if sspace is not None else None)
+            recipe = default_recipe(full.name, backbone)
         base = load_recipe(recipe)
         val = validation_split(full, space.validation.fraction, space.validation.seed)
         objective = cls(space=space, data=val, recipe=base, genotype=found, reference=reference,

@@ -98,7 +98,7 @@ from nas_reid.train.checkpoint import (
     read_checkpoint,
     save_model_checkpoint,
 )
-from nas_reid.train.recipe import Recipe, load_recipe, merge, parse_overrides
+from nas_reid.train.recipe import Recipe, default_recipe, load_recipe, merge, parse_overrides
 
 CONFIG_FILE = "config.yaml"
 GENOTYPE_FILE = "genotype.json"
@@ -165,7 +165,9 @@ def retrain(genotype: Genotype | str | os.PathLike | None = None,
             ``overrides``). With ``resume``, default the run's own.
         data: a :class:`ReIDDataset` or a dataset name (with ``root``); default ``synthreid``.
         recipe: a recipe name, YAML path, dict or :class:`Recipe`; default ``synthetic`` on
-            the built-in benchmark and ``bot`` otherwise (the run's own with ``resume``).
+            the built-in benchmark and ``bot`` otherwise, ``mobile_synthetic`` / ``mobile``
+            for a mobile backbone (:func:`~nas_reid.train.recipe.default_recipe`; the run's own
+            with ``resume``).
         overrides: recipe overrides, ``{"loss": {"rib": 0.1}}`` or ``["loss.rib=0.1"]``.
         epochs, seed: override the recipe's (a milestone at or after the new epochs is never
             reached; the warm-up must stay shorter than the epochs).
@@ -276,7 +278,7 @@ class _Retrain:
             self.recipe = load_recipe(saved["recipe"])
         else:
             if recipe is None:
-                recipe = "synthetic" if ds.name == "synthreid" else "bot"
+                recipe = default_recipe(ds.name, self.genotype.backbone.name)
             extra: dict[str, Any] = {}
             if reference is not None:
                 extra = merge(extra, REFERENCES[reference].recipe_overrides)

@@ -1,8 +1,11 @@
 """The training recipe of a retrain: a validated YAML document.
 
-Two recipes ship in ``search_spaces/recipes/``: ``bot`` (the strong baseline of
-``shared/reference/reid.md`` section 4, the default for real datasets) and ``synthetic`` (the
-same recipe shortened to 20 epochs, the default on the built-in benchmark). A recipe names:
+Four recipes ship in ``search_spaces/recipes/``: ``bot`` (the strong baseline of
+``shared/reference/reid.md`` section 4, the default for real datasets), ``synthetic`` (the
+same recipe shortened to 20 epochs, the default on the built-in benchmark), ``mobile`` (the
+DCS-Attention repo's SGD recipe for its searched MobileNetV2-family networks trained from
+scratch, ``papers.md`` 2.4) and ``mobile_synthetic`` (``synthetic`` with that SGD); the last two
+are the defaults for a genotype with a mobile backbone (:func:`default_recipe`). A recipe names:
 
 ==============  ===========================================================================
 ``epochs``      training epochs (one epoch = one pass of the PK sampler over the identities)
@@ -45,7 +48,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from nas_reid.errors import UserError
 from nas_reid.space.config import BatchConfig, format_validation_error, read_yaml_mapping
 
-RECIPE_NAMES = ("bot", "synthetic")
+RECIPE_NAMES = ("bot", "synthetic", "mobile", "mobile_synthetic")
 
 
 class RecipeError(UserError):
@@ -156,6 +159,16 @@ class Recipe(_Model):
     def uses(self, device_type: str, flag: bool | str) -> bool:
         """Whether a precision flag (``auto``: on CUDA) is on for ``device_type``."""
         return device_type == "cuda" if flag == "auto" else bool(flag)
+
+
+def default_recipe(dataset: str, backbone: str | None = None) -> str:
+    """The shipped recipe a retrain uses when none is named: ``synthetic`` on synthreid and
+    ``bot`` on a real dataset, or ``mobile_synthetic`` / ``mobile`` for a ``mobilenetv2``
+    backbone (trained from scratch with SGD; Adam at BoT's rate did not train them)."""
+    mobile = backbone == "mobilenetv2"
+    if dataset == "synthreid":
+        return "mobile_synthetic" if mobile else "synthetic"
+    return "mobile" if mobile else "bot"
 
 
 def recipe_path(name: str) -> Path:
