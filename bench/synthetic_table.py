@@ -134,7 +134,10 @@ def main() -> None:
         g = Genotype.from_json(args.searched)
         backbone, size = g.backbone.name, g.input_size
     elif args.mobile:
-        size = Genotype.from_json(args.mobile).input_size
+        g = Genotype.from_json(args.mobile)
+        size = g.input_size
+        if not set(models) - {"mobile", "mobile_widest"}:
+            backbone = g.backbone.name
     dataset = load_dataset("synthreid", None)
     classes = dataset.num_train_pids
 

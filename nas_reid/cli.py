@@ -171,10 +171,13 @@ def _set_threads(threads: int | None, device: str) -> None:
 
 
 @main.command("search", context_settings=CONTEXT)
-@click.option("--space", type=click.Path(path_type=Path), default=None,
-              help="Search-space YAML (shipped: cpu_small, rga_dcs_ca; mobile_cpu and "
-              "mobile_dnas also search the backbone). Default: search_spaces/cpu_small.yaml "
-              "(with --resume: the run's own).")
+@click.option("--space", default=None, metavar="YAML|NAME",
+              help="Search-space YAML, or a shipped space's name: cpu_small, rga_dcs_ca; "
+              "mobile_cpu and mobile_dnas also search the backbone. Default: cpu_small (with "
+              "--resume: the run's own).")
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
+              help="Override a field of the space, e.g. --set schedule.cost.form=additive --set "
+              "schedule.cost.target=3 (repeatable; values read as YAML; validated).")
 @click.option("--data", type=click.Choice(SEARCH_DATASETS), default=None,
               help="Dataset whose training identities are searched on. Default: synthreid, the "
               "built-in benchmark (with --resume: the run's own).")
@@ -197,7 +200,7 @@ def _set_threads(threads: int | None, device: str) -> None:
               help="Image-loading worker processes (results do not depend on it).")
 @click.option("--checkpoint-every", type=click.IntRange(min=0), default=0, show_default=True,
               help="Also checkpoint every N steps (0: once per epoch).")
-def search_cmd(space, data, root, epochs, device, out, resume, seed, threads, workers,
+def search_cmd(space, overrides, data, root, epochs, device, out, resume, seed, threads, workers,
                checkpoint_every) -> None:
     """Search attention cells (DNAS), and a mobile backbone's widths, kernels, expansions and
     block skips when the space has one, and write a run folder with the genotype.
@@ -212,7 +215,7 @@ def search_cmd(space, data, root, epochs, device, out, resume, seed, threads, wo
 
     _set_threads(threads, device)
     result = search(space, data, root=root, out_dir=out, epochs=epochs, device=device,
-                    resume=resume, seed=seed, num_workers=workers,
+                    resume=resume, seed=seed, overrides=list(overrides), num_workers=workers,
                     checkpoint_every=checkpoint_every, progress=True)
     if int(os.environ.get("RANK", "0")) != 0:
         return

@@ -353,6 +353,36 @@ def test_cli_tiny_search_prints_where_the_genotype_is(cli, tmp_path, data_root):
     assert "held-out mAP" in result.output
 
 
+def test_cli_set_overrides_fields_of_the_space(cli, tmp_path, data_root):
+    space = write_space(tmp_path, tiny_space())
+    out = tmp_path / "set-run"
+    result = cli("--space", space, "--root", data_root, "--epochs", "2", "--out", out,
+                 "--threads", "1", "--set", "schedule.arch.lr=0.01",
+                 "--set", "schedule.cost={form: additive, target: 50000}")
+    assert result.exit_code == 0, result.output
+    config = yaml.safe_load((out / "config.yaml").read_text())
+    assert config["space"]["schedule"]["arch"]["lr"] == 0.01
+    assert config["space"]["schedule"]["cost"]["form"] == "additive"
+    last = json.loads((out / "metrics.jsonl").read_text().splitlines()[-1])
+    assert last["cost"]["form"] == "additive" and last["cost"]["target"] == 50000
+    assert_fails_well(cli("--resume", "--out", out, "--set", "schedule.arch.lr=0.1"),
+                      "leave out --set")
+
+
+def test_cli_bad_set_or_space_name_fails_before_writing(cli, tmp_path, data_root):
+    space = write_space(tmp_path, tiny_space())
+    for args, words in [(("--set", "schedule.cost.form=additve"), ("schedule.cost.form", "additve")),
+                        (("--set", "schedule.cost.form=additive"), ("target",)),
+                        (("--set", "cells.nodez=2"), ("cells.nodez",)),
+                        (("--set", "schedule"), ("KEY=VALUE",))]:
+        result = cli("--space", space, "--root", data_root, "--out", tmp_path / "r", *args)
+        assert_fails_well(result, *words)
+        assert not (tmp_path / "r").exists()
+    assert_fails_well(cli("--space", "mobile_cpux", "--out", tmp_path / "r"),
+                      "not a shipped search space", "mobile_cpu")
+    assert not (tmp_path / "r").exists()
+
+
 def test_cli_missing_dataset_folder(cli, tmp_path):
     result = cli("--data", "market1501", "--root", tmp_path / "nowhere", "--out", tmp_path / "r")
     assert_fails_well(result, "nowhere")

@@ -76,7 +76,7 @@ import warnings
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping, Sequence
 
 import torch
 import torch.distributed as dist
@@ -122,6 +122,7 @@ from nas_reid.search.guards import CollapseWarning, check_collapse, collapse_rep
 from nas_reid.search.latency import LATENCY_FILE, LatencyTable, LatencyTableError, table_for
 from nas_reid.search.runlog import RunLog
 from nas_reid.space import SearchSpace, Supernet, load_space
+from nas_reid.space.reference import search_space_path
 
 CONFIG_FILE = "config.yaml"
 GENOTYPE_FILE = "genotype.json"
@@ -186,9 +187,23 @@ def _flat(d: Any, prefix: str = "") -> dict[str, Any]:
     return {prefix: d}
 
 
-def _effective_space(space: SearchSpace, epochs: int | None, seed: int | None) -> SearchSpace:
-    """``space`` with ``schedule.epochs`` / ``schedule.seed`` replaced when given."""
+def _effective_space(space: SearchSpace, epochs: int | None, seed: int | None,
+                     overrides: Mapping[str, Any] | Sequence[str] | None = None) -> SearchSpace:
+    """``space`` with ``overrides`` (a nested dict or ``"key.sub=value"`` strings, as for a
+    recipe) merged in, then ``schedule.epochs`` / ``schedule.seed`` replaced when given;
+    validated again (a bad override names its field)."""
+    from nas_reid.train.recipe import merge, parse_overrides
+
     resolved = space.resolved()
+    if overrides:
+        if not isinstance(overrides, Mapping):
+            overrides = parse_overrides(list(overrides))
+        resolved = merge(resolved, overrides)
+        try:
+            space = load_space(resolved)
+        except UserError as exc:
+            raise UserError(f"--set {_shown_overrides(overrides)}: {exc}") from None
+        resolved = space.resolved()
     schedule = resolved["schedule"]
     if epochs is not None:
         if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
@@ -206,6 +221,10 @@ def _effective_space(space: SearchSpace, epochs: int | None, seed: int | None) -
     return out
 
 
+def _shown_overrides(overrides: Mapping[str, Any]) -> str:
+    return " ".join(f"{k}={v!r}" for k, v in _flat(dict(overrides)).items())
+
+
 # ------------------------------------------------------------------------------ the search
 
 
@@ -216,6 +235,7 @@ def search(space: str | os.PathLike | dict | SearchSpace | None = None,
            device: str | torch.device = "cpu",
            resume: bool = False,
            seed: int | None = None,
+           overrides: Mapping[str, Any] | Sequence[str] | None = None,
            progress: bool = True,
            root: str | os.PathLike | None = None,
            num_workers: int = 0,
@@ -225,13 +245,17 @@ def search(space: str | os.PathLike | dict | SearchSpace | None = None,
     """Search ``space`` on the training identities of ``data``; write the run folder ``out_dir``.
 
     Args:
-        space: a search-space YAML path, dict or :class:`SearchSpace`; default the packaged
+        space: a search-space YAML path, the name of a shipped one (``cpu_small``,
+            ``mobile_cpu``, ...), a dict or a :class:`SearchSpace`; default the packaged
             ``cpu_small.yaml``, or, with ``resume``, the run's own.
         data: a :class:`ReIDDataset` or a registered dataset name (with ``root``); default the
             built-in ``synthreid`` benchmark, or, with ``resume``, the run's own.
         out_dir: the run folder; default ``runs/search-<timestamp>`` under the current folder.
             It must not hold anything unless ``resume``.
         epochs, seed: override the space's ``schedule.epochs`` / ``schedule.seed``.
+        overrides: fields of the space to change, ``{"schedule": {"cost": {"form":
+            "additive"}}}`` or ``["schedule.cost.form=additive"]`` (values parsed as YAML);
+            not with ``resume``.
         device: ``cpu`` or ``cuda`` (``cuda:<local rank>`` under torchrun).
         resume: continue from ``out_dir/checkpoints/last.pt`` (a finished run is returned as is).
         progress: a progress bar with losses and ETA (on a terminal) and one summary line per
@@ -250,7 +274,7 @@ def search(space: str | os.PathLike | dict | SearchSpace | None = None,
         dev = resolve_device(device, world.local_rank)
         with deterministic(dev):
             return _Search(space, data, out_dir=out_dir, epochs=epochs, device=dev,
-                           resume=resume, seed=seed, progress=progress, root=root,
+                           resume=resume, seed=seed, overrides=overrides, progress=progress, root=root,
                            num_workers=num_workers, checkpoint_every=checkpoint_every,
                            log_every=log_every, max_steps=max_steps, world=world).run()
     finally:
@@ -261,8 +285,8 @@ def search(space: str | os.PathLike | dict | SearchSpace | None = None,
 class _Search:
     """One search session (fresh or resumed); :meth:`run` does the work."""
 
-    def __init__(self, space, data, *, out_dir, epochs, device, resume, seed, progress, root,
-                 num_workers, checkpoint_every, log_every, max_steps, world: World) -> None:
+    def __init__(self, space, data, *, out_dir, epochs, device, resume, seed, overrides, progress,
+                 root, num_workers, checkpoint_every, log_every, max_steps, world: World) -> None:
         self.world, self.device = world, device
         self.is_main = world.rank == 0
         self.progress = progress and self.is_main
@@ -301,9 +325,13 @@ class _Search:
         if saved is not None:
             epochs = saved["search"]["epochs"] if epochs is None else epochs
             seed = saved["search"]["seed"] if seed is None else seed
+        if saved is not None and overrides:
+            raise UserError("--resume continues the run's own search space; leave out --set")
         if space is None:
             space = saved["space"] if saved is not None else default_space_path()
-        self.space = _effective_space(load_space(space), epochs, seed)
+        elif isinstance(space, (str, os.PathLike)):
+            space = search_space_path(space)
+        self.space = _effective_space(load_space(space), epochs, seed, overrides)
         if saved is not None:
             self._check_same(saved["space"], self.space.resolved())
         sched = self.space.schedule
