@@ -22,7 +22,7 @@ from ray import tune
 
 from nas_reid.hpo import Objective, run_tune, validation_split
 from nas_reid.errors import UserError
-from nas_reid.hpo.ray_backend import _check_resources, _Searcher, _suggest
+from nas_reid.hpo.ray_backend import _check_resources, _Searcher, _suggest, is_remote_client
 from nas_reid.hpo.space import load_tune_space
 from nas_reid.train.recipe import load_recipe
 from tests.tiny import tiny_genotype, tiny_tune_space
@@ -39,7 +39,7 @@ FAILING = {**SPACE, "name": "ray_fail",
 
 @pytest.fixture(scope="module")
 def local_ray():
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False,
              logging_level=logging.WARNING)
     yield
     ray.shutdown()
@@ -123,6 +123,25 @@ def test_an_unreachable_cluster_is_a_clean_error(tmp_path, data_root, run, monke
     result = run(*base)
     assert result.exit_code == 2 and "no Ray cluster reachable" in result.output
     assert not (tmp_path / "out").exists()
+
+
+def test_ray_client_to_another_machine_needs_shared_storage(tmp_path, data_root, run):
+    assert not is_remote_client(None) and not is_remote_client("auto")
+    assert not is_remote_client("10.0.0.1:6379")  # a driver on a node: its paths are its own
+    for local in ("ray://127.0.0.1:10001", "ray://localhost:10001",
+                  f"ray://{socket.gethostname()}:10001"):
+        assert not is_remote_client(local), local
+    remote = "ray://198.51.100.7:10001"  # TEST-NET-2: never this machine
+    assert is_remote_client(remote)
+    genotype = tmp_path / "g.json"
+    tiny_genotype().save(genotype)
+    base = ["tune", "--genotype", genotype, "--root", data_root, "--out", tmp_path / "out",
+            "--address", remote]
+    for extra in ([], ["--storage", "sqlite:///x.db"], ["--storage-path", "s3://bucket/tune"]):
+        result = run(*base, *extra)
+        assert result.exit_code == 2, result.output
+        assert "Ray Client" in result.output and "--storage" in result.output
+        assert not (tmp_path / "out").exists() and not Path("x.db").exists()
 
 
 # ------------------------------------------------------------------------------ real Ray runs

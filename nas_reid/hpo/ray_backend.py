@@ -20,7 +20,8 @@ scored on a validation split of the training identities), with
 Each epoch a trial calls ``tune.report(figures, checkpoint=tune.Checkpoint.from_directory(...))``
 with its whole trial folder (the retrain run folder ``retrain/``, and ``search/`` for a search
 target); a trial restarted from a checkpoint (``tune.get_checkpoint()``) resumes its retrain
-exactly. Trials work in a temporary folder of the node they run on; what persists is in the
+exactly. Trials work in their trial folder on the node they run on (in Ray's session folder,
+which Ray does not sync); what persists is in the
 ``storage_path`` (default ``<out>/ray``; point it at storage every node of a cluster reaches):
 ``<storage_path>/<experiment>/trial_<n>/`` (``n`` is the Optuna trial number) with Ray's
 ``result.json``, ``error.txt`` and ``checkpoint_*/retrain/`` (the trial's run folder).
@@ -46,7 +47,6 @@ import logging
 import os
 import shutil
 import socket
-import tempfile
 import warnings
 from contextlib import contextmanager
 from pathlib import Path
@@ -74,6 +74,7 @@ from nas_reid.hpo.study import (
 TRIAL_KEY = "trial_number"
 """The config entry that carries a trial's Optuna number (names its folder)."""
 RAY_DIR = "ray"
+WORK_DIR = "nas-reid-work"
 CONNECT_TIMEOUT_S = 5.0
 
 
@@ -87,7 +88,11 @@ def _trainable(config: dict[str, Any], objective: Objective, threads: int) -> No
 
     torch.set_num_threads(threads)
     values = {key: config[key] for key in objective.space.params}
-    work = Path(tempfile.mkdtemp(prefix=f"nas-reid-trial{config.get(TRIAL_KEY, '')}-"))
+    # the trial's own folder on its node (Ray's session folder, not synced to the storage path):
+    # a trial Ray kills leaves its work there, with Ray's other files, not loose in /tmp
+    work = Path(tune.get_context().get_trial_dir()) / WORK_DIR
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
     try:
         checkpoint = tune.get_checkpoint()
         if checkpoint is not None:
@@ -156,6 +161,33 @@ def _check_reachable(address: str) -> None:
                         f"({exc.strerror or exc})") from None
 
 
+def _auth_hint() -> str:
+    """What to try when a connection to a cluster fails and this process sends no token: Ray
+    clusters started by ``ray start`` use token authentication by default (Ray 2.5x), and a
+    client without ``RAY_AUTH_MODE=token`` is turned away (Ray Client then only times out)."""
+    if os.environ.get("RAY_AUTH_MODE", "").lower() == "token":
+        return ("; check the cluster's token (RAY_AUTH_TOKEN, RAY_AUTH_TOKEN_PATH or "
+                "~/.ray/auth_token)")
+    return ("; if the cluster uses token authentication (the default of `ray start`), set "
+            "RAY_AUTH_MODE=token and its token (RAY_AUTH_TOKEN or ~/.ray/auth_token)")
+
+
+def is_remote_client(address: str | None) -> bool:
+    """Whether ``address`` is Ray Client (``ray://``) to another machine: the Tuner then runs on
+    the cluster's head node, so file paths (an SQLite study) are that node's, not this one's."""
+    if not address or not address.startswith("ray://"):
+        return False
+    host = urlsplit(address).hostname or ""
+    if host in ("localhost", "127.0.0.1", "::1", "") or host.startswith("127."):
+        return False
+    try:
+        mine = {info[4][0] for info in socket.getaddrinfo(socket.gethostname(), None)}
+        theirs = {info[4][0] for info in socket.getaddrinfo(host, None)}
+    except OSError:
+        return True
+    return not theirs & (mine | {"127.0.0.1", "::1"})
+
+
 @contextmanager
 def ray_session(address: str | None = None, *, progress: bool = False) -> Iterator[bool]:
     """Connect to Ray for the block; yields whether this call started a local instance (then
@@ -182,7 +214,8 @@ def ray_session(address: str | None = None, *, progress: bool = False) -> Iterat
             ray.init(address=address, **({} if address.startswith("ray://") else quiet))
         except (ConnectionError, RuntimeError, ValueError) as exc:
             raise UserError(f"--address {address!r}: could not connect to Ray: "
-                            f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from None
+                            f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}"
+                            f"{_auth_hint()}") from None
         started = False
     try:
         yield started
@@ -259,6 +292,14 @@ def run_tune(space: TuneSpace | str | os.PathLike | Mapping[str, Any], genotype:
         raise UserError(f"--max-concurrent must be at least 1, got {max_concurrent}")
     threads = threads or max(1, int(cpus_per_trial))
     device = "cuda" if gpus_per_trial > 0 else "cpu"
+    client = address or os.environ.get("RAY_ADDRESS")
+    if is_remote_client(client) and (storage is None or storage_path is None):
+        raise UserError(
+            f"--address {client}: through Ray Client the experiment runs on the cluster's head "
+            "node, which writes the Optuna study and the trials' records; give --storage an RDB "
+            "URL this machine reaches too (e.g. postgresql://...) and --storage-path a folder or "
+            "URI the cluster's nodes write to (e.g. s3://... or NFS), or run nas-reid tune on a "
+            "node of the cluster with --address auto")
     setup = prepare_run(space, data, genotype=genotype, search_space=search_space, recipe=recipe,
                         root=root, device=device, trials=trials, early_stopping=early_stopping,
                         out_dir=out_dir, resume=resume, study_name=study_name, storage=storage)
