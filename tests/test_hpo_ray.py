@@ -196,11 +196,14 @@ def test_a_four_trial_asha_tune_writes_its_files(tuned):
     experiment = out / "ray" / "ray_fail"
     assert sorted(p.name for p in experiment.glob("trial_*")) == [f"trial_{n}" for n in range(4)]
     for row in table:
+        trial = experiment / f"trial_{row['number']}"
         if row["state"] in ("COMPLETE", "PRUNED"):
-            assert Path(row["run_dir"], "metrics.jsonl").is_file()  # the run folder, checkpointed
-            assert row["run_dir"].startswith(str(experiment / f"trial_{row['number']}" / "checkpoint_"))
-            assert reported_epochs(experiment / f"trial_{row['number']}") == list(range(1, int(row["epochs"]) + 1))
+            assert reported_epochs(trial) == list(range(1, int(row["epochs"]) + 1))
+        if row["state"] == "PRUNED":  # stopped by ASHA: never resumed, its checkpoint removed
+            assert row["run_dir"] == "" and not list(trial.glob("checkpoint_*"))
         if row["state"] == "COMPLETE":
+            assert Path(row["run_dir"], "metrics.jsonl").is_file()  # the run folder, checkpointed
+            assert row["run_dir"].startswith(str(trial / "checkpoint_"))
             assert row["epochs"] == "2" and float(row["value"]) == pytest.approx(float(row["last_value"]))
     best = yaml.safe_load((out / "best_trial.yaml").read_text())
     assert best["value"] == max(t.value for t in study.trials if t.state.name == "COMPLETE")

@@ -88,11 +88,7 @@ def _trainable(config: dict[str, Any], objective: Objective, threads: int) -> No
 
     torch.set_num_threads(threads)
     values = {key: config[key] for key in objective.space.params}
-    # the trial's own folder on its node (Ray's session folder, not synced to the storage path):
-    # a trial Ray kills leaves its work there, with Ray's other files, not loose in /tmp
-    work = Path(tune.get_context().get_trial_dir()) / WORK_DIR
-    shutil.rmtree(work, ignore_errors=True)
-    work.mkdir(parents=True)
+    work = _work_dir(config)
     try:
         checkpoint = tune.get_checkpoint()
         if checkpoint is not None:
@@ -104,6 +100,22 @@ def _trainable(config: dict[str, Any], objective: Objective, threads: int) -> No
         objective.run(values, work, report, resume=checkpoint is not None)
     finally:
         shutil.rmtree(work, ignore_errors=True)
+
+
+def _work_dir(config: dict[str, Any]) -> Path:
+    """An empty folder for a trial's run folders on the node it runs on. Ray starts each trial
+    in its own working directory in Ray's session folder (``RAY_CHDIR_TO_TRIAL_DIR``, on by
+    default; not synced to the storage path): the folder goes there, so that a trial Ray stops
+    without running its ``finally`` (the scheduler's stop, a kill) leaves its files with Ray's
+    own; with that switched off, a temporary folder."""
+    if os.environ.get("RAY_CHDIR_TO_TRIAL_DIR", "1") != "0":
+        work = Path.cwd() / WORK_DIR
+        shutil.rmtree(work, ignore_errors=True)
+        work.mkdir(parents=True)
+        return work
+    import tempfile
+
+    return Path(tempfile.mkdtemp(prefix=f"nas-reid-trial{config.get(TRIAL_KEY, '')}-"))
 
 
 def _suggest(space: TuneSpace, trial: Any) -> dict[str, Any]:
@@ -371,7 +383,10 @@ def run_tune(space: TuneSpace | str | os.PathLike | Mapping[str, Any], genotype:
                 interrupted = _unfinished(path, remaining)
                 if not interrupted:
                     _fail_orphans(study)
-        info = _trial_info([f"{spath}/{e['name']}" for e in experiments], objective.metric)
+        paths = [f"{spath}/{e['name']}" for e in experiments]
+        if not interrupted:
+            _drop_pruned_checkpoints(paths, study)
+        info = _trial_info(paths, objective.metric)
     files, skipped = write_outputs(study, objective, out, info)
     return summarize(study, objective, backend="ray", storage=url, out=out, files=files,
                      skipped=skipped, interrupted=interrupted)
@@ -401,24 +416,57 @@ def _fail_orphans(study: Any) -> None:
         study.tell(t.number, state=optuna.trial.TrialState.FAIL)
 
 
-def _trial_info(paths: Sequence[str], metric: str) -> dict[int, TrialInfo]:
-    """What Ray recorded of each trial of the experiments at ``paths``, by Optuna number."""
-    info: dict[int, TrialInfo] = {}
+def _trial_results(paths: Sequence[str]) -> Iterator[tuple[int, Any]]:
+    """``(Optuna number, Ray result)`` of every trial of the experiments at ``paths``."""
     for path in paths:
         if not tune.Tuner.can_restore(path):
             continue
         for result in tune.ResultGrid(tune.ExperimentAnalysis(path)):
             dirname = Path(str(result.path)).name
-            if not dirname.startswith("trial_") or not dirname[6:].isdigit():
-                continue
-            metrics = result.metrics or {}
-            error = None
-            if result.error is not None:
-                lines = [line for line in str(result.error).splitlines() if line.strip()]
-                error = lines[-1].strip() if lines else type(result.error).__name__
-            info[int(dirname[6:])] = TrialInfo(
-                epochs=metrics.get("epoch"), last_value=metrics.get(metric),
-                run_dir=(f"{result.checkpoint.path}/{RETRAIN_DIR}"
-                         if result.checkpoint is not None else None),
-                error=error)
+            if dirname.startswith("trial_") and dirname[6:].isdigit():
+                yield int(dirname[6:]), result
+
+
+def _drop_pruned_checkpoints(paths: Sequence[str], study: Any) -> None:
+    """Remove the last checkpoint of every trial the scheduler stopped early (Optuna
+    ``PRUNED``) once the experiments have ended: such a trial never resumes, and its checkpoint
+    is a whole retrain state (model, optimizer) of a configuration that lost. Finished and
+    failed trials keep theirs."""
+    import optuna
+
+    pruned = {t.number for t in study.get_trials(deepcopy=False,
+                                                  states=(optuna.trial.TrialState.PRUNED,))}
+    for number, result in _trial_results(paths):
+        if number in pruned:
+            kept = [c for c, _ in result.best_checkpoints or []] + [result.checkpoint]
+            for checkpoint in {c.path: c for c in kept if c is not None}.values():
+                try:
+                    checkpoint.filesystem.delete_dir(checkpoint.path)
+                except (OSError, FileNotFoundError):
+                    pass
+
+
+def _trial_info(paths: Sequence[str], metric: str) -> dict[int, TrialInfo]:
+    """What Ray recorded of each trial of the experiments at ``paths``, by Optuna number."""
+    info: dict[int, TrialInfo] = {}
+    for number, result in _trial_results(paths):
+        metrics = result.metrics or {}
+        error = None
+        if result.error is not None:
+            lines = [line for line in str(result.error).splitlines() if line.strip()]
+            error = lines[-1].strip() if lines else type(result.error).__name__
+        checkpoint = result.checkpoint
+        kept = checkpoint is not None and _exists(checkpoint)
+        info[number] = TrialInfo(
+            epochs=metrics.get("epoch"), last_value=metrics.get(metric),
+            run_dir=f"{checkpoint.path}/{RETRAIN_DIR}" if kept else None, error=error)
     return info
+
+
+def _exists(checkpoint: Any) -> bool:
+    import pyarrow.fs
+
+    try:
+        return checkpoint.filesystem.get_file_info(checkpoint.path).type != pyarrow.fs.FileType.NotFound
+    except OSError:
+        return False
