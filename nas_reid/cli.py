@@ -626,7 +626,10 @@ def genotype_notebooks(spec, out, compare, notebooks, timeout) -> None:
               help="Continue the run in --out: options left out are taken from its tune.yaml; "
               "unfinished trials continue from their last epoch.")
 @click.option("--address", default=None, metavar="auto|ray://HOST:PORT|HOST:PORT",
-              help="Ray: an existing cluster (default: RAY_ADDRESS, else a new local Ray).")
+              help="Ray: an existing cluster (default: RAY_ADDRESS, else a new local Ray). "
+              "Through Ray Client (ray://) to another machine, --storage and --storage-path are "
+              "required. A cluster with token authentication (ray start's default) needs "
+              "RAY_AUTH_MODE=token and its token in the environment.")
 @click.option("--storage-path", default=None, metavar="PATH|URI",
               help="Ray: where trials persist (checkpoints, results); give storage every node "
               "reaches on a cluster. Default: <out>/ray.")
