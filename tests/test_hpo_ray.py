@@ -225,6 +225,30 @@ def test_a_failing_trial_is_recorded_and_the_others_complete(tuned):
     assert f"{len(failed)} failed" in result.output
 
 
+def test_trials_asha_stops_are_pruned_and_lose_their_checkpoints(local_ray, tmp_path, dataset):
+    """One trial at a time, ASHA's rung after epoch 1: a trial with a learning rate too small
+    to learn falls below the rung's cutoff once a learning trial is recorded, and is stopped
+    (seed 8: TPE's random start draws lr 1e-3 first, then 1e-9 three times)."""
+    space = {**SPACE, "name": "ray_prune",
+             "params": {"optimizer.lr": {"type": "categorical", "choices": [1.0e-9, 1.0e-3]}},
+             "fixed": {**SPACE["fixed"], "lr_schedule": {"warmup_epochs": 0, "milestones": []}},
+             "early_stopping": {"grace_period": 1, "reduction_factor": 2}}
+    out = tmp_path / "study"
+    result = run_tune(space, genotype=tiny_genotype(), data=dataset, recipe="bot", out_dir=out,
+                      trials=4, max_concurrent=1, early_stopping="asha", seed=8)
+    table = rows(out)
+    pruned = [r for r in table if r["state"] == "PRUNED"]
+    complete = [r for r in table if r["state"] == "COMPLETE"]
+    assert pruned and complete and result.n_pruned == len(pruned)
+    experiment = out / "ray" / "ray_prune"
+    for row in pruned:  # stopped after epoch 1; its checkpoint removed, no run folder listed
+        trial = experiment / f"trial_{row['number']}"
+        assert row["epochs"] == "1" and row["run_dir"] == ""
+        assert reported_epochs(trial) == [1] and not list(trial.glob("checkpoint_*"))
+    for row in complete:
+        assert Path(row["run_dir"], "checkpoints", "last.pt").is_file()
+
+
 class InterruptOnce(tune.Callback):
     """Ctrl-C for the driver once a trial has finished and another one's first-epoch checkpoint
     is registered (a marker file keeps the restored copy of this callback from doing it
