@@ -362,6 +362,7 @@ def test_cli_set_overrides_fields_of_the_space(cli, tmp_path, data_root):
     assert result.exit_code == 0, result.output
     config = yaml.safe_load((out / "config.yaml").read_text())
     assert config["space"]["schedule"]["arch"]["lr"] == 0.01
+    assert config["search"]["space_file"] == str(space)  # the file the overrides were applied to
     assert config["space"]["schedule"]["cost"]["form"] == "additive"
     last = json.loads((out / "metrics.jsonl").read_text().splitlines()[-1])
     assert last["cost"]["form"] == "additive" and last["cost"]["target"] == 50000

@@ -194,16 +194,16 @@ def _effective_space(space: SearchSpace, epochs: int | None, seed: int | None,
     validated again (a bad override names its field)."""
     from nas_reid.train.recipe import merge, parse_overrides
 
+    source = space.source
     resolved = space.resolved()
     if overrides:
         if not isinstance(overrides, Mapping):
             overrides = parse_overrides(list(overrides))
         resolved = merge(resolved, overrides)
         try:
-            space = load_space(resolved)
+            resolved = load_space(resolved).resolved()
         except UserError as exc:
             raise UserError(f"--set {_shown_overrides(overrides)}: {exc}") from None
-        resolved = space.resolved()
     schedule = resolved["schedule"]
     if epochs is not None:
         if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
@@ -217,7 +217,7 @@ def _effective_space(space: SearchSpace, epochs: int | None, seed: int | None,
             raise UserError(f"seed must be an integer, got {seed!r}")
         schedule["seed"] = seed
     out = load_space(resolved)
-    out._source = space.source
+    out._source = source
     return out
 
 
