@@ -200,6 +200,13 @@ def is_remote_client(address: str | None) -> bool:
     return not theirs & (mine | {"127.0.0.1", "::1"})
 
 
+def cluster_address(address: str | None) -> str | None:
+    """The cluster to join: ``address``, else ``RAY_ADDRESS``; None (or ``local``): none, a new
+    local Ray."""
+    address = address or os.environ.get("RAY_ADDRESS") or None
+    return None if address == "local" else address
+
+
 @contextmanager
 def ray_session(address: str | None = None, *, progress: bool = False) -> Iterator[bool]:
     """Connect to Ray for the block; yields whether this call started a local instance (then
@@ -208,9 +215,7 @@ def ray_session(address: str | None = None, *, progress: bool = False) -> Iterat
     instance. An existing connection in this process is used as it is."""
     import ray
 
-    address = address or os.environ.get("RAY_ADDRESS") or None
-    if address == "local":
-        address = None
+    address = cluster_address(address)
     if address is not None:
         _check_reachable(address)
     if ray.is_initialized():
@@ -304,10 +309,10 @@ def run_tune(space: TuneSpace | str | os.PathLike | Mapping[str, Any], genotype:
         raise UserError(f"--max-concurrent must be at least 1, got {max_concurrent}")
     threads = threads or max(1, int(cpus_per_trial))
     device = "cuda" if gpus_per_trial > 0 else "cpu"
-    client = address or os.environ.get("RAY_ADDRESS")
-    if is_remote_client(client) and (storage is None or storage_path is None):
+    address = cluster_address(address)
+    if is_remote_client(address) and (storage is None or storage_path is None):
         raise UserError(
-            f"--address {client}: through Ray Client the experiment runs on the cluster's head "
+            f"--address {address}: through Ray Client the experiment runs on the cluster's head "
             "node, which writes the Optuna study and the trials' records; give --storage an RDB "
             "URL this machine reaches too (e.g. postgresql://...) and --storage-path a folder or "
             "URI the cluster's nodes write to (e.g. s3://... or NFS), or run nas-reid tune on a "
@@ -442,8 +447,9 @@ def _drop_pruned_checkpoints(paths: Sequence[str], study: Any) -> None:
             for checkpoint in {c.path: c for c in kept if c is not None}.values():
                 try:
                     checkpoint.filesystem.delete_dir(checkpoint.path)
-                except (OSError, FileNotFoundError):
-                    pass
+                except OSError as exc:  # left in place: trials.csv still lists its run folder
+                    warnings.warn(f"trial {number} (pruned): could not remove its checkpoint "
+                                  f"{checkpoint.path}: {exc}", stacklevel=2)
 
 
 def _trial_info(paths: Sequence[str], metric: str) -> dict[int, TrialInfo]:
