@@ -223,6 +223,13 @@ def search_cmd(space, overrides, data, root, epochs, device, out, resume, seed, 
     click.echo(f"genotype: {result.genotype_path}")
     if genotype is not None:
         click.echo(f"  {genotype.summary()}")
+    if result.decisions is not None and result.decisions.decisions:
+        click.echo(f"  choices: {result.decisions.summary()}")
+        for decision in result.decisions.unsettled:
+            click.echo(f"    not settled: {decision.describe()}")
+        if result.decisions.unsettled:
+            click.echo("    (the last epoch's argmax decided these; a longer search, --epochs N, "
+                       "lets them settle)")
     best = result.best
     if best.get("mAP") is not None:
         click.echo(f"  held-out mAP {100 * best['mAP']:.1f} / R1 {100 * best['R1']:.1f} "
@@ -501,7 +508,8 @@ def genotype_group() -> None:
 def genotype_show(spec) -> None:
     """Print a genotype: its backbone (a searched backbone stage by stage: width, kernel,
     expansion, kept blocks), its cells and edges, parameters and FLOPs of the backbone, each cell
-    and the whole network, op counts, probabilities, provenance, and the run's final figures."""
+    and the whole network, op counts, probabilities, provenance, which choices a search run had
+    settled (unchanged over its last 3 architecture epochs), and the run's final figures."""
     from .genotype_report import format_summary
 
     click.echo(format_summary(spec))

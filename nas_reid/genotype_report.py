@@ -53,6 +53,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Iterable, Literal, Sequence
 
+from nas_reid.decisions import DecisionReport, decision_report
 from nas_reid.errors import UserError
 from nas_reid.genotype import Genotype, GenotypeError
 from nas_reid.ops.registry import cached_op_cost
@@ -70,6 +71,7 @@ Kind = Literal["search", "retrain", "run", "file", "reference"]
 
 __all__ = [
     "RUN_ENV", "DEFAULT_REFERENCE", "RunSource", "load_source", "find_default_run",
+    "source_decisions", "decision_rows",
     "default_compare",
     "ProbabilityHistory", "probability_history", "op_count_history",
     "EdgeCost", "CellCost", "cell_costs", "total_cost",
@@ -291,6 +293,35 @@ def _load_run(spec: str, run_dir: Path) -> RunSource:
     return RunSource(spec, genotype, run_dir.resolve().name, kind, run_dir, metrics=metrics,
                      history=history, candidates=_candidates(config), finished=finished,
                      notes=notes)
+
+
+def source_decisions(source: RunSource) -> DecisionReport | None:
+    """Which choices of a search run's genotype had settled (:mod:`nas_reid.decisions`), from
+    its genotype history; the warm-up epochs are those whose metrics record says
+    ``arch_updates: false``. None without a history."""
+    if not source.history:
+        return None
+    history = [Genotype.from_dict(d, where=f"genotype history, line {i + 1}")
+               for i, d in enumerate(source.history)]
+    warmup = max((r.get("epoch", 0) for r in source.metrics if r.get("arch_updates") is False),
+                 default=0)
+    return decision_report(history, warmup)
+
+
+def decision_rows(source: RunSource) -> tuple[list[str], list[list[str]]]:
+    """``(header, rows)``: one row per choice of a search run's genotype (its value and
+    probability, the runner-up, the margin, since when it held, how often it changed, whether it
+    settled); no rows without a genotype history."""
+    header = ["choice", "value", "p", "runner-up", "p", "margin", "held since", "changes",
+              "settled"]
+    report = source_decisions(source)
+    rows = []
+    for d in report.decisions if report is not None else []:
+        rows.append([d.key, d.choice + (" (capped)" if d.capped else ""), _num(d.probability),
+                     d.runner_up or "-", _num(d.runner_up_probability), _num(d.margin),
+                     f"epoch {d.held_since}" if d.held_since is not None else "-",
+                     str(d.changes), "yes" if d.settled else "no"])
+    return header, rows
 
 
 def default_compare(source: RunSource | None = None) -> str:
@@ -876,7 +907,8 @@ def format_summary(source: RunSource | Genotype | str | os.PathLike) -> str:
     """The text of ``nas-reid genotype show``: where the genotype comes from, its input and
     backbone (a searched one stage by stage), every cell with its edges (dead ones marked),
     parameters and FLOPs per cell, of the backbone and of the whole network, op counts,
-    probabilities, provenance, and the run's final table (:func:`final_rows`)."""
+    probabilities, provenance, a search run's choices and whether each had settled
+    (:func:`source_decisions`), and the run's final table (:func:`final_rows`)."""
     if isinstance(source, Genotype):
         source = RunSource("<genotype>", source, source.space.name or "genotype", "file", None)
     source = load_source(source)
@@ -928,6 +960,11 @@ def format_summary(source: RunSource | Genotype | str | os.PathLike) -> str:
                      f"({len(labels)} candidates: {', '.join(labels)})")
     else:
         lines.append("probabilities: none recorded")
+    report = source_decisions(source)
+    if report is not None and report.decisions:
+        lines.append(f"choices: {report.summary()}")
+        lines += [f"  {'settled    ' if d.settled else 'not settled'}  {d.describe()}"
+                  for d in report.decisions]
     if source.metrics:
         lines.append(f"{source.kind} run:")
         lines += [f"  {k:<16}{v}" for k, v in final_rows(source)]

@@ -39,7 +39,7 @@ from tests.tiny import tiny_space
 
 EPOCH_KEYS = {"kind", "epoch", "epochs", "step", "time", "lr", "tau", "arch_updates", "loss", "rib",
               "heldout", "arch_probs", "backbone_probs", "backbone", "cost", "genotype", "op_counts",
-              "collapse", "dcs_keep", "best", "ddp"}
+              "collapse", "decisions", "dcs_keep", "best", "ddp"}
 RUN_FILES = ["config.yaml", "metrics.jsonl", "genotype_history.jsonl", "genotype.json", "cells.png",
              "arch_probs.png", "checkpoints/last.pt"]
 
@@ -125,6 +125,14 @@ def test_metrics_jsonl_has_the_documented_keys(finished):
         assert set(r["collapse"]) == {"identity_edges", "live_edges", "identity_fraction",
                                       "identity_cells", "warning"}
         assert r["ddp"] == {"world_size": 1, "genotypes_agree": True}
+        # one op decision per cell; two architecture epochs cannot settle a choice (window 3)
+        decisions = r["decisions"]
+        assert (decisions["settled"], decisions["total"], decisions["window"]) == (0, 2, 3)
+        assert decisions["arch_epochs"] == r["epoch"]  # no warm-up in the tiny space
+        assert [d["key"] for d in decisions["decisions"]] == ["layer3 0->1", "layer4 0->1"]
+    final = epochs[-1]["decisions"]["decisions"]
+    assert [d["choice"] for d in final] == [c.edges[0].op for c in finished.genotype.cells]
+    assert finished.decisions.as_dict() == epochs[-1]["decisions"]
     # tau follows the space's schedule at epoch / epochs; the cosine lr halves at epoch 2 of 2
     assert [r["tau"] for r in epochs] == pytest.approx([5.0, 2.75])
     assert [r["lr"]["weights"] for r in epochs] == pytest.approx([0.05, 0.025])
@@ -152,6 +160,9 @@ def test_resume_ends_with_the_same_genotype_and_arch_parameters(tmp_path, datase
     assert [r["epoch"] for r in epochs if r["kind"] == "epoch"] == [1, 2]
     assert [r["heldout"] for r in epochs if r["kind"] == "epoch"] == \
         [r["heldout"] for r in finished.metrics]
+    assert [r["decisions"] for r in epochs if r["kind"] == "epoch"] == \
+        [r["decisions"] for r in finished.metrics]
+    assert resumed.decisions == finished.decisions
 
 
 def test_resuming_a_finished_run_returns_it(finished):
@@ -351,6 +362,8 @@ def test_cli_tiny_search_prints_where_the_genotype_is(cli, tmp_path, data_root):
     assert f"genotype: {genotype}" in result.output
     assert Genotype.from_json(genotype).provenance.epoch == 1
     assert "held-out mAP" in result.output
+    assert "choices: 0 of 2 settled: the search updated the architecture in 1 epoch" in result.output
+    assert result.output.count("not settled: layer") == 2 and "--epochs N" in result.output
 
 
 def test_cli_set_overrides_fields_of_the_space(cli, tmp_path, data_root):

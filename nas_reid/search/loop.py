@@ -87,6 +87,7 @@ from tqdm.auto import tqdm
 
 from nas_reid import __version__
 from nas_reid.data import ReIDDataset, resolve_dataset
+from nas_reid.decisions import DecisionReport, decision_report
 from nas_reid.errors import UserError
 from nas_reid.fileio import atomic_write_text
 from nas_reid.genotype import Genotype, derive_genotype
@@ -158,6 +159,9 @@ class SearchResult:
     arch_parameters: dict[str, torch.Tensor]
     metrics: list[dict[str, Any]] = field(default_factory=list)
     """The epoch records of metrics.jsonl."""
+    decisions: DecisionReport | None = None
+    """Which choices of the final genotype the search had settled (:mod:`nas_reid.decisions`);
+    None before the first epoch."""
 
 
 # ------------------------------------------------------------------------------ set-up helpers
@@ -412,6 +416,8 @@ class _Search:
         else:
             seed_all(derived_seed(self.seed, world.rank, 1))  # each rank its own Gumbel draws
         self.metrics_lines, self.history_lines = metrics, history
+        self._genotypes: list[Genotype] | None = None
+        """The genotype of every epoch so far (parsed from the history once, when first needed)."""
         self.config = ckpt["config"] if ckpt is not None else {
             "space": self.space.resolved(),
             "search": {"space_file": self.space.source, "data": self.data_ref,
@@ -611,6 +617,7 @@ class _Search:
             agree = all(t == texts[0] for t in texts)
             if not agree:
                 warnings.warn("DDP ranks derived different genotypes; rank 0's is kept", stacklevel=2)
+        decisions = self._decision_report(genotype)
         collapse = check_collapse(raw)
         if collapse:
             warnings.warn(collapse, CollapseWarning, stacklevel=2)
@@ -638,7 +645,7 @@ class _Search:
             "backbone": genotype.backbone.summary(), "cost": self._cost_record(genotype),
             "genotype": genotype.summary(), "op_counts": genotype.op_counts(),
             "collapse": {**collapse_report(raw).as_dict(), "warning": collapse is not None},
-            "dcs_keep": self.dcs_keep, "best": self.best,
+            "decisions": decisions.as_dict(), "dcs_keep": self.dcs_keep, "best": self.best,
             "ddp": {"world_size": self.world.size, "genotypes_agree": agree},
         }
         edges = {pos: cell.edge_list for pos, cell in self.net.cells.items()}
@@ -788,6 +795,18 @@ class _Search:
         self.finished = True
         self._save(session_start)
 
+    def _decision_report(self, new: Genotype | None = None) -> DecisionReport | None:
+        """The decisions of the last genotype over the history, ``new`` (this epoch's genotype,
+        not yet in the log) appended first."""
+        if self._genotypes is None:
+            self._genotypes = [Genotype.from_dict(json.loads(line), where="genotype history")
+                               for line in (self.log.history if self.log is not None else [])]
+        if new is not None:
+            self._genotypes.append(new)
+        if not self._genotypes:
+            return None
+        return decision_report(self._genotypes, self.space.schedule.warmup_epochs)
+
     def _last_genotype(self) -> Genotype | None:
         if not self.log.history:
             return None
@@ -800,7 +819,8 @@ class _Search:
             epochs=self.epochs, epochs_done=self.epoch, steps=self.step, best=dict(self.best),
             arch_parameters={name.removeprefix("arch."): p.detach().cpu().clone()
                              for name, p in self.net.named_arch_parameters()},
-            metrics=[r for r in map(json.loads, self.log.metrics) if r["kind"] == "epoch"])
+            metrics=[r for r in map(json.loads, self.log.metrics) if r["kind"] == "epoch"],
+            decisions=self._decision_report())
 
 
 def _constant(epoch: int) -> float:

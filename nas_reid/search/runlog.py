@@ -30,6 +30,11 @@ Epoch record (all keys always present; ``null`` where a figure does not apply)::
     op_counts    {op: live edges using it} in that genotype
     collapse     {"identity_edges", "live_edges", "identity_fraction", "identity_cells",
                  "warning"} of the genotype derived *without* the skip cap
+    decisions    {"settled", "total", "window", "arch_epochs", "decisions": [{"key", "choice",
+                 "probability", "runner_up", "runner_up_probability", "margin", "held_since",
+                 "held_epochs", "changes", "settled", "capped"}]}: which choices of this
+                 epoch's genotype have held over the last "window" architecture epochs
+                 (:mod:`nas_reid.decisions`)
     dcs_keep     {module: mean kept-channel fraction of the last training forward}
     best         {"mAP", "R1", "epoch"}: best held-out mAP so far
     ddp          {"world_size", "genotypes_agree"}: every rank derived the same genotype
@@ -44,6 +49,7 @@ Both files are kept in memory (and in the checkpoint) and rewritten atomically a
 they always hold whole lines; a resumed search rewrites them from its checkpoint. TensorBoard
 events go to ``tensorboard/`` (scalars ``loss/*``, ``lr/*``, ``tau``, ``heldout/*``,
 ``rib/*``, ``prob/<position>/<edge>/<op>``, ``prob/backbone/<choice>/<option>``,
+``decisions/settled`` (the settled fraction of the choices),
 ``cost/*_mflops`` or ``cost/*_ms``, ``ops/<op>``, ``collapse/identity_fraction``,
 ``dcs_keep/*``, and the genotype as text); a resumed search purges the events written after its
 checkpoint (``purge_step``). Only rank 0 writes anything.
@@ -89,6 +95,9 @@ class RunLog(MetricsLog):
         if tb is not None:
             step = record["step"]
             tb.add_scalar("collapse/identity_fraction", record["collapse"]["identity_fraction"], step)
+            decisions = record.get("decisions") or {}
+            if decisions.get("total"):
+                tb.add_scalar("decisions/settled", decisions["settled"] / decisions["total"], step)
             for op, n in record["op_counts"].items():
                 tb.add_scalar(f"ops/{op}", n, step)
             for position, rows in record["arch_probs"].items():

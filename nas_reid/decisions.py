@@ -1,0 +1,238 @@
+"""How firmly a search made each of its choices: the margin over the runner-up, and how long the
+choice has held.
+
+A DNAS search ends with an argmax over architecture probabilities; after a short search the
+probabilities may sit close to uniform, and the argmax of the last epoch can be one draw of the
+search's noise (a search of ``cpu_small`` that changes its ``layer3`` op in its last epoch with a
+margin of 0.001 picks that op by chance). This module says which choices of the final genotype
+the search had settled on and which it had not, from the genotype of every epoch
+(``genotype_history.jsonl``).
+
+Decisions of a genotype (:func:`decision_values`), each with a key, a value, the probability
+behind the value and the runner-up:
+
+==============================  ===============================================================
+``layer3 0->1``                 the op of each kept edge of the final genotype: DARTS' rule,
+                                the most probable candidate other than ``zero``; the runner-up
+                                is the next one. Where the skip cap replaced an ``identity``
+                                choice, the decision stays the search's own (``identity``) and
+                                is marked ``capped``.
+``layer3 node 2 inputs``        which incoming edges a node keeps (only where it has more than
+                                it keeps): the value is the kept sources, the probability the
+                                strength of the weakest kept edge, the runner-up the strongest
+                                dropped edge (an edge's strength is its best non-zero
+                                probability).
+``backbone s2_width``           each choice of a searchable backbone: the most probable option
+                                and the next one.
+==============================  ===============================================================
+
+Only epochs that updated the architecture count (after ``warmup_epochs``: before them the
+argmax is that of the initial parameters). A decision is **settled** when its value was the
+same over the last :data:`SETTLE_EPOCHS` such epochs (every one of them when the search had
+fewer: then it is not settled); ``held_since`` is the first epoch of its final run of equal
+values and ``changes`` the number of times it changed over the architecture epochs. The margin
+(``probability - runner_up_probability``) is reported beside, not used in the rule: how large a
+margin is meaningful depends on the space's number of candidates and on the architecture
+learning rate, whereas a choice that keeps changing is plainly not made.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any, Iterable, Sequence
+
+from nas_reid.genotype import Genotype
+
+SETTLE_EPOCHS = 3
+"""A decision is settled when it held over the last this many architecture-updating epochs."""
+
+
+@dataclass(frozen=True)
+class DecisionValue:
+    """One decision in one genotype."""
+
+    value: str
+    probability: float | None
+    runner_up: str | None
+    runner_up_probability: float | None
+    capped: bool = False
+
+
+@dataclass(frozen=True)
+class Decision:
+    """One decision of the final genotype, over the search's architecture epochs."""
+
+    key: str
+    choice: str
+    probability: float | None
+    runner_up: str | None
+    runner_up_probability: float | None
+    held_since: int | None
+    """First epoch of the final run of equal values (None: no architecture epoch)."""
+    held_epochs: int
+    changes: int
+    settled: bool
+    capped: bool = False
+    """The skip cap replaced this (``identity``) choice in the exported genotype."""
+
+    @property
+    def margin(self) -> float | None:
+        if self.probability is None or self.runner_up_probability is None:
+            return None
+        return self.probability - self.runner_up_probability
+
+    def describe(self) -> str:
+        """``layer3 0->1: eca p 0.150 vs rga_s 0.149 (held since epoch 12, changed 6 times)``."""
+        p = f" p {self.probability:.3f}" if self.probability is not None else ""
+        vs = (f" vs {self.runner_up} {self.runner_up_probability:.3f}"
+              if self.runner_up is not None and self.runner_up_probability is not None else "")
+        held = (f"held since epoch {self.held_since}" if self.held_since is not None
+                else "no architecture epoch")
+        changed = f"changed {self.changes} time{'s' if self.changes != 1 else ''}"
+        cap = "; replaced by the skip cap" if self.capped else ""
+        return f"{self.key}: {self.choice}{p}{vs} ({held}, {changed}{cap})"
+
+    def as_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["margin"] = None if self.margin is None else round(self.margin, 6)
+        return d
+
+
+@dataclass(frozen=True)
+class DecisionReport:
+    """Every decision of the final genotype (:func:`decision_report`)."""
+
+    decisions: list[Decision]
+    window: int
+    arch_epochs: list[int] = field(default_factory=list)
+    """The epochs (1-based) that updated the architecture, in order."""
+
+    @property
+    def settled(self) -> list[Decision]:
+        return [d for d in self.decisions if d.settled]
+
+    @property
+    def unsettled(self) -> list[Decision]:
+        return [d for d in self.decisions if not d.settled]
+
+    def summary(self) -> str:
+        """``2 of 3 settled (unchanged over the last 3 architecture epochs)``."""
+        n = len(self.decisions)
+        if not n:
+            return "none to make"
+        if len(self.arch_epochs) < self.window:
+            k = len(self.arch_epochs)
+            return (f"0 of {n} settled: the search updated the architecture in {k} epoch"
+                    f"{'s' if k != 1 else ''}, fewer than the {self.window} a choice must hold for")
+        return (f"{len(self.settled)} of {n} settled (unchanged over the last {self.window} "
+                "architecture epochs)")
+
+    def as_dict(self) -> dict[str, Any]:
+        """The metrics record's ``decisions``."""
+        return {"settled": len(self.settled), "total": len(self.decisions), "window": self.window,
+                "arch_epochs": len(self.arch_epochs),
+                "decisions": [d.as_dict() for d in self.decisions]}
+
+
+# ------------------------------------------------------------------------------------- values
+
+
+def _top_two(labels: Sequence[str], row: Sequence[float],
+             allowed: Iterable[int]) -> tuple[int | None, int | None]:
+    """Indices of the largest and second largest ``row`` values among ``allowed`` (ties: the
+    lower index first, as :func:`nas_reid.genotype.derive_genotype` breaks them)."""
+    order = sorted(allowed, key=lambda k: (-row[k], k))
+    return (order[0] if order else None), (order[1] if len(order) > 1 else None)
+
+
+def decision_values(genotype: Genotype, keys: Iterable[str] | None = None) -> dict[str, DecisionValue]:
+    """The decisions of ``genotype`` (see the module doc), from its recorded probabilities.
+
+    ``keys``: the decisions to compute (those of another genotype of the same space); default
+    the genotype's own: the ops of its kept edges, the inputs of nodes that drop edges, and the
+    backbone's choices. A genotype without probabilities (hand-written) has no decisions.
+    """
+    values: dict[str, DecisionValue] = {}
+    wanted = None if keys is None else set(keys)
+    for cell in genotype.cells:
+        probs = genotype.probabilities.get(cell.position)
+        if probs is None:
+            continue
+        labels = list(probs.ops)
+        nonzero = [k for k, name in enumerate(labels) if name != "zero"]
+        edges = [tuple(e) for e in probs.edges]
+        strength = {}
+        for e, row in zip(edges, probs.values):
+            best, _ = _top_two(labels, row, nonzero)
+            strength[e] = row[best] if best is not None else 0.0
+        kept = {(e.source, e.target): e.op for e in cell.edges}
+        for (s, t), row in zip(edges, probs.values):
+            key = f"{cell.position} {s}->{t}"
+            if (wanted is None and (s, t) not in kept) or (wanted is not None and key not in wanted):
+                continue
+            best, second = _top_two(labels, row, nonzero)
+            if best is None:
+                continue
+            capped = (labels[best] == "identity" and (s, t) in kept
+                      and kept[(s, t)] != "identity")
+            values[key] = DecisionValue(
+                labels[best], row[best], labels[second] if second is not None else None,
+                row[second] if second is not None else None, capped)
+        for target in sorted({t for _, t in edges}):
+            key = f"{cell.position} node {target} inputs"
+            incoming = [e for e in edges if e[1] == target]
+            chosen = sorted(s for (s, t) in kept if t == target)
+            if wanted is not None and key not in wanted:
+                continue
+            if len(incoming) <= len(chosen) or not chosen:
+                continue
+            dropped = [e for e in incoming if e[0] not in chosen]
+            weakest = min(strength[(s, target)] for s in chosen)
+            strongest = max(dropped, key=lambda e: (strength[e], -e[0]))
+            values[key] = DecisionValue(
+                ",".join(map(str, chosen)), weakest, f"{strongest[0]}->{target}",
+                strength[strongest])
+    for key, choice in genotype.backbone_probabilities.items():
+        name = f"backbone {key}"
+        if wanted is not None and name not in wanted:
+            continue
+        best, second = _top_two(choice.options, choice.values, range(len(choice.values)))
+        values[name] = DecisionValue(
+            str(choice.options[best]), choice.values[best],
+            str(choice.options[second]) if second is not None else None,
+            choice.values[second] if second is not None else None)
+    return values
+
+
+# ------------------------------------------------------------------------------------- report
+
+
+def decision_report(history: Sequence[Genotype], warmup_epochs: int,
+                    window: int = SETTLE_EPOCHS) -> DecisionReport:
+    """The decisions of the last genotype of ``history`` (one genotype per epoch, in order), over
+    the epochs after ``warmup_epochs`` (each genotype's ``provenance.epoch``; where it is
+    missing, its 1-based place in ``history``)."""
+    if window < 1:
+        raise ValueError(f"window must be >= 1, got {window}")
+    if not history:
+        return DecisionReport([], window)
+    final = history[-1]
+    current = decision_values(final)
+    numbered = [(g.provenance.epoch if g.provenance.epoch is not None else i + 1, g)
+                for i, g in enumerate(history)]
+    arch = [(n, g) for n, g in numbered if n > warmup_epochs]
+    series = [(n, decision_values(g, current)) for n, g in arch]
+    decisions = []
+    for key, now in current.items():
+        seen = [(n, v[key].value) for n, v in series if key in v]
+        changes = sum(a[1] != b[1] for a, b in zip(seen, seen[1:]))
+        held_since, held = None, 0
+        for n, value in reversed(seen):
+            if value != now.value:
+                break
+            held_since, held = n, held + 1
+        settled = len(seen) >= window and held >= window
+        decisions.append(Decision(key, now.value, now.probability, now.runner_up,
+                                  now.runner_up_probability, held_since, held, changes, settled,
+                                  now.capped))
+    return DecisionReport(decisions, window, [n for n, _ in arch])
