@@ -58,8 +58,9 @@ def current_rss_kb() -> int:
 def time_steps(step, device, repeats: int, warmup: int = WARMUP) -> dict:
     """Best-of-``repeats`` wall time of ``step()`` after ``warmup`` untimed calls, and memory.
 
-    Returns ``best_s`` and ``ms``; on CUDA ``cuda_peak_mib`` (peak allocated) and
-    ``cuda_step_mib`` (peak above what was allocated before the first call); on CPU
+    Returns ``best_s`` and ``ms``; on CUDA ``cuda_peak_mib`` (peak allocated),
+    ``cuda_step_mib`` (peak above what was allocated before the first call) and
+    ``cuda_reserved_mib`` (peak held by the caching allocator: what the card must have free); on CPU
     ``base_rss_kb`` (RSS before the first call) and ``hwm_reset``: the peak RSS is read by the
     launcher (:func:`run_measured`) once this process has exited.
     """
@@ -93,6 +94,7 @@ def time_steps(step, device, repeats: int, warmup: int = WARMUP) -> dict:
         peak = torch.cuda.max_memory_allocated(device)
         result["cuda_peak_mib"] = peak / 2**20
         result["cuda_step_mib"] = (peak - base) / 2**20
+        result["cuda_reserved_mib"] = torch.cuda.max_memory_reserved(device) / 2**20
     return result
 
 
@@ -101,12 +103,18 @@ def measure_case(script: str, case: dict, run_case) -> dict:
     ``peak_step_mib`` from :func:`time_steps`' CUDA figures), on CPU in a fresh process running
     ``script --_worker CASE`` (:func:`run_measured`; peak RSS in all and above the pre-step RSS,
     ``upper_bound`` when the high-water mark could not be reset). On CUDA the allocator's cache
-    is emptied first, so one case's cached blocks do not crowd the next."""
+    is emptied first, so one case's cached blocks do not crowd the next. A case that runs out of
+    GPU memory returns ``{"oom": True, "error": ...}`` instead of ending the benchmark."""
     if case["device"] == "cuda":
         import torch
 
         torch.cuda.empty_cache()
-        result = run_case(case)
+        torch.cuda.reset_peak_memory_stats()
+        try:
+            result = run_case(case)
+        except torch.OutOfMemoryError as exc:
+            torch.cuda.empty_cache()
+            return {"oom": True, "error": str(exc).splitlines()[0]}
         result["peak_total_mib"] = result["cuda_peak_mib"]
         result["peak_step_mib"] = result["cuda_step_mib"]
         return result

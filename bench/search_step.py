@@ -30,8 +30,11 @@ Memory:
   gives the peak RSS above the RSS at that point (activations, gradients, optimizer state,
   workspace) and the process's whole peak RSS. Where the reset is refused, the first figure is
   an upper bound, marked "<=".
-- CUDA: ``torch.cuda.max_memory_allocated`` over the steps, in total (weights included: what must
-  fit the card) and above the allocation before the first step.
+- CUDA: ``torch.cuda.max_memory_allocated`` over the steps, in total (weights included) and
+  above the allocation before the first step, and ``torch.cuda.max_memory_reserved`` (what the
+  caching allocator held: with the CUDA context, what the card must have free; the "fits a 24
+  GiB card" line compares it with 24 GiB). A strategy that runs out of GPU memory gets an "out
+  of memory" row and the benchmark goes on.
 
 Prints a markdown table and the gumbel / softmax ratios. No assertion on timings.
 """
@@ -174,6 +177,8 @@ def main(argv=None) -> None:
     if cuda:
         import torch
 
+        if not torch.cuda.is_available():
+            sys.exit("search_step.py: --device cuda, but torch sees no CUDA device")
         where = f"{torch.cuda.get_device_name()}"
     else:
         import torch
@@ -191,15 +196,29 @@ def main(argv=None) -> None:
         case = {"space": space_path, "strategy": strategy, "device": args.device, "p": p, "k": k,
                 "repeats": repeats, "threads": args.threads}
         r = results[strategy] = measure_case(__file__, case, run_case)
+        if r.get("oom"):
+            print(f"| {strategy} | out of memory | | | |", flush=True)
+            continue
         bound = "<=" if r.get("upper_bound") else ""
         print(f"| {strategy} | {r['ms']:.0f} | {r['img_s']:.1f} | {bound}{r['peak_step_mib']:.0f} "
               f"| {r['peak_total_mib']:.0f} |", flush=True)
     s, g = results["softmax"], results["gumbel"]
     print()
+    if cuda:
+        for strategy, r in results.items():
+            if r.get("oom"):
+                print(f"{strategy}: out of memory ({r['error']})")
+            else:
+                gib = r["cuda_reserved_mib"] / 1024
+                print(f"{strategy}: peak reserved {gib:.1f} GiB: "
+                      f"{'fits' if gib < 24 else 'does not fit'} a 24 GiB card "
+                      "(the CUDA context, ~0.5 GiB, comes on top)")
+    if s.get("oom") or g.get("oom"):
+        return
     print(f"gumbel / softmax: throughput x{g['img_s'] / s['img_s']:.2f}, step memory "
           f"x{g['peak_step_mib'] / s['peak_step_mib']:.2f}, total memory "
           f"x{g['peak_total_mib'] / s['peak_total_mib']:.2f}")
-    if FIXED in results:
+    if FIXED in results and not results[FIXED].get("oom"):
         f = results[FIXED]
         print(f"gumbel supernet / widest fixed network: throughput x{g['img_s'] / f['img_s']:.2f}, "
               f"step memory x{g['peak_step_mib'] / f['peak_step_mib']:.2f}")

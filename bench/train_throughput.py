@@ -134,6 +134,9 @@ def main(argv=None) -> None:
                     "device": args.device, "precision": precision, "p": args.p, "k": args.k,
                     "repeats": repeats, "threads": args.threads}
             r = measure_case(__file__, case, run_case)
+            if r.get("oom"):
+                print(f"| {model} | | {precision} | | out of memory | | | | |", flush=True)
+                continue
             if model == models[0]:
                 base[precision] = r["img_s"]
             bound = "<=" if r.get("upper_bound") else ""
