@@ -13,7 +13,9 @@ step is what :mod:`nas_reid.search.loop` does per step:
 - architecture step on another P x K batch, weights frozen: batch-hard triplet on the
   L2-normalised ``feat_bn``, backward, Adam on the architecture parameters.
 
-A space with a cost term (``schedule.cost``) adds it to the architecture step. For a searchable
+Precision is the space's ``schedule.precision`` (by default bf16 autocast and channels_last on
+CUDA, float32 on CPU), as in the search; ``--fp32`` turns both off. A space with a cost term
+(``schedule.cost``) adds it to the architecture step. For a searchable
 backbone (``search_spaces/mobile_cpu.yaml``, ``mobile_dnas.yaml``) a third row, ``widest
 fixed``, trains the widest discrete network of the space (no cells) the same way (a weight step
 and a second forward/backward): the masked supernet's memory should stay near it whatever the
@@ -64,6 +66,7 @@ def run_case(case: dict) -> dict:
     import torch.nn.functional as F
 
     from nas_reid.losses import CrossEntropyLabelSmooth, TripletLoss
+    from nas_reid.precision import Precision, PrecisionConfig
     from nas_reid.space import Supernet, load_space
 
     from nas_reid.search.cost import CostModel
@@ -77,11 +80,14 @@ def run_case(case: dict) -> dict:
     resolved["sampling"]["strategy"] = "gumbel" if fixed else case["strategy"]
     space = load_space(resolved)
     sched = space.schedule
+    precision = Precision.resolve(PrecisionConfig(bf16=False, channels_last=False)
+                                  if case["fp32"] else sched.precision, device)
     torch.manual_seed(0)
     if fixed:
         net = widest_network(space).to(device).train()
     else:
         net = Supernet(space, NUM_CLASSES).to(device).train()
+    net = precision.model(net)
     cost = None
     if not fixed and sched.cost.form != "none":
         table = table_for(space, device) if sched.cost.metric == "latency" else None
@@ -99,13 +105,14 @@ def run_case(case: dict) -> dict:
     triplet = TripletLoss(sched.loss.triplet_margin)
     p, k = case["p"], case["k"]
     h, wd = space.input_size
-    x_w = torch.randn(p * k, 3, h, wd, device=device)
-    x_a = torch.randn(p * k, 3, h, wd, device=device)
+    x_w = precision.images(torch.randn(p * k, 3, h, wd, device=device))
+    x_a = precision.images(torch.randn(p * k, 3, h, wd, device=device))
     labels = torch.arange(p, device=device).repeat_interleave(k)
 
     def step():
-        out = net(x_w)
-        loss = ce(out["logits"], labels) + triplet(out["feat"], labels)
+        with precision.autocast(device.type):
+            out = net(x_w)
+        loss = ce(out["logits"].float(), labels) + triplet(out["feat"].float(), labels)
         weight_opt.zero_grad(set_to_none=True)
         loss.backward()
         if w.grad_clip is not None:
@@ -116,8 +123,9 @@ def run_case(case: dict) -> dict:
         del out, loss
         for q in weights:
             q.requires_grad_(False)
-        out = net(x_a)
-        loss = triplet(F.normalize(out["feat_bn"], dim=1), labels)
+        with precision.autocast(device.type):
+            out = net(x_a)
+        loss = triplet(F.normalize(out["feat_bn"].float(), dim=1), labels)
         if cost is not None:
             loss = cost.loss(loss, cost.expected(net))
         if arch_opt is not None:
@@ -129,7 +137,7 @@ def run_case(case: dict) -> dict:
         if arch_opt is not None:
             arch_opt.step()
 
-    result = {"params_m": sum(q.numel() for q in weights) / 1e6,
+    result = {"params_m": sum(q.numel() for q in weights) / 1e6, **precision.as_dict(),
               "candidates": len(space.ops), "cells": len(space.cells.positions)}
     result.update(time_steps(step, device, case["repeats"]))
     result["img_s"] = 2 * p * k / result["best_s"]
@@ -160,6 +168,8 @@ def main(argv=None) -> None:
     parser.add_argument("--repeats", type=int, help="timed steps (default: 3 on CPU, 10 on CUDA)")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     parser.add_argument("--quick", action="store_true", help="P=2, K=2, one timed step")
+    parser.add_argument("--fp32", action="store_true",
+                        help="float32, no channels_last (default: the space's schedule.precision)")
     add_worker_arguments(parser)
     args = parser.parse_args(argv)
     serve_worker(args, run_case)
@@ -188,20 +198,21 @@ def main(argv=None) -> None:
           f"cells at {', '.join(space.cells.positions)}), batch {p}x{k} per step and per "
           f"held-out step, {repeats} timed steps after {WARMUP} warm-up; {where}")
     print()
-    print("| strategy | step ms (best) | img/s | peak MiB above pre-step | peak MiB total |")
-    print("|---|---:|---:|---:|---:|")
+    print("| strategy | precision | step ms (best) | img/s | peak MiB above pre-step | peak MiB total |")
+    print("|---|---|---:|---:|---:|---:|")
     results = {}
     strategies = STRATEGIES + ((FIXED,) if space.backbone.searchable else ())
     for strategy in strategies:
         case = {"space": space_path, "strategy": strategy, "device": args.device, "p": p, "k": k,
-                "repeats": repeats, "threads": args.threads}
+                "repeats": repeats, "threads": args.threads, "fp32": args.fp32}
         r = results[strategy] = measure_case(__file__, case, run_case)
         if r.get("oom"):
-            print(f"| {strategy} | out of memory | | | |", flush=True)
+            print(f"| {strategy} | | out of memory | | | |", flush=True)
             continue
         bound = "<=" if r.get("upper_bound") else ""
-        print(f"| {strategy} | {r['ms']:.0f} | {r['img_s']:.1f} | {bound}{r['peak_step_mib']:.0f} "
-              f"| {r['peak_total_mib']:.0f} |", flush=True)
+        prec = ("bf16" if r["bf16"] else "fp32") + (", channels_last" if r["channels_last"] else "")
+        print(f"| {strategy} | {prec} | {r['ms']:.0f} | {r['img_s']:.1f} | "
+              f"{bound}{r['peak_step_mib']:.0f} | {r['peak_total_mib']:.0f} |", flush=True)
     s, g = results["softmax"], results["gumbel"]
     print()
     if cuda:

@@ -9,6 +9,7 @@ one thread.
 from __future__ import annotations
 
 import json
+import math
 import os
 import subprocess
 import sys
@@ -248,6 +249,30 @@ def test_held_out_query_gallery_split_by_camera():
     assert len(qg.query) + len(qg.gallery) == len(items)
     for _, pid, cam in qg.query:  # every query has a gallery match under another camera
         assert any(p == pid and c != cam for _, p, c in qg.gallery)
+
+
+def test_bf16_and_channels_last_search_runs_and_resumes_on_cpu(tmp_path, dataset, finished):
+    # the CUDA default (schedule.precision auto) forced on: the autocast / channels_last code
+    # paths of both steps, the RIB extraction and the quick eval run without a GPU
+    space = tiny_space(precision={"bf16": True, "channels_last": True})
+    whole = run_search(space, dataset, tmp_path / "bf16")
+    config = yaml.safe_load((tmp_path / "bf16" / "config.yaml").read_text())
+    assert config["search"]["bf16"] and config["search"]["channels_last"]
+    assert config["space"]["schedule"]["precision"] == {"bf16": True, "channels_last": True}
+    assert whole.finished and whole.genotype is not None
+    for r in whole.metrics:
+        assert all(math.isfinite(v) for v in r["loss"]["weights"].values())
+        assert 0.0 <= r["heldout"]["mAP"] <= 1.0
+    assert not same_arch(whole.arch_parameters, finished.arch_parameters)  # bf16 did run
+    # the float32 default on a CPU
+    default = yaml.safe_load((finished.out_dir / "config.yaml").read_text())["search"]
+    assert default["bf16"] is False and default["channels_last"] is False
+    # a bf16 search resumed mid-epoch ends where the uninterrupted one does
+    out = tmp_path / "bf16-resumed"
+    run_search(space, dataset, out, max_steps=3)
+    resumed = search(None, None, out_dir=out, resume=True, progress=False)
+    assert same_arch(resumed.arch_parameters, whole.arch_parameters)
+    assert comparable(resumed.genotype) == comparable(whole.genotype)
 
 
 def test_checkpoint_rng_states_survive_a_weights_only_load(tmp_path):

@@ -131,13 +131,15 @@ def query_gallery_split(items: Sequence[Item]) -> QueryGallery:
 
 def quick_eval(model: torch.nn.Module, split: QueryGallery, input_size: tuple[int, int],
                device: torch.device, *, batch_size: int = 128, num_workers: int = 0,
-               world: int = 1, rank: int = 0) -> dict[str, float] | None:
+               world: int = 1, rank: int = 0, autocast: torch.dtype | None = None,
+               channels_last: bool = False) -> dict[str, float] | None:
     """mAP, R1, R5 (fractions) of ``model``'s ``feat_bn`` on the held-out query/gallery split,
     ``None`` when the split has no query. ``model`` must be in eval mode; every rank returns
-    the same figures."""
+    the same figures. ``autocast``, ``channels_last``: as :func:`extract` takes them."""
     if not split.query or not split.gallery:
         return None
-    common = dict(batch_size=batch_size, num_workers=num_workers, world=world, rank=rank)
+    common = dict(batch_size=batch_size, num_workers=num_workers, world=world, rank=rank,
+                  autocast=autocast, channels_last=channels_last)
     qf = extract(model, split.query, input_size, "feat_bn", device, **common)
     gf = extract(model, split.gallery, input_size, "feat_bn", device, **common)
 

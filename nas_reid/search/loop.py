@@ -36,6 +36,12 @@ softmax(alpha) per cell, edge and op, the derived genotype (appended to
 checkpoint (:mod:`nas_reid.search.checkpoint`). The final genotype is the last epoch's
 (DARTS' convention); the best held-out mAP is recorded alongside.
 
+Precision. ``schedule.precision`` (:mod:`nas_reid.precision`): on CUDA by default both steps'
+forward passes, the RIB's feature extraction and the quick eval run under bf16 autocast, and
+the supernet and images use channels_last; the losses take the outputs cast to float32, the
+cost term is computed outside autocast, and weights, architecture parameters and optimizer
+states stay float32. On a CPU both are off unless set to ``true``.
+
 Reproducibility. Deterministic algorithms are switched on for the search
 (``torch.use_deterministic_algorithms(True, warn_only=True)``, cuDNN benchmark off,
 ``CUBLAS_WORKSPACE_CONFIG`` set on CUDA) and restored afterwards; python, numpy and torch are
@@ -93,6 +99,7 @@ from nas_reid.fileio import atomic_write_text
 from nas_reid.genotype import Genotype, derive_genotype
 from nas_reid.losses import CrossEntropyLabelSmooth, RIBLoss, TripletLoss
 from nas_reid.ops.dcs import dcs_keep_ratios
+from nas_reid.precision import Precision
 from nas_reid.runtime import (
     World,
     all_reduce_sums,
@@ -367,7 +374,9 @@ class _Search:
 
         # -- the model, losses and optimizers (seeded: the same seed builds the same supernet)
         seed_all(self.seed)
-        self.net = Supernet(self.space, self.split.num_weight_ids).to(device)
+        self.precision = Precision.resolve(self.space.schedule.precision, device,
+                                           where="schedule.precision")
+        self.net = self.precision.model(Supernet(self.space, self.split.num_weight_ids).to(device))
         self.arch = self.net.arch_parameters()
         self.weights = [q for q in self.net.weight_parameters() if q.requires_grad]
         w = sched.weights
@@ -424,6 +433,7 @@ class _Search:
                        "epochs": self.epochs, "seed": self.seed, "device": str(device),
                        "world_size": world.size, "num_workers": self.num_workers,
                        "threads": torch.get_num_threads(), "out_dir": str(self.out),
+                       **self.precision.as_dict(),
                        "checkpoint_every": self.checkpoint_every, "log_every": self.log_every,
                        "package_version": __version__, "torch_version": str(torch.__version__)},
         }
@@ -532,15 +542,18 @@ class _Search:
 
     def _weight_step(self, batch) -> dict[str, float]:
         imgs, pids, _, index = batch
-        imgs, pids = imgs.to(self.device, non_blocking=True), pids.to(self.device)
+        imgs = self.precision.images(imgs.to(self.device, non_blocking=True))
+        pids = pids.to(self.device)
         cfg = self.loss_cfg
-        out = self.model(imgs)
-        id_loss = self.id_loss(out["logits"], pids)
-        tri = self.triplet(out["feat"], pids)
+        with self.precision.autocast(self.device.type):
+            out = self.model(imgs)
+        feat = out["feat"].float()
+        id_loss = self.id_loss(out["logits"].float(), pids)
+        tri = self.triplet(feat, pids)
         total = cfg.id * id_loss + cfg.triplet * tri
         rib_value = torch.zeros(())
         if self.rib_weight > 0:
-            rib_value = self.rib(out["feat"], pids, index.to(self.device))
+            rib_value = self.rib(feat, pids, index.to(self.device))
             total = total + self.rib_weight * rib_value
         if not torch.isfinite(total):
             raise UserError(f"the weight loss became {total.item()} at epoch {self.epoch + 1}, step "
@@ -559,12 +572,14 @@ class _Search:
 
     def _arch_step(self, batch) -> dict[str, float]:
         imgs, pids, _, _ = batch
-        imgs, pids = imgs.to(self.device, non_blocking=True), pids.to(self.device)
+        imgs = self.precision.images(imgs.to(self.device, non_blocking=True))
+        pids = pids.to(self.device)
         for q in self.weights:
             q.requires_grad_(False)
         try:
-            out = self.net(imgs)
-            task = self.triplet(F.normalize(out["feat_bn"], dim=1), pids)
+            with self.precision.autocast(self.device.type):
+                out = self.net(imgs)
+            task = self.triplet(F.normalize(out["feat_bn"].float(), dim=1), pids)
             loss = task
             if self.cost is not None and self.cost.config.form != "none":
                 loss = self.cost.loss(task, self.cost.expected(self.net))
@@ -592,7 +607,9 @@ class _Search:
             self.net.eval()
             feats = extract(self.net, self.split.weight, self.space.input_size, "feat", self.device,
                             batch_size=self.eval_batch, num_workers=self.num_workers,
-                            world=self.world.size, rank=self.world.rank)
+                            world=self.world.size, rank=self.world.rank,
+                            autocast=self.precision.autocast_dtype,
+                            channels_last=self.precision.channels_last)
             self.net.train()
             labels = torch.tensor([pid for _, pid, _ in self.split.weight], device=self.device)
             self.rib.start_epoch(feats, labels)
@@ -604,7 +621,9 @@ class _Search:
         self.net.eval()
         heldout = quick_eval(self.net, self.eval_split, self.space.input_size, self.device,
                              batch_size=self.eval_batch, num_workers=self.num_workers,
-                             world=self.world.size, rank=self.world.rank)
+                             world=self.world.size, rank=self.world.rank,
+                             autocast=self.precision.autocast_dtype,
+                             channels_last=self.precision.channels_last)
         self.net.train()
         number = self.epoch + 1
         provenance = {"seed": self.seed, "epoch": number, "search_run": str(self.out)}

@@ -52,6 +52,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
 
 from nas_reid.errors import UserError
+from nas_reid.precision import PrecisionConfig
 from nas_reid.ops import OpError, available_ops, build_op, op_params
 from nas_reid.space.mobile import MOBILE_BACKBONES, MobileConfig, mobile_stage_shapes
 
@@ -350,6 +351,8 @@ class ScheduleConfig(_Model):
     """The cost-aware term of the architecture step (off by default)."""
     skip_cap: int | None = Field(default=None, ge=0)
     """At most this many identity edges per derived cell (None: no cap)."""
+    precision: PrecisionConfig = Field(default_factory=PrecisionConfig)
+    """bf16 autocast and channels_last (``auto``: on CUDA only; :mod:`nas_reid.precision`)."""
     seed: int = 0
 
     @model_validator(mode="after")

@@ -35,9 +35,9 @@ sampler position; augmentation is a pure function of (seed, epoch, image)
 (:mod:`nas_reid.data.streams`), so a resumed run ends with the same weights as an uninterrupted
 one with the same seed (on CPU; on CUDA with ``deterministic: true``).
 
-Precision. On CUDA the forward and the losses run under bf16 autocast and the model and images
-use channels_last (``precision`` in the recipe; ``auto`` means on CUDA only); weights, optimizer
-state and the gradients stay float32, so no loss scaling is needed.
+Precision. On CUDA the forward passes run under bf16 autocast and the model and images use
+channels_last (``precision`` in the recipe; ``auto`` means on CUDA only; :mod:`nas_reid.precision`);
+weights, optimizer state and the gradients stay float32, so no loss scaling is needed.
 
 DDP. Under ``torchrun`` every rank trains on a disjoint share of every PK batch list
 (:class:`~nas_reid.data.sampler.PKBatchSampler`) and DDP averages the gradients; the
@@ -74,6 +74,7 @@ from nas_reid.evaluation.features import extract
 from nas_reid.fileio import atomic_write_text
 from nas_reid.genotype import Genotype
 from nas_reid.losses import CenterLoss, CrossEntropyLabelSmooth, RIBLoss, TripletLoss
+from nas_reid.precision import Precision
 from nas_reid.runlog import MetricsLog
 from nas_reid.runtime import (
     World,
@@ -306,10 +307,7 @@ class _Retrain:
         if self.stream.batches_in(0) == 0:
             raise UserError(f"the training split gives no PK batch of P={r.batch.p} x K={r.batch.k} "
                             f"per rank with {world.size} rank(s); lower batch.p")
-        self.bf16 = r.uses(device.type, r.precision.bf16)
-        self.channels_last = r.uses(device.type, r.precision.channels_last)
-        if self.bf16 and device.type == "cuda" and not torch.cuda.is_bf16_supported():
-            raise UserError("precision.bf16: this GPU does not support bfloat16; set it to false")
+        self.precision = Precision.resolve(r.precision, device)
         self.eval_batch = 256 if device.type == "cuda" else 128
 
         # -- the model, losses and optimizers (seeded: the same seed builds the same network)
@@ -317,8 +315,7 @@ class _Retrain:
         weights_file = backbone_weights if ckpt is None else None
         self.net: ReIDNet = build_model(self.genotype, self.num_classes,
                                         backbone_weights=weights_file).to(device)
-        if self.channels_last:
-            self.net = self.net.to(memory_format=torch.channels_last)
+        self.net = self.precision.model(self.net)
         self.params = [q for q in self.net.parameters() if q.requires_grad]
         o = r.optimizer
         if o.name == "sgd":
@@ -368,7 +365,7 @@ class _Retrain:
             "data": self.data_ref,
             "train": {"device": str(device), "world_size": world.size,
                       "num_workers": self.num_workers, "threads": torch.get_num_threads(),
-                      "bf16": self.bf16, "channels_last": self.channels_last,
+                      **self.precision.as_dict(),
                       "backbone_weights": str(backbone_weights) if backbone_weights else None,
                       "num_classes": self.num_classes, "parameters": self.net.num_parameters(),
                       "out_dir": str(self.out), "package_version": __version__,
@@ -423,21 +420,14 @@ class _Retrain:
         }
         save_model_checkpoint(self.out / LAST, self._model_state(training=training))
 
-    def _autocast(self):
-        if self.bf16:
-            return torch.autocast(self.device.type, dtype=torch.bfloat16)
-        return nullcontext()
-
     # -- a step
 
     def _step(self, batch) -> dict[str, float]:
         imgs, pids, _, index = batch
-        imgs = imgs.to(self.device, non_blocking=True)
-        if self.channels_last:
-            imgs = imgs.contiguous(memory_format=torch.channels_last)
+        imgs = self.precision.images(imgs.to(self.device, non_blocking=True))
         pids = pids.to(self.device)
         cfg = self.recipe.loss
-        with self._autocast():
+        with self.precision.autocast(self.device.type):
             out = self.model(imgs)
         feat = out["feat"].float()
         id_loss = self.id_loss(out["logits"].float(), pids)
@@ -484,11 +474,11 @@ class _Retrain:
             broadcast_buffers(self.net, self.world)
             self.net.eval()
             h, w = self.genotype.input_size
-            with self._autocast():
+            with self.precision.autocast(self.device.type):
                 feats = extract(self.net, self.dataset.train, (h, w), "feat", self.device,
                                 batch_size=self.eval_batch, num_workers=self.num_workers,
                                 world=self.world.size, rank=self.world.rank,
-                                channels_last=self.channels_last)
+                                channels_last=self.precision.channels_last)
             self.net.train()
             labels = torch.tensor([pid for _, pid, _ in self.dataset.train], device=self.device)
             self.rib.start_epoch(feats.float(), labels)
@@ -502,7 +492,7 @@ class _Retrain:
                 self.net, self.dataset, device=self.device, flip=self.recipe.eval.flip,
                 rerank=final and self.rerank, batch_size=self.eval_batch,
                 num_workers=self.num_workers,
-                autocast=torch.bfloat16 if self.bf16 else None, channels_last=self.channels_last,
+                autocast=self.precision.autocast_dtype, channels_last=self.precision.channels_last,
                 keep_features=False)
         if self.world.size > 1:
             dist.barrier()

@@ -25,6 +25,7 @@ are the defaults for a genotype with a mobile backbone (:func:`default_recipe`).
 ``grad_clip``   clip the gradient norm at this value (null: no clipping)
 ``eval``        ``every`` N epochs (0: at the end only) on query / gallery, with ``flip``
 ``precision``   ``bf16`` autocast and ``channels_last``: ``auto`` (on CUDA only), true, false
+                (:mod:`nas_reid.precision`)
 ``deterministic`` deterministic algorithms (slower on GPU; CPU runs are deterministic anyway)
 ``seed``        python / numpy / torch seed, sampler and augmentation streams
 ==============  ===========================================================================
@@ -46,6 +47,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from nas_reid.errors import UserError
+from nas_reid.precision import PrecisionConfig
 from nas_reid.space.config import BatchConfig, format_validation_error, read_yaml_mapping
 
 RECIPE_NAMES = ("bot", "synthetic", "mobile", "mobile_synthetic")
@@ -121,11 +123,6 @@ class EvalConfig(_Model):
     flip: bool = False
 
 
-class PrecisionConfig(_Model):
-    bf16: Literal["auto"] | bool = "auto"
-    channels_last: Literal["auto"] | bool = "auto"
-
-
 class Recipe(_Model):
     """A validated training recipe (see the module doc)."""
 
@@ -155,10 +152,6 @@ class Recipe(_Model):
     def resolved(self) -> dict[str, Any]:
         """The recipe as plain JSON/YAML types, every default filled in."""
         return self.model_dump(mode="json")
-
-    def uses(self, device_type: str, flag: bool | str) -> bool:
-        """Whether a precision flag (``auto``: on CUDA) is on for ``device_type``."""
-        return device_type == "cuda" if flag == "auto" else bool(flag)
 
 
 def default_recipe(dataset: str, backbone: str | None = None) -> str:

@@ -1,0 +1,82 @@
+"""Mixed precision: bf16 autocast and channels_last, for retraining and for the search.
+
+Configured as ``precision`` in a training recipe and as ``schedule.precision`` in a search
+space::
+
+    precision: {bf16: auto, channels_last: auto}   # auto: on CUDA only; true / false: always / never
+
+Under ``bf16`` the forward passes run in ``torch.autocast(..., dtype=torch.bfloat16)``:
+convolutions and matrix products in bf16, softmax and normalisations in float32 (autocast's
+own lists); the network outputs are cast back with ``.float()`` before the losses. Weights,
+gradients and optimizer states stay float32, and bf16 has float32's exponent range, so no loss
+scaling is needed. ``channels_last`` keeps the 4-D weights and images in NHWC order, the layout
+GPU convolution kernels prefer. Both are on by default on CUDA only (``auto``): on a CPU bf16 is
+emulated on most processors and slower; setting them to ``true`` there is allowed (the tests do,
+so the code paths run without a GPU).
+"""
+
+from __future__ import annotations
+
+from contextlib import nullcontext
+from dataclasses import dataclass
+from typing import ContextManager, Literal
+
+import torch
+from pydantic import BaseModel, ConfigDict
+from torch import nn
+
+from nas_reid.errors import UserError
+
+
+class PrecisionConfig(BaseModel):
+    """``bf16`` and ``channels_last``: ``auto`` (on CUDA only), true or false."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+    bf16: Literal["auto"] | bool = "auto"
+    channels_last: Literal["auto"] | bool = "auto"
+
+
+def _on(flag: bool | str, device_type: str) -> bool:
+    return device_type == "cuda" if flag == "auto" else bool(flag)
+
+
+@dataclass(frozen=True)
+class Precision:
+    """The precision settings resolved for one device (:meth:`resolve`)."""
+
+    bf16: bool = False
+    channels_last: bool = False
+
+    @classmethod
+    def resolve(cls, config: PrecisionConfig, device: torch.device,
+                where: str = "precision") -> "Precision":
+        """Resolve ``auto`` for ``device``; a GPU without bfloat16 support refuses ``bf16``
+        (:class:`~nas_reid.errors.UserError` naming ``where``)."""
+        bf16 = _on(config.bf16, device.type)
+        if bf16 and device.type == "cuda" and not torch.cuda.is_bf16_supported():
+            raise UserError(f"{where}.bf16: this GPU does not support bfloat16; set it to false")
+        return cls(bf16=bf16, channels_last=_on(config.channels_last, device.type))
+
+    @property
+    def autocast_dtype(self) -> torch.dtype | None:
+        """``torch.bfloat16`` under bf16, else None (the ``autocast`` argument of
+        :func:`nas_reid.evaluation.features.extract`)."""
+        return torch.bfloat16 if self.bf16 else None
+
+    def autocast(self, device_type: str) -> ContextManager:
+        """The context the forward passes run in."""
+        if self.bf16:
+            return torch.autocast(device_type, dtype=torch.bfloat16)
+        return nullcontext()
+
+    def model(self, net: nn.Module) -> nn.Module:
+        """``net`` in channels_last when on (in place for the parameters, as ``.to`` is)."""
+        return net.to(memory_format=torch.channels_last) if self.channels_last else net
+
+    def images(self, x: torch.Tensor) -> torch.Tensor:
+        """A batch of images in channels_last when on."""
+        return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
+
+    def as_dict(self) -> dict[str, bool]:
+        return {"bf16": self.bf16, "channels_last": self.channels_last}
