@@ -228,8 +228,8 @@ def search_cmd(space, overrides, data, root, epochs, device, out, resume, seed, 
         for decision in result.decisions.unsettled:
             click.echo(f"    not settled: {decision.describe()}")
         if result.decisions.unsettled:
-            click.echo("    (the last epoch's argmax decided these; a longer search, --epochs N, "
-                       "lets them settle)")
+            click.echo("    (chosen by the last epoch's argmax; more epochs or a higher final "
+                       "temperature, sampling.tau.end, may settle them)")
     best = result.best
     if best.get("mAP") is not None:
         click.echo(f"  held-out mAP {100 * best['mAP']:.1f} / R1 {100 * best['R1']:.1f} "
