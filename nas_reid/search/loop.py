@@ -75,7 +75,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import shutil
 import sys
 import time
 import warnings
@@ -87,7 +86,6 @@ from typing import Any, Mapping, Sequence
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
-import yaml
 from torch import nn
 from tqdm.auto import tqdm
 
@@ -95,11 +93,11 @@ from nas_reid import __version__
 from nas_reid.data import ReIDDataset, resolve_dataset
 from nas_reid.decisions import DecisionReport, decision_report
 from nas_reid.errors import UserError
-from nas_reid.fileio import atomic_write_text
 from nas_reid.genotype import Genotype, derive_genotype
 from nas_reid.losses import CrossEntropyLabelSmooth, RIBLoss, TripletLoss
 from nas_reid.ops.dcs import dcs_keep_ratios
 from nas_reid.precision import Precision
+from nas_reid.resumable import CONFIG_FILE, ResumableRun
 from nas_reid.runtime import (
     World,
     all_reduce_sums,
@@ -121,7 +119,6 @@ from nas_reid.search.data import (
     BatchStream,
     IdentitySplit,
     extract,
-    plain_loader,
     query_gallery_split,
     quick_eval,
     split_identities,
@@ -132,7 +129,6 @@ from nas_reid.search.runlog import RunLog
 from nas_reid.space import SearchSpace, Supernet, load_space
 from nas_reid.space.reference import search_space_path
 
-CONFIG_FILE = "config.yaml"
 GENOTYPE_FILE = "genotype.json"
 CELLS_PICTURE = "cells.png"
 PROBS_PICTURE = "arch_probs.png"
@@ -293,7 +289,7 @@ def search(space: str | os.PathLike | dict | SearchSpace | None = None,
             dist.destroy_process_group()
 
 
-class _Search:
+class _Search(ResumableRun):
     """One search session (fresh or resumed); :meth:`run` does the work."""
 
     def __init__(self, space, data, *, out_dir, epochs, device, resume, seed, overrides, progress,
@@ -709,82 +705,44 @@ class _Search:
 
     # -- the whole search
 
-    def run(self) -> SearchResult:
-        created = self.is_main and self.ckpt is None and not self.out.exists()
-        self.log = None
-        session_start = time.monotonic()
-        try:
-            if self.is_main and self.ckpt is None:
-                self.out.mkdir(parents=True, exist_ok=True)
-                atomic_write_text(self.out / CONFIG_FILE,
-                                  yaml.safe_dump(self.config, sort_keys=False))
-                if self.latency_table is not None:
-                    self.latency_table.save(self.out / LATENCY_FILE)
-            if self.world.size > 1:
-                dist.barrier()
-            self.log = RunLog(self.out, enabled=self.is_main, metrics=self.metrics_lines,
-                              history=self.history_lines,
-                              purge_step=self.step + 1 if self.ckpt is not None else None)
-            if self.ckpt is None:
-                if self.rib is not None:
-                    self.rib.fit_input_clusters(
-                        plain_loader(self.split.weight, self.space.input_size,
-                                     batch_size=self.eval_batch, num_workers=self.num_workers),
-                        size=(min(32, self.space.input.height), min(16, self.space.input.width)),
-                        device=self.device)
-                self._save(session_start)  # epoch 0, batch 0: the run can be resumed from here
-            stopped = self._train(session_start)
-            if not stopped and not self.finished:
-                self._finish(session_start)
-        except BaseException:
-            if self.log is not None:
-                self.log.close()
-            if created and not (self.out / CHECKPOINT).is_file():
-                shutil.rmtree(self.out, ignore_errors=True)
-            raise
-        self.log.close()
-        return self._result()
+    # -- the hooks of ResumableRun (run() is the shared skeleton)
 
-    def _train(self, session_start: float) -> bool:
-        """Run the remaining epochs; True if stopped early by ``max_steps``."""
-        self.net.train()
-        remaining = sum(self.weight_stream.batches_in(e) for e in range(self.epoch, self.epochs))
-        # disable=None: the bar shows on a terminal only; logs get the per-epoch summary lines
-        bar = tqdm(total=remaining - self.batch, disable=None if self.progress else True, unit="step",
-                   dynamic_ncols=True, mininterval=1.0, file=sys.stderr)
-        try:
-            if self.max_steps is not None and self.step >= self.max_steps:
-                return True
-            while self.epoch < self.epochs:
-                if self.batch == 0:
-                    self._start_epoch()
-                bar.set_description(f"epoch {self.epoch + 1}/{self.epochs}")
-                for batch in self.weight_stream.epoch_batches(self.epoch, self.batch):
-                    losses = self._weight_step(batch)
-                    arch = self._arch_step(self.heldout_stream.next()) if self.arch_on else None
-                    self.batch, self.step = self.weight_stream.batch, self.step + 1
-                    self._accumulate(losses, arch)
-                    bar.update(1)
-                    bar.set_postfix(loss=f"{losses['total']:.3f}",
-                                    arch=f"{arch['triplet']:.3f}" if arch else "-",
-                                    tau=f"{self.net.temperature:.2f}", refresh=False)
-                    if self.log_every and self.step % self.log_every == 0:
-                        self.log.step({"epoch": self.epoch + 1, "step": self.step,
-                                       "time": round(self.elapsed + time.monotonic() - session_start, 3),
-                                       "lr": {"weights": self.weight_opt.param_groups[0]["lr"]},
-                                       "tau": self.net.temperature,
-                                       "loss": {"weights": losses, "arch": arch}})
-                        self.log.flush()
-                    stop = self.max_steps is not None and self.step >= self.max_steps
-                    if stop or (self.checkpoint_every and self.step % self.checkpoint_every == 0):
-                        self._update_dcs_keep()
-                        self._save(session_start)
-                    if stop:
-                        return True
-                self._end_epoch(session_start)
-        finally:
-            bar.close()
-        return False
+    @property
+    def checkpoint_path(self) -> Path:
+        return self.out / CHECKPOINT
+
+    def _write_run_files(self) -> None:
+        if self.latency_table is not None:
+            self.latency_table.save(self.out / LATENCY_FILE)
+
+    def _open_log(self) -> RunLog:
+        return RunLog(self.out, enabled=self.is_main, metrics=self.metrics_lines,
+                      history=self.history_lines,
+                      purge_step=self.step + 1 if self.ckpt is not None else None)
+
+    def _rib_images(self) -> tuple[list, tuple[int, int]]:
+        return self.split.weight, self.space.input_size
+
+    @property
+    def _stream(self) -> BatchStream:
+        return self.weight_stream
+
+    def _train_step(self, batch) -> tuple[Any, dict[str, str]]:
+        losses = self._weight_step(batch)
+        arch = self._arch_step(self.heldout_stream.next()) if self.arch_on else None
+        self._accumulate(losses, arch)
+        return (losses, arch), {"loss": f"{losses['total']:.3f}",
+                                "arch": f"{arch['triplet']:.3f}" if arch else "-",
+                                "tau": f"{self.net.temperature:.2f}"}
+
+    def _log_step(self, info, seconds: float) -> None:
+        losses, arch = info
+        self.log.step({"epoch": self.epoch + 1, "step": self.step, "time": round(seconds, 3),
+                       "lr": {"weights": self.weight_opt.param_groups[0]["lr"]},
+                       "tau": self.net.temperature, "loss": {"weights": losses, "arch": arch}})
+
+    def _before_save(self) -> None:
+        self._update_dcs_keep()
 
     def _accumulate(self, losses: dict[str, float], arch: dict[str, float] | None) -> None:
         s = self.sums

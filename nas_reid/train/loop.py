@@ -48,7 +48,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import sys
 import time
 import warnings
@@ -60,21 +59,20 @@ from typing import Any, Callable, Mapping, Sequence
 
 import torch
 import torch.distributed as dist
-import yaml
 from torch import nn
 from tqdm.auto import tqdm
 
 from nas_reid import __version__
 from nas_reid.data import ReIDDataset, resolve_dataset
-from nas_reid.data.streams import BatchStream, plain_loader
+from nas_reid.data.streams import BatchStream
 from nas_reid.data.transforms import build_transforms
 from nas_reid.errors import UserError
 from nas_reid.evaluation.evaluate import EvaluationResult, evaluate_model, write_results
 from nas_reid.evaluation.features import extract
-from nas_reid.fileio import atomic_write_text
 from nas_reid.genotype import Genotype
 from nas_reid.losses import CenterLoss, CrossEntropyLabelSmooth, RIBLoss, TripletLoss
 from nas_reid.precision import Precision
+from nas_reid.resumable import ResumableRun
 from nas_reid.runlog import MetricsLog
 from nas_reid.runtime import (
     World,
@@ -101,7 +99,6 @@ from nas_reid.train.checkpoint import (
 )
 from nas_reid.train.recipe import Recipe, default_recipe, load_recipe, merge, parse_overrides
 
-CONFIG_FILE = "config.yaml"
 GENOTYPE_FILE = "genotype.json"
 RESULTS_FILE = "results.json"
 TRAIN_STREAM = 2
@@ -201,7 +198,7 @@ def retrain(genotype: Genotype | str | os.PathLike | None = None,
             dist.destroy_process_group()
 
 
-class _Retrain:
+class _Retrain(ResumableRun):
     """One retrain session (fresh or resumed); :meth:`run` does the work."""
 
     def __init__(self, genotype, data, *, recipe, overrides, out_dir, epochs, seed, device,
@@ -558,85 +555,41 @@ class _Retrain:
 
     # -- the whole run
 
-    def run(self) -> TrainResult:
-        created = self.is_main and self.ckpt is None and not self.out.exists()
-        self.log = None
-        session_start = time.monotonic()
-        try:
-            if self.is_main and self.ckpt is None:
-                self.out.mkdir(parents=True, exist_ok=True)
-                atomic_write_text(self.out / CONFIG_FILE, yaml.safe_dump(self.config, sort_keys=False))
-                self.genotype.save(self.out / GENOTYPE_FILE)
-            if self.world.size > 1:
-                dist.barrier()
-            self.log = MetricsLog(self.out, enabled=self.is_main, metrics=self.metrics_lines,
-                                  purge_step=self.step + 1 if self.ckpt is not None else None)
-            if self.ckpt is None:
-                if self.rib is not None:
-                    h, w = self.genotype.input_size
-                    self.rib.fit_input_clusters(
-                        plain_loader(self.dataset.train, (h, w), batch_size=self.eval_batch,
-                                     num_workers=self.num_workers),
-                        size=(min(32, h), min(16, w)), device=self.device)
-                self._save(session_start)
-            stopped = self._train(session_start)
-            if not stopped and not self.finished:
-                self._finish(session_start)
-        except BaseException:
-            if self.log is not None:
-                self.log.close()
-            if created and not (self.out / LAST).is_file():
-                shutil.rmtree(self.out, ignore_errors=True)
-            raise
-        self.log.close()
-        return self._result()
+    # -- the hooks of ResumableRun (run() is the shared skeleton)
 
-    def _train(self, session_start: float) -> bool:
-        """Run the remaining epochs; True if stopped early by ``max_steps``."""
-        self.net.train()
-        remaining = sum(self.stream.batches_in(e) for e in range(self.epoch, self.epochs))
-        bar = tqdm(total=remaining - self.batch, disable=None if self.progress else True,
-                   unit="step", dynamic_ncols=True, mininterval=1.0, file=sys.stderr)
-        try:
-            if self.max_steps is not None and self.step >= self.max_steps:
-                return True
-            while self.epoch < self.epochs:
-                if self.batch == 0:
-                    self._start_epoch()
-                bar.set_description(f"epoch {self.epoch + 1}/{self.epochs}")
-                t0 = time.perf_counter()
-                for batch in self.stream.epoch_batches(self.epoch, self.batch):
-                    losses = self._step(batch)
-                    self.batch, self.step = self.stream.batch, self.step + 1
-                    s = self.sums
-                    s["steps"] += 1
-                    s["images"] += len(batch[0])
-                    for k in ("total", "id", "triplet", "center", "rib"):
-                        s[k] += losses[k]
-                    bar.update(1)
-                    bar.set_postfix(loss=f"{losses['total']:.3f}", refresh=False)
-                    if self.log_every and self.step % self.log_every == 0:
-                        self.log.add({"kind": "step", "epoch": self.epoch + 1, "step": self.step,
-                                      "time": round(self.elapsed + time.monotonic() - session_start, 3),
-                                      "lr": self.opt.param_groups[0]["lr"], "loss": losses},
-                                     tb_keys=("loss",), step=self.step, prefix="step/")
-                        self.log.flush()
-                    stop = self.max_steps is not None and self.step >= self.max_steps
-                    if stop or (self.checkpoint_every and self.step % self.checkpoint_every == 0):
-                        if self.device.type == "cuda":
-                            torch.cuda.synchronize(self.device)
-                        s["seconds"] += time.perf_counter() - t0
-                        self._save(session_start)
-                        t0 = time.perf_counter()
-                    if stop:
-                        return True
-                if self.device.type == "cuda":
-                    torch.cuda.synchronize(self.device)
-                self.sums["seconds"] += time.perf_counter() - t0
-                self._end_epoch(session_start)
-        finally:
-            bar.close()
-        return False
+    @property
+    def checkpoint_path(self) -> Path:
+        return self.out / LAST
+
+    def _write_run_files(self) -> None:
+        self.genotype.save(self.out / GENOTYPE_FILE)
+
+    def _open_log(self) -> MetricsLog:
+        return MetricsLog(self.out, enabled=self.is_main, metrics=self.metrics_lines,
+                          purge_step=self.step + 1 if self.ckpt is not None else None)
+
+    def _rib_images(self) -> tuple[list, tuple[int, int]]:
+        return self.dataset.train, self.genotype.input_size
+
+    timed = True  # images_per_second
+
+    @property
+    def _stream(self) -> BatchStream:
+        return self.stream
+
+    def _train_step(self, batch) -> tuple[Any, dict[str, str]]:
+        losses = self._step(batch)
+        s = self.sums
+        s["steps"] += 1
+        s["images"] += len(batch[0])
+        for k in ("total", "id", "triplet", "center", "rib"):
+            s[k] += losses[k]
+        return losses, {"loss": f"{losses['total']:.3f}"}
+
+    def _log_step(self, losses, seconds: float) -> None:
+        self.log.add({"kind": "step", "epoch": self.epoch + 1, "step": self.step,
+                      "time": round(seconds, 3), "lr": self.opt.param_groups[0]["lr"],
+                      "loss": losses}, tb_keys=("loss",), step=self.step, prefix="step/")
 
     def _finish(self, session_start: float) -> None:
         """The final evaluation (results.json), the best checkpoint if none, the last state."""

@@ -1,0 +1,192 @@
+"""The skeleton a search and a retrain share: one resumable run in a run folder.
+
+:meth:`ResumableRun.run`:
+
+1. a fresh run (no checkpoint) creates the run folder on rank 0, writes ``config.yaml`` and the
+   run's own files (:meth:`~ResumableRun._write_run_files`); DDP ranks wait for it;
+2. opens the run's metrics log (:meth:`~ResumableRun._open_log`, holding the lines restored
+   from a checkpoint);
+3. a fresh run fits the RIB's input clusters on its training images (when it has a RIB term)
+   and saves the epoch-0 checkpoint, so it can be resumed from the very start;
+4. trains (:meth:`~ResumableRun._train`, True when stopped early by ``max_steps``) and, unless
+   stopped, finishes (:meth:`~ResumableRun._finish`);
+5. returns :meth:`~ResumableRun._result`.
+
+:meth:`ResumableRun._train` runs the remaining epochs from the checkpoint's position (epoch,
+batch within it): a fresh epoch starts with :meth:`~ResumableRun._start_epoch`; every batch of
+the training stream is one :meth:`~ResumableRun._train_step` (the subclass's step or steps and
+its loss sums), counted in ``batch`` / ``step``, shown on the progress bar, and every
+``log_every`` steps logged (:meth:`~ResumableRun._log_step`); every ``checkpoint_every`` steps
+and at ``max_steps`` the state is saved mid-epoch; each epoch ends with
+:meth:`~ResumableRun._end_epoch` (which saves). With ``timed`` the seconds spent training (CUDA
+synchronised, checkpoint writing left out) are added to ``sums["seconds"]``.
+
+On any exception the log is closed and a run folder that this call created and that holds no
+checkpoint yet is removed: a failed start leaves nothing half-written; a run that got as far as
+a checkpoint is kept, so it can be resumed.
+"""
+
+from __future__ import annotations
+
+import shutil
+import sys
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+import torch.distributed as dist
+import yaml
+from tqdm.auto import tqdm
+
+from nas_reid.data.streams import plain_loader
+from nas_reid.fileio import atomic_write_text
+
+CONFIG_FILE = "config.yaml"
+
+
+class ResumableRun:
+    """Base of the search and retrain loops (see the module doc).
+
+    A subclass sets ``out``, ``ckpt`` (the checkpoint resumed from, or None), ``config``,
+    ``is_main``, ``world``, ``net``, ``epoch``, ``epochs``, ``batch``, ``step``, ``sums``,
+    ``elapsed``, ``finished``, ``rib``, ``eval_batch``, ``num_workers``, ``device``,
+    ``progress``, ``log_every``, ``checkpoint_every`` and ``max_steps``, and implements the
+    hooks below.
+    """
+
+    out: Path
+    ckpt: dict[str, Any] | None
+    config: dict[str, Any]
+    log: Any
+
+    timed = False
+    """Add the training seconds of each epoch to ``sums["seconds"]`` (see the module doc)."""
+
+    # -- hooks
+
+    @property
+    def checkpoint_path(self) -> Path:
+        """The checkpoint whose presence means the run can be resumed."""
+        raise NotImplementedError
+
+    def _write_run_files(self) -> None:
+        """Files a fresh run writes beside config.yaml (rank 0)."""
+
+    def _open_log(self) -> Any:
+        raise NotImplementedError
+
+    def _rib_images(self) -> tuple[Sequence, tuple[int, int]]:
+        """The training images the RIB's input clusters are fitted on, and the input size."""
+        raise NotImplementedError
+
+    def _save(self, session_start: float) -> None:
+        raise NotImplementedError
+
+    @property
+    def _stream(self) -> Any:
+        """The training batch stream (``batches_in(epoch)``, ``epoch_batches(epoch, start)``,
+        ``batch``)."""
+        raise NotImplementedError
+
+    def _start_epoch(self) -> None:
+        raise NotImplementedError
+
+    def _train_step(self, batch: Any) -> tuple[Any, dict[str, str]]:
+        """One step on ``batch``, its losses added to the epoch's sums; returns what
+        :meth:`_log_step` logs and the progress bar's postfix."""
+        raise NotImplementedError
+
+    def _log_step(self, info: Any, seconds: float) -> None:
+        """Add a step record (``seconds``: of the run so far, over resumed sessions)."""
+        raise NotImplementedError
+
+    def _before_save(self) -> None:
+        """What a mid-epoch checkpoint needs first."""
+
+    def _end_epoch(self, session_start: float) -> None:
+        raise NotImplementedError
+
+    def _finish(self, session_start: float) -> None:
+        raise NotImplementedError
+
+    def _result(self) -> Any:
+        raise NotImplementedError
+
+    # -- the run
+
+    def run(self) -> Any:
+        created = self.is_main and self.ckpt is None and not self.out.exists()
+        self.log = None
+        session_start = time.monotonic()
+        try:
+            if self.is_main and self.ckpt is None:
+                self.out.mkdir(parents=True, exist_ok=True)
+                atomic_write_text(self.out / CONFIG_FILE, yaml.safe_dump(self.config, sort_keys=False))
+                self._write_run_files()
+            if self.world.size > 1:
+                dist.barrier()
+            self.log = self._open_log()
+            if self.ckpt is None:
+                if self.rib is not None:
+                    items, (h, w) = self._rib_images()
+                    self.rib.fit_input_clusters(
+                        plain_loader(items, (h, w), batch_size=self.eval_batch,
+                                     num_workers=self.num_workers),
+                        size=(min(32, h), min(16, w)), device=self.device)
+                self._save(session_start)  # epoch 0, batch 0: the run can be resumed from here
+            stopped = self._train(session_start)
+            if not stopped and not self.finished:
+                self._finish(session_start)
+        except BaseException:
+            if self.log is not None:
+                self.log.close()
+            if created and not self.checkpoint_path.is_file():
+                shutil.rmtree(self.out, ignore_errors=True)
+            raise
+        self.log.close()
+        return self._result()
+
+    def _train(self, session_start: float) -> bool:
+        """Run the remaining epochs; True if stopped early by ``max_steps``."""
+        self.net.train()
+        stream = self._stream
+        remaining = sum(stream.batches_in(e) for e in range(self.epoch, self.epochs))
+        # disable=None: the bar shows on a terminal only; logs get the per-epoch summary lines
+        bar = tqdm(total=remaining - self.batch, disable=None if self.progress else True,
+                   unit="step", dynamic_ncols=True, mininterval=1.0, file=sys.stderr)
+        try:
+            if self.max_steps is not None and self.step >= self.max_steps:
+                return True
+            while self.epoch < self.epochs:
+                if self.batch == 0:
+                    self._start_epoch()
+                bar.set_description(f"epoch {self.epoch + 1}/{self.epochs}")
+                started = time.perf_counter()
+                for batch in stream.epoch_batches(self.epoch, self.batch):
+                    info, postfix = self._train_step(batch)
+                    self.batch, self.step = stream.batch, self.step + 1
+                    bar.update(1)
+                    bar.set_postfix(**postfix, refresh=False)
+                    if self.log_every and self.step % self.log_every == 0:
+                        self._log_step(info, self.elapsed + time.monotonic() - session_start)
+                        self.log.flush()
+                    stop = self.max_steps is not None and self.step >= self.max_steps
+                    if stop or (self.checkpoint_every and self.step % self.checkpoint_every == 0):
+                        self._count_seconds(started)
+                        self._before_save()
+                        self._save(session_start)
+                        started = time.perf_counter()
+                    if stop:
+                        return True
+                self._count_seconds(started)
+                self._end_epoch(session_start)
+        finally:
+            bar.close()
+        return False
+
+    def _count_seconds(self, started: float) -> None:
+        if self.timed:
+            if self.device.type == "cuda":
+                torch.cuda.synchronize(self.device)
+            self.sums["seconds"] += time.perf_counter() - started
