@@ -471,11 +471,11 @@ class _Retrain(ResumableRun):
             broadcast_buffers(self.net, self.world)
             self.net.eval()
             h, w = self.genotype.input_size
-            with self.precision.autocast(self.device.type):
-                feats = extract(self.net, self.dataset.train, (h, w), "feat", self.device,
-                                batch_size=self.eval_batch, num_workers=self.num_workers,
-                                world=self.world.size, rank=self.world.rank,
-                                channels_last=self.precision.channels_last)
+            feats = extract(self.net, self.dataset.train, (h, w), "feat", self.device,
+                            batch_size=self.eval_batch, num_workers=self.num_workers,
+                            world=self.world.size, rank=self.world.rank,
+                            autocast=self.precision.autocast_dtype,
+                            channels_last=self.precision.channels_last)
             self.net.train()
             labels = torch.tensor([pid for _, pid, _ in self.dataset.train], device=self.device)
             self.rib.start_epoch(feats.float(), labels)
