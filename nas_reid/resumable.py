@@ -31,6 +31,7 @@ from __future__ import annotations
 import shutil
 import sys
 import time
+from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -45,7 +46,7 @@ from nas_reid.fileio import atomic_write_text
 CONFIG_FILE = "config.yaml"
 
 
-class ResumableRun:
+class ResumableRun(ABC):
     """Base of the search and retrain loops (see the module doc).
 
     A subclass sets ``out``, ``ckpt`` (the checkpoint resumed from, or None), ``config``,
@@ -63,55 +64,61 @@ class ResumableRun:
     timed = False
     """Add the training seconds of each epoch to ``sums["seconds"]`` (see the module doc)."""
 
-    # -- hooks
+    # -- hooks (abstract ones must be implemented; the two others are optional)
 
     @property
+    @abstractmethod
     def checkpoint_path(self) -> Path:
         """The checkpoint whose presence means the run can be resumed."""
-        raise NotImplementedError
 
     def _write_run_files(self) -> None:
         """Files a fresh run writes beside config.yaml (rank 0)."""
 
+    @abstractmethod
     def _open_log(self) -> Any:
-        raise NotImplementedError
+        """The run's metrics log, holding the lines restored from the checkpoint."""
 
+    @abstractmethod
     def _rib_images(self) -> tuple[Sequence, tuple[int, int]]:
         """The training images the RIB's input clusters are fitted on, and the input size."""
-        raise NotImplementedError
 
+    @abstractmethod
     def _save(self, session_start: float) -> None:
-        raise NotImplementedError
+        """Write the checkpoint of the complete state, atomically."""
 
     @property
+    @abstractmethod
     def _stream(self) -> Any:
         """The training batch stream (``batches_in(epoch)``, ``epoch_batches(epoch, start)``,
         ``batch``)."""
-        raise NotImplementedError
 
+    @abstractmethod
     def _start_epoch(self) -> None:
-        raise NotImplementedError
+        """What a fresh epoch needs before its first step."""
 
+    @abstractmethod
     def _train_step(self, batch: Any) -> tuple[Any, dict[str, str]]:
         """One step on ``batch``, its losses added to the epoch's sums; returns what
         :meth:`_log_step` logs and the progress bar's postfix."""
-        raise NotImplementedError
 
+    @abstractmethod
     def _log_step(self, info: Any, seconds: float) -> None:
         """Add a step record (``seconds``: of the run so far, over resumed sessions)."""
-        raise NotImplementedError
 
     def _before_save(self) -> None:
         """What a mid-epoch checkpoint needs first."""
 
+    @abstractmethod
     def _end_epoch(self, session_start: float) -> None:
-        raise NotImplementedError
+        """Close the epoch: its record, schedules, and the checkpoint."""
 
+    @abstractmethod
     def _finish(self, session_start: float) -> None:
-        raise NotImplementedError
+        """What a run that trained every epoch writes last (and its finished checkpoint)."""
 
+    @abstractmethod
     def _result(self) -> Any:
-        raise NotImplementedError
+        """What :meth:`run` returns."""
 
     # -- the run
 
