@@ -137,8 +137,7 @@ class DecisionReport:
 # ------------------------------------------------------------------------------------- values
 
 
-def _top_two(labels: Sequence[str], row: Sequence[float],
-             allowed: Iterable[int]) -> tuple[int | None, int | None]:
+def _top_two(row: Sequence[float], allowed: Iterable[int]) -> tuple[int | None, int | None]:
     """Indices of the largest and second largest ``row`` values among ``allowed`` (ties: the
     lower index first, as :func:`nas_reid.genotype.derive_genotype` breaks them)."""
     order = sorted(allowed, key=lambda k: (-row[k], k))
@@ -161,16 +160,14 @@ def decision_values(genotype: Genotype, keys: Iterable[str] | None = None) -> di
         labels = list(probs.ops)
         nonzero = [k for k, name in enumerate(labels) if name != "zero"]
         edges = [tuple(e) for e in probs.edges]
-        strength = {}
-        for e, row in zip(edges, probs.values):
-            best, _ = _top_two(labels, row, nonzero)
-            strength[e] = row[best] if best is not None else 0.0
+        tops = [_top_two(row, nonzero) for row in probs.values]
+        strength = {e: row[best] if best is not None else 0.0
+                    for e, row, (best, _) in zip(edges, probs.values, tops)}
         kept = {(e.source, e.target): e.op for e in cell.edges}
-        for (s, t), row in zip(edges, probs.values):
+        for (s, t), row, (best, second) in zip(edges, probs.values, tops):
             key = f"{cell.position} {s}->{t}"
             if (wanted is None and (s, t) not in kept) or (wanted is not None and key not in wanted):
                 continue
-            best, second = _top_two(labels, row, nonzero)
             if best is None:
                 continue
             capped = (labels[best] == "identity" and (s, t) in kept
@@ -196,7 +193,7 @@ def decision_values(genotype: Genotype, keys: Iterable[str] | None = None) -> di
         name = f"backbone {key}"
         if wanted is not None and name not in wanted:
             continue
-        best, second = _top_two(choice.options, choice.values, range(len(choice.values)))
+        best, second = _top_two(choice.values, range(len(choice.values)))
         values[name] = DecisionValue(
             str(choice.options[best]), choice.values[best],
             str(choice.options[second]) if second is not None else None,
