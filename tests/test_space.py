@@ -415,7 +415,10 @@ def test_gumbel_mixed_op_runs_exactly_one_candidate_and_alpha_gets_gradient():
         out.sum().backward()
         assert alpha.grad is not None and torch.isfinite(alpha.grad).all()
         if names[ran[0]] == "identity":  # the input stands in for the others: nothing to compare
-            assert alpha.grad.abs().max() < 1e-6  # zero up to rounding
+            # zero in exact arithmetic; float32 rounding of the sums of x (measured <= 3e-8
+            # here), bounded relative to their size: 8 eps32 sum|x| ~ 1.4e-4, 700x below the
+            # ~0.1 of the other candidates' gradients
+            assert alpha.grad.abs().max() <= 8 * torch.finfo(x.dtype).eps * x.abs().sum()
         else:
             assert torch.all(alpha.grad != 0)
     assert len(picks) >= 3  # it samples, not argmax
@@ -441,7 +444,9 @@ def test_gumbel_alpha_gradient_survives_a_scale_invariant_downstream():
         chosen = ops[mixed.last_choice].inner(x)
         h = nn.Parameter(torch.ones(()))
         (F.normalize((h * chosen).flatten(1), dim=1) * target).sum().backward()
-        assert abs(float(h.grad)) < 1e-4
+        # zero in exact arithmetic: float32 rounding (1.2e-7 measured), bounded by the size of
+        # the terms it sums, 8 eps32 sum|target| ~ 2e-4
+        assert abs(float(h.grad)) <= 8 * torch.finfo(x.dtype).eps * float(target.abs().sum())
 
 
 def test_gumbel_eval_uses_argmax_and_zero_is_not_run():
