@@ -238,6 +238,44 @@ def search_cmd(space, overrides, data, root, epochs, device, out, resume, seed, 
         click.echo(f"  run folder: {result.out_dir}")
 
 
+# ------------------------------------------------------------------------------ pretrain
+@main.command("pretrain", context_settings=CONTEXT)
+@click.option("--backbone", type=click.Choice(["resnet18", "resnet50"]), default="resnet18",
+              show_default=True)
+@click.option("--size", default="128x64", show_default=True, metavar="HxW",
+              help="Input size: that of the spaces and genotypes that will use the weights.")
+@click.option("--last-stride", type=click.Choice(["1", "2"]), default="1", show_default=True)
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
+              help="Override a field of the pretrain_synthetic recipe (changes the cache key).")
+@click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True)
+@click.option("--threads", type=click.IntRange(min=1), default=None,
+              help="torch CPU threads. Default on cpu: half the cores.")
+@click.option("--workers", type=click.IntRange(min=0), default=0, show_default=True,
+              help="Image-loading worker processes (results do not depend on it).")
+def pretrain_cmd(backbone, size, last_stride, overrides, device, threads, workers) -> None:
+    """Pretrain a backbone on the synthetic pretraining set, once per machine.
+
+    The built-in benchmark's analogue of ImageNet weights: the baseline network trained on
+    synthreid_pretrain (640 people disjoint from synthreid's, 8 cameras), cached under
+    $NAS_REID_CACHE/pretrained (default ~/.cache/nas_reid). Spaces and recipes that say
+    backbone.weights: synthetic use it, and train it on first use if this was not run; a cached
+    result is printed without training. The file is a torchvision state_dict.
+    """
+    from .train.pretrain import find_pretrained, pretrain
+
+    _set_threads(threads, device)
+    h, w = _parse_size(size)
+    cached = find_pretrained(backbone, (h, w), int(last_stride), overrides=list(overrides))
+    result = cached or pretrain(backbone, (h, w), int(last_stride), overrides=list(overrides),
+                                device=device, num_workers=workers, progress=True,
+                                log=lambda text: click.echo(text, err=True))
+    held = result.info["heldout"]
+    click.echo(f"{'already pretrained' if cached else 'pretrained'}: {result.path}")
+    click.echo(f"  held-out (pretraining set's own query / gallery): mAP {100 * held['mAP']:.1f}, "
+               f"R1 {100 * held['R1']:.1f}; {result.info['train_seconds'] / 60:.1f} min of training "
+               f"on {result.info['device']} ({result.info['threads']} thread(s))")
+
+
 # ------------------------------------------------------------------------------ latency-table
 def _writable_file(out: Path, overwrite: bool) -> None:
     """Raise UserError unless ``out`` can be written as a new file (or replaced), before the
@@ -344,8 +382,12 @@ def latency_table_cmd(space, device, out, batch, warmup, repeats, threads, overw
               help="Run folder. Default: runs/retrain-<timestamp> under the current folder.")
 @click.option("--resume", is_flag=True, help="Continue the run in --out from its last checkpoint.")
 @click.option("--backbone-weights", type=click.Path(path_type=Path), default=None,
-              help="Local torchvision state_dict file for the backbone (e.g. ImageNet ResNet-50); "
-              "nothing is downloaded. Default: random initialisation.")
+              metavar="FILE|synthetic|none",
+              help="Backbone initialisation: a local torchvision state_dict file (e.g. ImageNet "
+              "ResNet-50; nothing is downloaded), 'synthetic' (pretrained on the synthetic "
+              "pretraining set, once per machine: nas-reid pretrain) or 'none' (random). "
+              "Default: the recipe's backbone.weights (synthetic for the synthetic recipe, none "
+              "for bot).")
 @click.option("--rerank", is_flag=True, help="The final evaluation also reports re-ranking.")
 @click.option("--threads", type=click.IntRange(min=1), default=None,
               help="torch CPU threads. Default on cpu: half the cores.")

@@ -12,6 +12,23 @@ def one_torch_thread():
     torch.set_num_threads(threads)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def tiny_pretraining_defaults(tmp_path_factory):
+    """``backbone.weights: synthetic`` in the tests (the ``synthetic`` recipe's default): the
+    tiny pretraining set and a two-epoch recipe (tests/tiny.py), cached in a session folder, so
+    a test that needs a pretrained backbone trains one in seconds, once per input size."""
+    import nas_reid.train.pretrain as pretrain
+    from tests.tiny import PRETRAIN_RECIPE, PRETRAIN_SET
+
+    cache = tmp_path_factory.mktemp("pretrained")
+    patch = pytest.MonkeyPatch()
+    patch.setattr(pretrain, "PRETRAIN_CONFIG", PRETRAIN_SET)
+    patch.setattr(pretrain, "RECIPE", PRETRAIN_RECIPE)
+    patch.setattr(pretrain, "cache_root", lambda: cache)
+    yield
+    patch.undo()
+
+
 @pytest.fixture(scope="session")
 def data_root(tmp_path_factory):
     """A tiny synthreid benchmark (16 identities, 8 train / 8 test, 3 cameras, 8 images each,

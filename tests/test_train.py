@@ -87,7 +87,10 @@ def test_mobile_recipes_are_the_dcs_repos_sgd_and_the_defaults_of_a_mobile_backb
     short = load_recipe("mobile_synthetic")
     synthetic = load_recipe("synthetic").resolved()
     differs = {k for k in synthetic if short.resolved()[k] != synthetic[k]}
-    assert differs == {"name", "optimizer"}  # synthetic with the mobile recipe's SGD
+    # synthetic with the mobile recipe's SGD, from scratch (a searched mobile backbone has no
+    # pretrained weights)
+    assert differs == {"name", "optimizer", "backbone"}
+    assert short.backbone.weights is None and load_recipe("synthetic").backbone.weights == "synthetic"
     assert (short.optimizer.name, short.optimizer.lr) == ("sgd", 0.035)
     assert [default_recipe(d, b) for d in ("synthreid", "market1501")
             for b in ("resnet18", "mobilenetv2", None)] == [

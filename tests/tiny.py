@@ -1,10 +1,18 @@
 """The tiny configurations the training tests share: a one-or-two-cell search space and a
-genotype, both ResNet-18 at 64x32 (the benchmark itself is the ``data_root`` / ``dataset``
-fixtures of ``conftest.py``)."""
+genotype, both ResNet-18 at 64x32, and a tiny pretraining set and recipe (the benchmark itself
+is the ``data_root`` / ``dataset`` fixtures of ``conftest.py``)."""
 
 from __future__ import annotations
 
+from nas_reid.data.synthreid import SynthConfig
 from nas_reid.genotype import Genotype
+
+PRETRAIN_SET = SynthConfig(seed=5, ids=24, train_ids=20, cameras=3, images_per_id=4, height=64,
+                           width=32)
+"""A tiny pretraining set (20 training identities x 4 images), disjoint from synthreid."""
+PRETRAIN_RECIPE = {"name": "tiny_pretrain", "epochs": 2, "batch": {"p": 4, "k": 4},
+                   "lr_schedule": {"warmup_epochs": 1, "milestones": []}, "eval": {"every": 0}}
+"""Two epochs of PK 4x4: what ``backbone.weights: synthetic`` pretrains in the tests."""
 
 
 def tiny_space(*, name: str = "tiny", nodes: int = 1, **schedule) -> dict:

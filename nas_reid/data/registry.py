@@ -18,8 +18,12 @@ from nas_reid.data.dukemtmc import load_dukemtmc
 from nas_reid.data.market1501 import load_market1501
 from nas_reid.data.msmt17 import load_msmt17
 from nas_reid.data.occluded_duke import load_occluded_duke
+from nas_reid.data.pretrain_set import load_synthreid_pretrain
 from nas_reid.data.synthreid_dataset import load_synthreid
 from nas_reid.errors import DatasetError, UserError
+
+BUILT_IN = ("synthreid", "synthreid_pretrain")
+"""Datasets generated on first use: ``root`` is optional."""
 
 Loader = Callable[..., ReIDDataset]
 Counts = Mapping[str, Union[SplitStats, tuple]]
@@ -97,7 +101,7 @@ def resolve_dataset(data: ReIDDataset | str | None, root: str | os.PathLike | No
         if saved is not None:
             return load_dataset(saved["name"], saved["root"])
         data = "synthreid"
-    if root is None and data != "synthreid":
+    if root is None and data not in BUILT_IN:
         raise UserError(f"--root is required for --data {data}")
     return load_dataset(data, root)
 
@@ -146,3 +150,4 @@ register_dataset(
     {"train": (702, 15618, 8), "query": (519, 2210, 8), "gallery": (1110, 17661, 8)},
 )
 register_dataset("synthreid", load_synthreid)
+register_dataset("synthreid_pretrain", load_synthreid_pretrain)

@@ -336,6 +336,25 @@ def hard_negative(source: IdentitySpec, rng: np.random.Generator) -> tuple[Ident
     return dataclasses.replace(source, **{name: value}), name
 
 
+APPEARANCE_FIELDS = tuple(f.name for f in fields(IdentitySpec)
+                          if f.name not in ("stature", "build", "head", "leg"))
+"""The discrete attributes of a look: two specs that agree on all of them differ only in body
+proportions (a few percent), and count as the same person for disjointness checks."""
+
+
+def appearance_key(spec: IdentitySpec) -> tuple:
+    """The discrete attributes of ``spec`` (:data:`APPEARANCE_FIELDS`), in order."""
+    return tuple(getattr(spec, name) for name in APPEARANCE_FIELDS)
+
+
+def appearance_keys(config: SynthConfig) -> dict[tuple, str]:
+    """Every look a benchmark renders (identities and distractors) -> where, e.g. ``pid 17``."""
+    plan = make_plan(config)
+    keys = {appearance_key(d): f"distractor {k}" for k, d in enumerate(plan.distractors)}
+    keys.update({appearance_key(i.spec): f"pid {i.pid}" for i in plan.identities})
+    return keys
+
+
 def make_identities(config: SynthConfig) -> list[Identity]:
     """All identities of the benchmark, pid order (train pids first, then test pids).
 
@@ -988,6 +1007,17 @@ def _counts(plan: Plan) -> dict[str, dict[str, int]]:
     return out
 
 
+def content_digest(root: str | os.PathLike) -> str:
+    """SHA-256 over every image of a benchmark folder: relative path and bytes, in path order."""
+    root = Path(root)
+    digest = hashlib.sha256()
+    for folder in SPLIT_FOLDERS.values():
+        for path in sorted((root / folder).glob("*.jpg")):
+            digest.update(f"{folder}/{path.name}\0".encode())
+            digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
 def _resolve_workers(workers: int | None) -> int:
     if workers is None:
         return os.cpu_count() or 1
@@ -1021,6 +1051,7 @@ def _build(root: Path, config: SynthConfig, workers: int, progress: bool) -> Non
         "config_hash": config.config_hash(),
         "config": config.to_dict(),
         "counts": _counts(plan),
+        "content_sha256": content_digest(root),
         "hard_negatives": [{"pid": i.pid, "source": i.source, "changed": i.changed}
                            for i in plan.identities if i.source],
         "cameras": [dataclasses.asdict(c) for c in plan.cameras],

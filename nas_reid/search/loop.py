@@ -128,6 +128,7 @@ from nas_reid.search.latency import LATENCY_FILE, LatencyTable, LatencyTableErro
 from nas_reid.search.runlog import RunLog
 from nas_reid.space import SearchSpace, Supernet, load_space
 from nas_reid.space.reference import search_space_path
+from nas_reid.train.pretrain import resolve_backbone_weights
 
 GENOTYPE_FILE = "genotype.json"
 CELLS_PICTURE = "cells.png"
@@ -369,10 +370,19 @@ class _Search(ResumableRun):
         self.eval_batch = 256 if device.type == "cuda" else 128
 
         # -- the model, losses and optimizers (seeded: the same seed builds the same supernet)
+        bb = self.space.backbone
+        weights = None
+        if ckpt is None and not bb.searchable:
+            weights = resolve_backbone_weights(
+                bb.weights, bb.name, size, bb.last_stride, device=device, progress=self.progress,
+                may_train=world.size == 1,
+                log=lambda text: tqdm.write(text, file=sys.stderr) if self.is_main else None)
         seed_all(self.seed)
         self.precision = Precision.resolve(self.space.schedule.precision, device,
                                            where="schedule.precision")
-        self.net = self.precision.model(Supernet(self.space, self.split.num_weight_ids).to(device))
+        self.net = self.precision.model(Supernet(self.space, self.split.num_weight_ids,
+                                                 load_weights=False,
+                                                 backbone_weights=weights).to(device))
         self.arch = self.net.arch_parameters()
         self.weights = [q for q in self.net.weight_parameters() if q.requires_grad]
         w = sched.weights

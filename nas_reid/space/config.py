@@ -62,6 +62,12 @@ HASH_VERSION = 1
 POSITIONS = ("layer1", "layer2", "layer3", "layer4")
 _MAX_ERRORS = 10
 
+SYNTHETIC_WEIGHTS, NO_WEIGHTS = "synthetic", "none"
+WEIGHT_NAMES = (SYNTHETIC_WEIGHTS, NO_WEIGHTS)
+"""``backbone.weights`` values that name no file: the backbone pretrained on the synthetic
+pretraining set (:func:`nas_reid.train.pretrain.resolve_backbone_weights`), and random
+initialisation."""
+
 
 class SpaceError(UserError):
     """A search-space file or dict that does not follow the schema."""
@@ -89,7 +95,8 @@ class BackboneConfig(_Model):
     name: Literal["resnet50", "resnet18", "mobilenetv2"]
     last_stride: Literal[1, 2] = 1
     weights: str | None = None
-    """A local torchvision state_dict; relative paths are taken from the YAML file's folder."""
+    """``synthetic`` (pretrained on the synthetic pretraining set, :mod:`nas_reid.train.pretrain`),
+    ``none``, or a local torchvision state_dict (relative to the YAML file's folder)."""
     mobile: MobileConfig | None = None
 
     @model_validator(mode="before")
@@ -571,7 +578,8 @@ def _relative_to(path: str, base: Path | None) -> str:
 
 def _validate(data: dict[str, Any], where: str, base: Path | None) -> SearchSpace:
     backbone = data.get("backbone")
-    if isinstance(backbone, dict) and isinstance(backbone.get("weights"), str):
+    if (isinstance(backbone, dict) and isinstance(backbone.get("weights"), str)
+            and backbone["weights"] not in WEIGHT_NAMES):
         data["backbone"] = {**backbone, "weights": _relative_to(backbone["weights"], base)}
     schedule = data.get("schedule")
     cost = schedule.get("cost") if isinstance(schedule, dict) else None

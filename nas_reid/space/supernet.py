@@ -29,6 +29,7 @@ only). ``forward`` returns ``{"feat", "feat_bn"}`` plus ``"logits"`` in training
 from __future__ import annotations
 
 import math
+import os
 
 import torch
 import torch.nn.functional as F
@@ -36,7 +37,7 @@ from torch import nn
 
 from nas_reid.space.backbone import POSITIONS, ResNetBackbone
 from nas_reid.space.cell import SearchCell
-from nas_reid.space.config import SearchSpace, SpaceError
+from nas_reid.space.config import WEIGHT_NAMES, SearchSpace, SpaceError
 from nas_reid.space.mobile import MobileArch
 from nas_reid.space.mobile_supernet import MobileSupernetBackbone
 
@@ -92,10 +93,13 @@ class Supernet(nn.Module):
     """Backbone + one :class:`SearchCell` per configured position + :class:`BNNeck`.
 
     ``load_weights=False`` skips the backbone weights file named by the space (for a supernet that
-    will receive a checkpoint anyway).
+    will receive a checkpoint anyway); a space's ``weights: synthetic`` / ``none`` names no file
+    and is never loaded here. ``backbone_weights`` loads that file instead (what the search
+    resolved ``synthetic`` to, :func:`nas_reid.train.pretrain.resolve_backbone_weights`).
     """
 
-    def __init__(self, space: SearchSpace, num_classes: int, *, load_weights: bool = True) -> None:
+    def __init__(self, space: SearchSpace, num_classes: int, *, load_weights: bool = True,
+                 backbone_weights: str | os.PathLike | None = None) -> None:
         super().__init__()
         self.space = space
         self.input_size = space.input_size
@@ -103,8 +107,9 @@ class Supernet(nn.Module):
         if bb.mobile is not None:
             self.backbone = MobileSupernetBackbone(bb.mobile, bb.last_stride, space.input_size)
         else:
-            self.backbone = ResNetBackbone(bb.name, bb.last_stride,
-                                           weights=bb.weights if load_weights else None)
+            if backbone_weights is None and load_weights and bb.weights not in WEIGHT_NAMES:
+                backbone_weights = bb.weights
+            self.backbone = ResNetBackbone(bb.name, bb.last_stride, weights=backbone_weights)
         shapes = space.position_shapes()
         self.cells = nn.ModuleDict({
             position: SearchCell(space.ops, *shapes[position], nodes=space.cells.nodes,

@@ -97,6 +97,7 @@ from nas_reid.train.checkpoint import (
     read_checkpoint,
     save_model_checkpoint,
 )
+from nas_reid.train.pretrain import file_sha256, resolve_backbone_weights
 from nas_reid.train.recipe import Recipe, default_recipe, load_recipe, merge, parse_overrides
 
 GENOTYPE_FILE = "genotype.json"
@@ -308,8 +309,16 @@ class _Retrain(ResumableRun):
         self.eval_batch = 256 if device.type == "cuda" else 128
 
         # -- the model, losses and optimizers (seeded: the same seed builds the same network)
+        weights_file = self.weights_info = None
+        if ckpt is None:
+            weights_file = resolve_backbone_weights(
+                backbone_weights if backbone_weights is not None else r.backbone.weights,
+                self.genotype.backbone.name, self.genotype.input_size,
+                self.genotype.backbone.last_stride, device=device, progress=self.progress,
+                may_train=world.size == 1, log=self._say)
+            if weights_file is not None and weights_file.is_file():
+                self.weights_info = {"file": str(weights_file), "sha256": file_sha256(weights_file)}
         seed_all(self.seed)
-        weights_file = backbone_weights if ckpt is None else None
         self.net: ReIDNet = build_model(self.genotype, self.num_classes,
                                         backbone_weights=weights_file).to(device)
         self.net = self.precision.model(self.net)
@@ -363,13 +372,17 @@ class _Retrain(ResumableRun):
             "train": {"device": str(device), "world_size": world.size,
                       "num_workers": self.num_workers, "threads": torch.get_num_threads(),
                       **self.precision.as_dict(),
-                      "backbone_weights": str(backbone_weights) if backbone_weights else None,
+                      "backbone_weights": self.weights_info,
                       "num_classes": self.num_classes, "parameters": self.net.num_parameters(),
                       "out_dir": str(self.out), "package_version": __version__,
                       "torch_version": str(torch.__version__)},
         }
 
     # -- helpers
+
+    def _say(self, text: str) -> None:
+        if self.is_main:
+            tqdm.write(text, file=sys.stderr)
 
     @staticmethod
     def _zero_sums() -> dict[str, float]:

@@ -1,11 +1,13 @@
 """The training recipe of a retrain: a validated YAML document.
 
-Four recipes ship in ``search_spaces/recipes/``: ``bot`` (the strong baseline of
-``shared/reference/reid.md`` section 4, the default for real datasets), ``synthetic`` (the
-same recipe shortened to 20 epochs, the default on the built-in benchmark), ``mobile`` (the
+Five recipes ship in ``search_spaces/recipes/``: ``bot`` (the BoT strong baseline, Luo et al.,
+CVPRW 2019; the default for real datasets), ``synthetic`` (the same recipe shortened, from the
+locally pretrained backbone; the default on the built-in benchmark), ``mobile`` (the
 DCS-Attention repo's SGD recipe for its searched MobileNetV2-family networks trained from
-scratch, ``papers.md`` 2.4) and ``mobile_synthetic`` (``synthetic`` with that SGD); the last two
-are the defaults for a genotype with a mobile backbone (:func:`default_recipe`). A recipe names:
+scratch) and ``mobile_synthetic`` (``synthetic`` with that SGD, from scratch); the last two are
+the defaults for a genotype with a mobile backbone (:func:`default_recipe`).
+``pretrain_synthetic`` trains the backbone that ``backbone.weights: synthetic`` names
+(:mod:`nas_reid.train.pretrain`). A recipe names:
 
 ==============  ===========================================================================
 ``epochs``      training epochs (one epoch = one pass of the PK sampler over the identities)
@@ -13,6 +15,9 @@ are the defaults for a genotype with a mobile backbone (:func:`default_recipe`).
 ``augment``     ``flip`` (probability), ``pad`` (pixels for a 256-pixel-high input, scaled
                 with the input height, then a random crop back), ``random_erasing``
                 (probability; area 0.02-0.4, aspect 0.3-3.3, filled with 0 after normalising)
+``backbone``    ``weights``: ``synthetic`` (pretrained on the synthetic pretraining set, once per
+                machine: :mod:`nas_reid.train.pretrain`), a torchvision state_dict file, or
+                null (random initialisation); ``--backbone-weights`` overrides it
 ``optimizer``   ``name`` adam | sgd, ``lr``, ``weight_decay``, ``momentum`` (SGD), ``betas`` (Adam)
 ``lr_schedule`` per epoch: linear warm-up from ``warmup_factor`` x lr over ``warmup_epochs``,
                 then ``decay: step`` (x ``gamma`` at each of ``milestones``; one at or
@@ -50,7 +55,7 @@ from nas_reid.errors import UserError
 from nas_reid.precision import PrecisionConfig
 from nas_reid.space.config import BatchConfig, format_validation_error, read_yaml_mapping
 
-RECIPE_NAMES = ("bot", "synthetic", "mobile", "mobile_synthetic")
+RECIPE_NAMES = ("bot", "synthetic", "mobile", "mobile_synthetic", "pretrain_synthetic")
 
 
 class RecipeError(UserError):
@@ -123,6 +128,12 @@ class EvalConfig(_Model):
     flip: bool = False
 
 
+class BackboneInit(_Model):
+    weights: str | None = None
+    """``synthetic`` (the backbone pretrained on synthreid_pretrain, :mod:`nas_reid.train.pretrain`),
+    a local torchvision state_dict file, or null / ``none``: random initialisation."""
+
+
 class Recipe(_Model):
     """A validated training recipe (see the module doc)."""
 
@@ -130,6 +141,7 @@ class Recipe(_Model):
     epochs: int = Field(default=120, ge=1)
     batch: BatchConfig = Field(default_factory=BatchConfig)
     augment: AugmentConfig = Field(default_factory=AugmentConfig)
+    backbone: BackboneInit = Field(default_factory=BackboneInit)
     optimizer: OptimizerConfig = Field(default_factory=OptimizerConfig)
     lr_schedule: LRScheduleConfig = Field(default_factory=LRScheduleConfig)
     loss: LossConfig = Field(default_factory=LossConfig)
