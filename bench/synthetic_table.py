@@ -42,9 +42,7 @@ markdown table (mean +- std over seeds) from the CSV alone.
 from __future__ import annotations
 
 import argparse
-import csv
 import json
-import os
 import statistics
 import sys
 import time
@@ -54,6 +52,9 @@ from multiprocessing import get_context
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+from nas_reid.search.quality import append_row, read_rows  # noqa: E402
 DEFAULT_CSV = ROOT / "bench" / "results" / "papers_protocol.csv"
 PAPER_ROWS = ("baseline", "se", "eca", "rga_s", "rga_c", "rga_sc", "rib_ca", "rib_dcs", "dcs")
 NO_RIB = {"loss": {"rib": 0.0}}
@@ -149,26 +150,6 @@ def train_one(job: dict) -> dict:
             "wall_seconds": round(last["time"], 1),
             "session_seconds": round(time.perf_counter() - started, 1),
             "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
-
-
-def read_rows(path: Path) -> list[dict]:
-    if not path.is_file():
-        return []
-    with open(path, newline="") as handle:
-        return list(csv.DictReader(handle))
-
-
-def append_row(path: Path, row: dict) -> None:
-    """Append one row (the header first if the file is new), flushed and fsynced."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    new = not path.is_file() or path.stat().st_size == 0
-    with open(path, "a", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=FIELDS, extrasaction="ignore")
-        if new:
-            writer.writeheader()
-        writer.writerow(row)
-        handle.flush()
-        os.fsync(handle.fileno())
 
 
 def row_key(row: dict) -> tuple:
@@ -313,7 +294,7 @@ def main() -> None:
         futures = [pool.submit(train_one, job) for job in jobs]
         for future in as_completed(futures):
             row = future.result()
-            append_row(csv_path, row)
+            append_row(csv_path, row, FIELDS)
             print(f"  {row['model']:<9} seed {row['seed']}: mAP {row['mAP']:.1f}  R1 {row['R1']:.1f}"
                   f"  ({row['wall_seconds'] / 60:.1f} min)", flush=True)
     print()

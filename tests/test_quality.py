@@ -1,0 +1,158 @@
+"""Ground truth and search quality: enumeration, the runner's resume / skip logic, and the
+metrics of the quality report on tiny fake tables."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from nas_reid.errors import UserError
+from nas_reid.search.quality import (
+    GT_FIELDS,
+    Truth,
+    append_row,
+    enumerate_architectures,
+    equal_compute_k,
+    judge,
+    kendall_tau,
+    key_of,
+    pending_jobs,
+    random_search,
+    read_rows,
+    run_ground_truth,
+    scores_from_probabilities,
+    summarize,
+)
+from nas_reid.space import Supernet, load_space
+from tests.tiny import tiny_space
+
+
+def _row(arch, seed, test, val, seconds=60.0):
+    return {"arch": arch, "seed": str(seed), "test_mAP": str(test), "val_mAP": str(val),
+            "wall_seconds": str(seconds), "overrides": ""}
+
+
+# four architectures, two seeds; test means 40, 30, 20, 10 (a best), validation agrees in order
+FAKE = [_row(a, s, t + d, v + d) for a, t, v in (("a", 40, 35), ("b", 30, 25), ("c", 20, 15),
+                                                 ("d", 10, 5))
+        for s, d in ((0, -1.0), (1, 1.0))]
+
+
+def test_enumerate_and_key_of_round_trip():
+    space = load_space(tiny_space())
+    archs = enumerate_architectures(space)
+    assert len(archs) == 3 ** 2 and len({k for k, _ in archs}) == 9
+    assert archs[0][0] == "layer3=identity layer4=identity" and archs[-1][0] == "layer3=eca layer4=eca"
+    for key, genotype in archs:
+        assert key_of(genotype, space) == key
+        assert genotype.space.hash == space.canonical_hash()
+    with pytest.raises(UserError, match="one node with one edge"):
+        enumerate_architectures(load_space(tiny_space(nodes=2)))
+
+
+def test_a_searched_genotype_has_a_key_and_scores_every_architecture():
+    import torch
+
+    from nas_reid.genotype import derive_genotype
+
+    space = load_space(tiny_space())
+    net = Supernet(space, num_classes=4)
+    with torch.no_grad():  # layer3 prefers se, layer4 eca
+        net.arch["layer3"].copy_(torch.tensor([[0.0, 2.0, 0.0]]))
+        net.arch["layer4"].copy_(torch.tensor([[0.0, 0.0, 1.0]]))
+    genotype = derive_genotype(net)
+    assert key_of(genotype, space) == "layer3=se layer4=eca"
+    scores = scores_from_probabilities(genotype, space)
+    assert len(scores) == 9 and max(scores, key=scores.get) == "layer3=se layer4=eca"
+    p3 = torch.softmax(torch.tensor([0.0, 2.0, 0.0]), 0)
+    p4 = torch.softmax(torch.tensor([0.0, 0.0, 1.0]), 0)
+    assert math.isclose(scores["layer3=se layer4=eca"], math.log(p3[1]) + math.log(p4[2]),
+                        rel_tol=1e-4)
+
+
+def test_truth_means_noise_and_judgement():
+    truth = Truth.from_rows(FAKE)
+    assert truth.best.key == "a" and truth.archs["b"].test == 30 and truth.archs["b"].val == 25
+    assert truth.archs["c"].test_std == pytest.approx(math.sqrt(2))
+    noise = truth.noise()
+    assert noise["std"] == pytest.approx(math.sqrt(2)) and noise["tau"] == {"0-1": 1.0}
+    best, worst = judge(truth, "a"), judge(truth, "d")
+    assert (best.regret, best.percentile) == (0.0, 100.0)
+    assert (worst.regret, worst.percentile) == (30.0, 0.0)
+    assert judge(truth, "b").percentile == pytest.approx(200 / 3)
+    assert judge(truth, "a", {"a": 4, "b": 3, "c": 2, "d": 1}).tau == pytest.approx(1.0)
+    assert judge(truth, "a", {"a": 1, "b": 2, "c": 3, "d": 4}).tau == pytest.approx(-1.0)
+    with pytest.raises(UserError, match="not in the ground truth"):
+        judge(truth, "z")
+
+
+def test_kendall_tau_counts_pairs():
+    assert kendall_tau([1, 2, 3, 4], [10, 20, 30, 40]) == pytest.approx(1.0)
+    assert kendall_tau([1, 2, 3, 4], [10, 20, 40, 30]) == pytest.approx(4 / 6)  # 5 of 6 agree
+    assert math.isnan(kendall_tau([1, 1, 1], [1, 2, 3]))
+
+
+def test_random_search_selects_by_validation_never_by_test():
+    truth = Truth.from_rows(FAKE)
+    everything = random_search(truth, k=4, trials=50)
+    assert all(j.key == "a" for j in everything)  # all seen: the best by validation is the best
+    one = summarize(random_search(truth, k=1, trials=4000, seed=1))
+    assert one["mean_regret"] == pytest.approx((0 + 10 + 20 + 30) / 4, abs=1.0)
+    # validation that disagrees with test: random search follows validation
+    flipped = [dict(r, val_mAP=str(100 - float(r["val_mAP"]))) for r in FAKE]
+    assert all(j.key == "d" for j in random_search(Truth.from_rows(flipped), k=4, trials=20))
+    assert random_search(truth, k=2, trials=30, seed=3) == random_search(truth, k=2, trials=30, seed=3)
+
+
+def test_equal_compute_k():
+    assert equal_compute_k(search_seconds=600, retrain_seconds=300) == 3
+    assert equal_compute_k(search_seconds=10, retrain_seconds=300) == 1
+
+
+def test_pending_jobs_skip_finished_rows_seed_major():
+    archs = [("a", "ga"), ("b", "gb"), ("c", "gc")]
+    rows = [_row("a", 0, 1, 1), _row("b", 1, 1, 1), {**_row("c", 0, 1, 1), "overrides": "epochs=8"}]
+    jobs = pending_jobs(archs, [0, 1], rows, tag="")
+    assert [(k, s) for k, _, s in jobs] == [("b", 0), ("c", 0), ("a", 1), ("c", 1)]
+    assert [(k, s) for k, _, s in pending_jobs(archs, [0], rows, tag="epochs=8")] == [("a", 0), ("b", 0)]
+
+
+class _Genotype:
+    def __init__(self, key):
+        self.key = key
+
+    def to_json(self):
+        return self.key
+
+
+def _fake_train(job):
+    if job["arch"] == job.get("fail_on"):
+        raise RuntimeError("killed")
+    value = {"a": 40, "b": 30, "c": 20}[job["arch"]] + job["seed"]
+    return {"arch": job["arch"], "seed": job["seed"], "val_mAP": value - 5, "test_mAP": value,
+            "wall_seconds": 1.0, "overrides": job["tag"]}
+
+
+def test_the_runner_appends_rows_and_resumes_after_a_failure(tmp_path):
+    csv_path = tmp_path / "gt.csv"
+    archs = [(k, _Genotype(k)) for k in ("a", "b", "c")]
+    jobs = pending_jobs(archs, [0, 1], read_rows(csv_path), tag="")
+    with pytest.raises(RuntimeError, match="killed"):  # the third job dies: two rows are kept
+        run_ground_truth(jobs, _fake_train, csv_path, base={"tag": "", "fail_on": "c"})
+    assert [(r["arch"], r["seed"]) for r in read_rows(csv_path)] == [("a", "0"), ("b", "0")]
+    jobs = pending_jobs(archs, [0, 1], read_rows(csv_path), tag="")
+    assert len(jobs) == 4
+    assert run_ground_truth(jobs, _fake_train, csv_path, base={"tag": ""}) == 4
+    rows = read_rows(csv_path)
+    assert len(rows) == 6 and list(rows[0]) == GT_FIELDS
+    assert pending_jobs(archs, [0, 1], rows, tag="") == []
+    truth = Truth.from_rows(rows)
+    assert truth.best.key == "a" and truth.archs["a"].test == 40.5
+
+
+def test_append_row_writes_one_header(tmp_path):
+    path = tmp_path / "x.csv"
+    append_row(path, {"a": 1, "b": 2}, ["a", "b"])
+    append_row(path, {"a": 3, "b": 4, "extra": 5}, ["a", "b"])
+    assert path.read_text().splitlines() == ["a,b", "1,2", "3,4"]
