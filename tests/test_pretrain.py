@@ -151,6 +151,8 @@ def test_the_pretrain_command(tiny_pretraining, run):
     assert "pretraining resnet18" not in again.output
     for args, message in ((["--size", "64"], "--size must look like HxW"),
                           (["--size", "20x10"], "too small"),
-                          (["--backbone", "mobilenetv2"], "Invalid value for '--backbone'")):
+                          (["--backbone", "mobilenetv2"], "Invalid value for '--backbone'"),
+                          *([(["--device", "cuda"], "CUDA is not available")]
+                            if not torch.cuda.is_available() else [])):
         bad = run("pretrain", *args)
         assert bad.exit_code == 2 and message in bad.output and "Traceback" not in bad.output

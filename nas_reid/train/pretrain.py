@@ -159,8 +159,11 @@ def pretrain(backbone: str = "resnet18", input_size: Sequence[int] = (128, 64),
     from nas_reid.space.reference import resolve_genotype, retarget
     from nas_reid.train.loop import retrain
 
+    from nas_reid.runtime import resolve_device
+
     size = _check_backbone(backbone, input_size)
     r = _recipe(recipe, overrides)
+    device = resolve_device(device, 0)  # before anything is rendered or trained
     config = set_config or PRETRAIN_CONFIG
     set_root = ensure_pretrain_set(config, progress=progress)
     inputs = _inputs(backbone, last_stride, size, r, config, set_root)

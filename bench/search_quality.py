@@ -1,0 +1,177 @@
+"""Search quality: what each strategy picks on the built-in benchmark, judged by the ground truth.
+
+For every ``--strategies`` entry and ``--seeds`` seed this runs ``nas_reid.search.search`` on the
+default space (``--space``) on synthreid, maps the genotype it returns to its architecture in the
+ground-truth table (``bench/ground_truth.py``) and appends one row to ``--csv`` (default
+``bench/results/search_quality.csv``): the picked architecture, its mean test mAP over the table's
+seeds, its regret (the table's best mean minus the pick's), its rank percentile, Kendall's tau
+between the strategy's architecture scores (log-probability of each architecture under the final
+distribution) and the table's mean test mAP, and the search's wall seconds. Rows already in the
+file are skipped: the script can be stopped and continued.
+
+Random search at the same compute gets rows too: ``k`` = (median search seconds + one retrain) /
+one retrain of the table, architectures sampled, one seed's *validation* mAP observed for each,
+the best by validation kept, its *test* mAP reported (one row per seed, and a 2,000-trial
+summary in the report). The best of ``k`` random picks for k = 1 .. 20 is printed as a curve.
+
+Strategies: ``gumbel`` (GDAS, the space as shipped), ``softmax`` (DARTS); ``NAME:KEY=VALUE,...``
+defines another from search-space overrides, e.g. ``tau1:sampling.tau.end=1.0``.
+
+    python bench/search_quality.py --seeds 0 1 2 3 4                  # run and report
+    python bench/search_quality.py --report                           # from the CSVs only
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+FIELDS = ["strategy", "seed", "arch", "test_mAP", "regret", "percentile", "tau", "wall_seconds",
+          "k", "space", "space_hash", "overrides", "ground_truth", "package_version", "finished_at"]
+STRATEGIES = {"gumbel": [], "softmax": ["sampling.strategy=softmax"]}
+
+
+def parse_strategy(text: str) -> tuple[str, list[str]]:
+    name, _, rest = text.partition(":")
+    if not rest:
+        if name not in STRATEGIES:
+            sys.exit(f"unknown strategy {name!r}; shipped: {', '.join(STRATEGIES)}, or "
+                     "NAME:KEY=VALUE,... for space overrides")
+        return name, STRATEGIES[name]
+    return name, [item for item in rest.split(",") if item]
+
+
+def run_search(space_name: str, overrides: list[str], seed: int, out: Path, threads: int) -> tuple:
+    import torch
+
+    from nas_reid.search import search
+
+    torch.set_num_threads(threads)
+    started = time.perf_counter()
+    result = search(space_name, "synthreid", seed=seed, overrides=overrides or None,
+                    out_dir=out, resume=(out / "checkpoints" / "last.pt").is_file(),
+                    progress=False)
+    seconds = result.metrics[-1].get("time", time.perf_counter() - started) if result.metrics \
+        else time.perf_counter() - started
+    return result.genotype, float(seconds)
+
+
+def report(rows: list[dict], truth, k_max: int = 20) -> str:
+    from nas_reid.search.quality import random_search, summarize
+
+    lines = [f"ground truth: {len(truth.archs)} architectures; best {truth.best.key} "
+             f"({truth.best.test:.1f} mAP); retrain-noise std "
+             f"{truth.noise()['std']:.2f} points", "",
+             "| strategy | seeds | picks | median regret | mean test mAP | mean percentile | "
+             "mean tau | mean minutes |", "|---|---:|---|---:|---:|---:|---:|---:|"]
+    strategies = list(dict.fromkeys(r["strategy"] for r in rows))
+    for name in strategies:
+        mine = [r for r in rows if r["strategy"] == name]
+        regrets = [float(r["regret"]) for r in mine]
+        taus = [float(r["tau"]) for r in mine if r["tau"] not in ("", "nan")]
+        picks = ", ".join(sorted({r["arch"] for r in mine}))
+        tau = f"{statistics.fmean(taus):.2f}" if taus else "-"
+        lines.append(f"| {name} | {len(mine)} | {picks} | {statistics.median(regrets):.2f} | "
+                     f"{statistics.fmean(float(r['test_mAP']) for r in mine):.1f} | "
+                     f"{statistics.fmean(float(r['percentile']) for r in mine):.0f} | {tau} | "
+                     f"{statistics.fmean(float(r['wall_seconds']) for r in mine) / 60:.1f} |")
+    ks = sorted({int(r["k"]) for r in rows if r["strategy"].startswith("random") and r["k"]})
+    for k in ks:
+        s = summarize(random_search(truth, k, trials=2000))
+        lines.append(f"| random search k={k} (2,000 trials) | 2000 | - | {s['median_regret']:.2f} | "
+                     f"{s['test']:.1f} | {s['percentile']:.0f} | - | - |")
+    lines += ["", "best of k random picks (selected by validation mAP, 2,000 trials each):", "",
+              "| k | median regret | mean regret | mean test mAP |", "|---:|---:|---:|---:|"]
+    for k in range(1, min(k_max, len(truth.archs)) + 1):
+        s = summarize(random_search(truth, k, trials=2000))
+        lines.append(f"| {k} | {s['median_regret']:.2f} | {s['mean_regret']:.2f} | {s['test']:.1f} |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--space", default="cpu_small")
+    parser.add_argument("--strategies", nargs="+", default=["gumbel", "softmax"])
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2, 3, 4])
+    parser.add_argument("--ground-truth", default=None,
+                        help="default bench/results/ground_truth_<space>.csv")
+    parser.add_argument("--gt-overrides", default="",
+                        help="the ground-truth rows to use (their overrides column)")
+    parser.add_argument("--csv", default=str(ROOT / "bench" / "results" / "search_quality.csv"))
+    parser.add_argument("--out", default="runs/search_quality")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--report", action="store_true", help="print the tables, run nothing")
+    args = parser.parse_args()
+
+    from nas_reid import __version__
+    from nas_reid.errors import UserError
+    from nas_reid.search.quality import (Truth, append_row, equal_compute_k, judge, key_of,
+                                         random_search, read_rows, scores_from_probabilities)
+    from nas_reid.space import load_space
+    from nas_reid.space.reference import search_space_path
+
+    try:
+        space = load_space(search_space_path(args.space))
+    except UserError as exc:
+        sys.exit(f"error: {exc}")
+    gt_path = Path(args.ground_truth or ROOT / "bench" / "results" / f"ground_truth_{space.name}.csv")
+    gt_rows = [r for r in read_rows(gt_path) if r["overrides"] == args.gt_overrides]
+    if not gt_rows:
+        sys.exit(f"{gt_path}: no ground-truth rows (overrides {args.gt_overrides!r}); run "
+                 "bench/ground_truth.py first")
+    truth = Truth.from_rows(gt_rows)
+    csv_path = Path(args.csv)
+    if not args.report:
+        done = {(r["strategy"], r["seed"]) for r in read_rows(csv_path)}
+        retrain_seconds = statistics.fmean(a.seconds for a in truth.archs.values())
+        base = {"space": space.name, "space_hash": space.canonical_hash(),
+                "ground_truth": f"{gt_path.name} ({args.gt_overrides or 'full recipe'})",
+                "package_version": __version__}
+        for text in args.strategies:
+            name, overrides = parse_strategy(text)
+            seconds = []
+            for seed in args.seeds:
+                if (name, str(seed)) in done:
+                    continue
+                genotype, wall = run_search(args.space, overrides, seed,
+                                            Path(args.out) / f"{name}-seed{seed}", args.threads)
+                key = key_of(genotype, space)
+                j = judge(truth, key, scores_from_probabilities(genotype, space))
+                seconds.append(wall)
+                append_row(csv_path, {**base, "strategy": name, "seed": seed, "arch": key,
+                                      "test_mAP": round(j.test, 2), "regret": round(j.regret, 2),
+                                      "percentile": round(j.percentile, 1), "tau": round(j.tau, 3),
+                                      "wall_seconds": round(wall, 1), "overrides": " ".join(overrides),
+                                      "finished_at": datetime.now(timezone.utc).isoformat(
+                                          timespec="seconds")}, FIELDS)
+                print(f"{name} seed {seed}: {key}: test mAP {j.test:.1f}, regret {j.regret:.2f}, "
+                      f"percentile {j.percentile:.0f}, tau {j.tau:.2f} ({wall / 60:.1f} min)",
+                      flush=True)
+            mine = seconds or [float(r["wall_seconds"]) for r in read_rows(csv_path)
+                               if r["strategy"] == name]
+            k = equal_compute_k(statistics.median(mine), retrain_seconds)
+            for seed in args.seeds:
+                if (f"random-{name}", str(seed)) in done:
+                    continue
+                j = random_search(truth, k, trials=1, seed=seed)[0]
+                append_row(csv_path, {**base, "strategy": f"random-{name}", "seed": seed,
+                                      "arch": j.key, "test_mAP": round(j.test, 2),
+                                      "regret": round(j.regret, 2),
+                                      "percentile": round(j.percentile, 1), "tau": "",
+                                      "wall_seconds": round(k * retrain_seconds, 1), "k": k,
+                                      "overrides": f"same compute as {name}",
+                                      "finished_at": datetime.now(timezone.utc).isoformat(
+                                          timespec="seconds")}, FIELDS)
+    print(report(read_rows(csv_path), truth))
+
+
+if __name__ == "__main__":
+    main()
