@@ -9,6 +9,7 @@ import json
 import math
 
 import pytest
+import yaml
 import torch
 import torchvision
 from torch import nn
@@ -148,8 +149,13 @@ def test_a_resnet_takes_no_mobile_section_and_existing_hashes_do_not_move():
     doc = space(backbone={"name": "resnet18", "mobile": {"stem": 8}})
     with pytest.raises(SpaceError, match="backbone.mobile: only a searchable backbone"):
         load_space(doc)
-    # hashes of the shipped ResNet spaces are those of genotypes written before this change
-    assert load_space("search_spaces/cpu_small.yaml").canonical_hash() == "08296036666e4d5f"
+    # the hash of a ResNet space is that of genotypes written before the mobile backbones came
+    # (cpu_small as shipped then: ResNet-18 at 64x32); the weights are no part of it
+    old_cpu_small = yaml.safe_load(open("search_spaces/cpu_small.yaml"))
+    old_cpu_small["input"] = {"height": 64, "width": 32}
+    assert load_space(old_cpu_small).canonical_hash() == "08296036666e4d5f"
+    old_cpu_small["backbone"]["weights"] = "none"
+    assert load_space(old_cpu_small).canonical_hash() == "08296036666e4d5f"
     a, b = load_space(tiny_mobile_space()), load_space(space(backbone__mobile__choices__skip=False))
     assert a.canonical_hash() != b.canonical_hash()
 
@@ -343,9 +349,13 @@ def test_a_mobile_search_logs_cost_and_choices_and_its_genotype_retrains(dataset
         CostModel(Supernet(load_space(tiny_mobile_space()), 4), load_space(tiny_mobile_space()).schedule.cost
                   ).achieved(genotype), rel=1e-6)
     assert last["loss"]["arch"]["total"] >= last["loss"]["arch"]["triplet"]
+    short = {"epochs": 2, "lr_schedule": {"warmup_epochs": 1}, "batch": {"p": 2, "k": 4}}
+    with pytest.raises(UserError, match="searched mobilenetv2 backbone is trained from scratch"):
+        retrain(genotype, dataset, recipe="synthetic", overrides=short,  # weights: synthetic
+                out_dir=tmp_path / "refused", progress=False)
+    assert not (tmp_path / "refused").exists()
     trained = retrain(genotype, dataset, recipe="synthetic",
-                      overrides={"epochs": 2, "lr_schedule": {"warmup_epochs": 1},
-                                 "batch": {"p": 2, "k": 4}},
+                      overrides={**short, "backbone": {"weights": "none"}},
                       out_dir=tmp_path / "retrain", progress=False)
     assert trained.results["plain"]["mAP"] > 0
     saved = Genotype.from_json(tmp_path / "retrain" / "genotype.json")

@@ -117,6 +117,10 @@ def _recipe(recipe, overrides):
 
 
 def _check_backbone(backbone: str, input_size: Sequence[int]) -> tuple[int, int]:
+    if backbone == "mobilenetv2":
+        raise UserError("backbone weights 'synthetic': a searched mobilenetv2 backbone is trained "
+                        "from scratch (there is no pretrained one); set backbone.weights: none, "
+                        "e.g. --backbone-weights none or the mobile_synthetic recipe")
     if backbone not in BACKBONES:
         raise UserError(f"pretrain: backbone {backbone!r} cannot be pretrained; choose one of "
                         f"{', '.join(BACKBONES)}")
