@@ -56,7 +56,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 from nas_reid.search.quality import append_row, read_rows  # noqa: E402
 DEFAULT_CSV = ROOT / "bench" / "results" / "papers_protocol.csv"
-PAPER_ROWS = ("baseline", "se", "eca", "rga_s", "rga_c", "rga_sc", "rib_ca", "rib_dcs", "dcs")
+PAPER_ROWS = ("baseline", "se", "eca", "rga_s", "rga_c", "rga_sc", "dcs", "rib_ca", "rib_dcs")
 NO_RIB = {"loss": {"rib": 0.0}}
 ROWS = {
     # row: (reference genotype, op replacing its cells' op or None, recipe overrides)
@@ -278,6 +278,7 @@ def main() -> None:
                          "genotype": str(genotype_file), "threads": args.threads,
                          "overrides": {**overrides, "seed": seed}})
 
+    jobs.sort(key=lambda job: job["row"]["seed"])  # seed-major: a partial table covers every row
     print(f"{len(jobs)} trainings to run ({len(models)} models x {len(args.seeds)} seeds, "
           f"{args.protocol}, rows already in {csv_path} skipped), {args.jobs} at a time x "
           f"{args.threads} thread(s)", flush=True)

@@ -104,6 +104,8 @@ def test_retrain_and_search_start_from_the_synthetic_backbone(tiny_pretraining, 
     space = tiny_space(weights={"lr": 1e-12})
     space["backbone"]["weights"] = "synthetic"
     search(space, dataset, out_dir=tmp_path / "s", max_steps=1, progress=False)
+    config = yaml.safe_load((tmp_path / "s" / "config.yaml").read_text())
+    assert config["search"]["backbone_weights"]["sha256"] == pretrain_mod.file_sha256(weights)
     ckpt = torch.load(tmp_path / "s" / "checkpoints" / "last.pt", weights_only=True)
     got = _conv_weights(ckpt["model"], "backbone.")
     assert all(torch.allclose(got[k], expected[k], atol=1e-9) for k in expected)

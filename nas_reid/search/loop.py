@@ -128,7 +128,7 @@ from nas_reid.search.latency import LATENCY_FILE, LatencyTable, LatencyTableErro
 from nas_reid.search.runlog import RunLog
 from nas_reid.space import SearchSpace, Supernet, load_space
 from nas_reid.space.reference import search_space_path
-from nas_reid.train.pretrain import resolve_backbone_weights
+from nas_reid.train.pretrain import file_sha256, resolve_backbone_weights
 
 GENOTYPE_FILE = "genotype.json"
 CELLS_PICTURE = "cells.png"
@@ -441,6 +441,8 @@ class _Search(ResumableRun):
                        "threads": torch.get_num_threads(), "out_dir": str(self.out),
                        **self.precision.as_dict(),
                        "checkpoint_every": self.checkpoint_every, "log_every": self.log_every,
+                       "backbone_weights": ({"file": str(weights), "sha256": file_sha256(weights)}
+                                            if weights is not None else None),
                        "package_version": __version__, "torch_version": str(torch.__version__)},
         }
         if self.latency_table is not None and ckpt is None:
