@@ -127,6 +127,23 @@ def row_setup(name: str, args: argparse.Namespace):
     return genotype, overrides
 
 
+def set_gate_bias(bias: float) -> None:
+    """Ablation: every RGA gate's last BatchNorm starts with bias ``bias`` instead of 0, so the
+    sigmoid weights start near sigmoid(bias) (near 1 for bias 3: the module starts close to the
+    identity) instead of near 0.5. Patches the op class of this (worker) process only."""
+    import torch
+
+    from nas_reid.ops import rga
+
+    init = rga._RelationGate.__init__
+
+    def patched(self, *args, **kwargs):
+        init(self, *args, **kwargs)
+        torch.nn.init.constant_(self.score[4].bias, bias)
+
+    rga._RelationGate.__init__ = patched
+
+
 def train_one(job: dict) -> dict:
     """One retrain in a fresh process (spawned), on ``job["threads"]`` threads."""
     import torch
@@ -135,6 +152,8 @@ def train_one(job: dict) -> dict:
     from nas_reid.genotype import Genotype
     from nas_reid.train.loop import retrain
 
+    if job.get("gate_bias") is not None:
+        set_gate_bias(job["gate_bias"])
     out = Path(job["out"])
     started = time.perf_counter()
     resume = (out / "checkpoints" / "last.pt").is_file()
@@ -204,6 +223,9 @@ def main() -> None:
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="recipe override for every row, as nas-reid retrain --set "
                              "(e.g. optimizer.lr=7e-4); recorded in the overrides column")
+    parser.add_argument("--gate-bias", type=float, default=None,
+                        help="ablation: RGA gates' last BatchNorm bias at initialisation (official: "
+                             "0, gates near 0.5; 3: near 0.95); recorded in the overrides column")
     parser.add_argument("--jobs", type=int, default=2)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out", default="runs/synthetic_table", help="run folders")
@@ -241,7 +263,8 @@ def main() -> None:
     done = {row_key(r) for r in read_rows(csv_path)}
     out = Path(args.out)
     shared = parse_overrides(args.overrides) if args.overrides else {}
-    tag = " ".join(args.overrides)
+    tag = " ".join(args.overrides + ([f"gate_bias={args.gate_bias:g}"]
+                                      if args.gate_bias is not None else []))
     jobs = []
     for name in models:
         genotype, overrides = row_setup(name, args)
@@ -259,8 +282,8 @@ def main() -> None:
         size = "x".join(map(str, genotype.input_size))
         protocol = args.protocol if genotype.backbone.mobile is None else "scratch"
         label = f"{args.protocol}-{size}" + (f"-e{args.epochs}" if args.epochs else "") + (
-            "-" + "_".join(o.replace("=", "").replace(".", "") for o in args.overrides)
-            if args.overrides else "")
+            "-" + "_".join(o.replace("=", "").replace(".", "") for o in tag.split())
+            if tag else "")
         for seed in args.seeds:
             row = {"model": name, "seed": seed, "protocol": protocol, "input": size,
                    "backbone": genotype.backbone.name, "epochs": epochs, "overrides": tag,
@@ -276,6 +299,7 @@ def main() -> None:
             genotype.save(genotype_file)
             jobs.append({"row": row, "out": str(run_dir), "recipe": recipe,
                          "genotype": str(genotype_file), "threads": args.threads,
+                         "gate_bias": args.gate_bias,
                          "overrides": {**overrides, "seed": seed}})
 
     jobs.sort(key=lambda job: job["row"]["seed"])  # seed-major: a partial table covers every row

@@ -158,3 +158,22 @@ def test_the_pretrain_command(tiny_pretraining, run):
                             if not torch.cuda.is_available() else [])):
         bad = run("pretrain", *args)
         assert bad.exit_code == 2 and message in bad.output and "Traceback" not in bad.output
+
+
+def test_new_modules_can_train_faster_than_the_pretrained_backbone(tmp_path, dataset):
+    from nas_reid.train.loop import retrain
+
+    common = dict(recipe={"name": "t", "epochs": 2, "batch": {"p": 2, "k": 4},
+                          "lr_schedule": {"warmup_epochs": 0, "milestones": []}},
+                  max_steps=1, progress=False)
+    retrain(tiny_genotype(), dataset, out_dir=tmp_path / "one", **common)
+    retrain(tiny_genotype(), dataset, out_dir=tmp_path / "mult",
+            overrides={"optimizer": {"new_lr_mult": 10.0}}, **common)
+    one, mult = (torch.load(tmp_path / name / "checkpoints" / "last.pt", weights_only=True)
+                 for name in ("one", "mult"))
+    groups = mult["training"]["optimizer"]["param_groups"]
+    assert len(one["training"]["optimizer"]["param_groups"]) == 1 and len(groups) == 2
+    assert groups[1]["lr"] == pytest.approx(10 * groups[0]["lr"])
+    backbone = sum(1 for k in mult["model"] if k.startswith("backbone.") and "running" not in k
+                   and "num_batches" not in k)
+    assert len(groups[0]["params"]) == backbone  # the backbone's parameters, and only those

@@ -324,11 +324,17 @@ class _Retrain(ResumableRun):
         self.net = self.precision.model(self.net)
         self.params = [q for q in self.net.parameters() if q.requires_grad]
         o = r.optimizer
+        groups: list = self.params
+        if o.new_lr_mult != 1.0:  # the backbone at lr, the cells and the head at new_lr_mult x lr
+            backbone = {id(q) for q in self.net.backbone.parameters()}
+            groups = [{"params": [q for q in self.params if id(q) in backbone]},
+                      {"params": [q for q in self.params if id(q) not in backbone],
+                       "lr": o.lr * o.new_lr_mult}]
         if o.name == "sgd":
-            self.opt = torch.optim.SGD(self.params, lr=o.lr, momentum=o.momentum,
+            self.opt = torch.optim.SGD(groups, lr=o.lr, momentum=o.momentum,
                                        weight_decay=o.weight_decay)
         else:
-            self.opt = torch.optim.Adam(self.params, lr=o.lr, betas=tuple(o.betas),
+            self.opt = torch.optim.Adam(groups, lr=o.lr, betas=tuple(o.betas),
                                         weight_decay=o.weight_decay)
         schedule = r.lr_schedule
         self.sched = torch.optim.lr_scheduler.LambdaLR(

@@ -18,7 +18,8 @@ the defaults for a genotype with a mobile backbone (:func:`default_recipe`).
 ``backbone``    ``weights``: ``synthetic`` (pretrained on the synthetic pretraining set, once per
                 machine: :mod:`nas_reid.train.pretrain`), a torchvision state_dict file, or
                 null (random initialisation); ``--backbone-weights`` overrides it
-``optimizer``   ``name`` adam | sgd, ``lr``, ``weight_decay``, ``momentum`` (SGD), ``betas`` (Adam)
+``optimizer``   ``name`` adam | sgd, ``lr``, ``weight_decay``, ``momentum`` (SGD), ``betas`` (Adam),
+                ``new_lr_mult`` (the cells' and head's rate over the backbone's)
 ``lr_schedule`` per epoch: linear warm-up from ``warmup_factor`` x lr over ``warmup_epochs``,
                 then ``decay: step`` (x ``gamma`` at each of ``milestones``; one at or
                 after ``epochs`` is never reached) or ``cosine`` (to 0 at the last epoch)
@@ -82,6 +83,10 @@ class OptimizerConfig(_Model):
     weight_decay: float = Field(default=5e-4, ge=0)
     momentum: float = Field(default=0.9, ge=0, lt=1)
     betas: list[float] = Field(default_factory=lambda: [0.9, 0.999], min_length=2, max_length=2)
+    new_lr_mult: float = Field(default=1.0, gt=0)
+    """Learning-rate multiplier of everything outside the backbone (attention cells, BNNeck
+    head): the fine-tuning practice of training new layers faster than pretrained ones
+    (torchreid's ``staged_lr``). 1: one rate for all."""
 
 
 class LRScheduleConfig(_Model):
