@@ -24,6 +24,13 @@ synchronised, checkpoint writing left out) are added to ``sums["seconds"]``.
 On any exception the log is closed and a run folder that this call created and that holds no
 checkpoint yet is removed: a failed start leaves nothing half-written; a run that got as far as
 a checkpoint is kept, so it can be resumed.
+
+The run folder (:func:`inspect_run_folder`, decided before anything is written): absent or
+empty, a fresh run starts there; with a checkpoint, ``resume`` continues it (else refused); with
+``config.yaml`` but no checkpoint (the run stopped before its first one: killed, or an error
+during set-up), the run starts again: ``resume`` from that ``config.yaml``, a plain run with its
+own settings; the run's own files are replaced first (others are left alone), and one line says
+so. Anything else is refused.
 """
 
 from __future__ import annotations
@@ -32,8 +39,9 @@ import shutil
 import sys
 import time
 from abc import ABC, abstractmethod
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import torch
 import torch.distributed as dist
@@ -41,9 +49,81 @@ import yaml
 from tqdm.auto import tqdm
 
 from nas_reid.data.streams import plain_loader
+from nas_reid.errors import UserError
 from nas_reid.fileio import atomic_write_text
+from nas_reid.runlog import METRICS_FILE, TENSORBOARD_DIR
 
 CONFIG_FILE = "config.yaml"
+CHECKPOINT_DIR = "checkpoints"
+
+
+@dataclass
+class RunFolder:
+    """What ``--out`` holds for a run of one kind (:func:`inspect_run_folder`)."""
+
+    state: str
+    """``new`` (absent or empty), ``unstarted`` (``config.yaml`` but no checkpoint),
+    ``unfinished`` or ``finished`` (a checkpoint; only with ``resume``)."""
+    config: dict[str, Any] | None = None
+    """An unstarted run's ``config.yaml`` (with ``resume``: what it starts again from)."""
+    restart: str | None = None
+    """For an unstarted run: the line that says it starts again."""
+
+
+def inspect_run_folder(out: Path, kind: str, *, resume: bool, checkpoint: Path,
+                       finished: tuple[str, str], config_keys: Mapping[str, type | tuple]
+                       ) -> RunFolder:
+    """What ``out`` holds for a ``kind`` run (``search`` / ``retrain``) whose checkpoint is
+    ``checkpoint`` and whose ``finished = (label, file)`` marks a finished run; reads nothing
+    but ``config.yaml`` (checked for ``config_keys``, dotted paths to types, with ``resume``).
+    :class:`UserError` for a folder the run cannot use (see the module doc)."""
+    nothing = UserError(f"--resume: no checkpoint at {out / checkpoint}; nothing to resume (run "
+                        f"without --resume to start a {kind})")
+    if not out.exists():
+        if resume:
+            raise nothing
+        return RunFolder("new")
+    if not out.is_dir():
+        raise UserError(f"--out {out} exists and is not a folder")
+    if not any(out.iterdir()):
+        if resume:
+            raise nothing
+        return RunFolder("new")
+    if (out / checkpoint).is_file():
+        label, file = finished
+        done = (out / file).is_file()
+        if resume:
+            return RunFolder("finished" if done else "unfinished")
+        if done:
+            raise UserError(f"--out {out} already holds a finished {kind} ({label}: "
+                            f"{out / file}); choose another --out")
+        raise UserError(f"--out {out} holds an unfinished {kind}; add --resume to continue it, "
+                        "or choose another --out")
+    if (out / CONFIG_FILE).is_file():
+        how = "from its config.yaml" if resume else "(its files are replaced)"
+        return RunFolder("unstarted", _read_config(out, config_keys) if resume else None,
+                         f"{out} holds a {kind} that stopped before its first checkpoint: "
+                         f"starting it again {how}")
+    if resume:
+        raise nothing
+    raise UserError(f"--out {out} is not empty and holds no {kind} run; choose another --out")
+
+
+def _read_config(out: Path, keys: Mapping[str, type | tuple]) -> dict[str, Any]:
+    """``out/config.yaml`` (safe YAML), checked to have ``keys`` of their types."""
+    path = out / CONFIG_FILE
+    bad = f"--resume: {path} is not the config.yaml of this kind of run"
+    try:
+        config = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (yaml.YAMLError, UnicodeDecodeError, OSError) as exc:
+        raise UserError(f"{bad} ({type(exc).__name__}); run without --resume to start again") from None
+    for key, kind in keys.items():
+        value: Any = config
+        for part in key.split("."):
+            value = value.get(part, KeyError) if isinstance(value, dict) else KeyError
+        if value is KeyError or not isinstance(value, kind):
+            raise UserError(f"{bad} (no valid {key}); run without --resume to start again")
+    return config
 
 
 class ResumableRun(ABC):
@@ -60,6 +140,11 @@ class ResumableRun(ABC):
     ckpt: dict[str, Any] | None
     config: dict[str, Any]
     log: Any
+    restart: str | None = None
+    """Set for a folder that stopped before its first checkpoint (:attr:`RunFolder.restart`)."""
+    own_files: tuple[str, ...] = ()
+    """Files of the run folder besides config.yaml, metrics.jsonl, tensorboard/ and
+    checkpoints/ (what a restart replaces)."""
 
     timed = False
     """Add the training seconds of each epoch to ``sums["seconds"]`` (see the module doc)."""
@@ -128,6 +213,9 @@ class ResumableRun(ABC):
         session_start = time.monotonic()
         try:
             if self.is_main and self.ckpt is None:
+                if self.restart is not None:
+                    self._remove_run_files()
+                    self._notice(self.restart)
                 self.out.mkdir(parents=True, exist_ok=True)
                 atomic_write_text(self.out / CONFIG_FILE, yaml.safe_dump(self.config, sort_keys=False))
                 self._write_run_files()
@@ -153,6 +241,20 @@ class ResumableRun(ABC):
             raise
         self.log.close()
         return self._result()
+
+    def _notice(self, text: str) -> None:
+        """One line on stderr (with ``progress``)."""
+        if self.progress:
+            tqdm.write(text, file=sys.stderr)
+
+    def _remove_run_files(self) -> None:
+        """Remove the files this kind of run writes (and nothing else) from ``out``."""
+        for name in (CONFIG_FILE, METRICS_FILE, TENSORBOARD_DIR, CHECKPOINT_DIR, *self.own_files):
+            path = self.out / name
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path)
+            elif path.exists() or path.is_symlink():
+                path.unlink()
 
     def _train(self, session_start: float) -> bool:
         """Run the remaining epochs; True if stopped early by ``max_steps``."""

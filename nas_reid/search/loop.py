@@ -97,7 +97,7 @@ from nas_reid.genotype import Genotype, derive_genotype
 from nas_reid.losses import CrossEntropyLabelSmooth, RIBLoss, TripletLoss
 from nas_reid.ops.dcs import dcs_keep_ratios
 from nas_reid.precision import Precision
-from nas_reid.resumable import CONFIG_FILE, ResumableRun
+from nas_reid.resumable import ResumableRun, inspect_run_folder
 from nas_reid.runtime import (
     World,
     all_reduce_sums,
@@ -125,13 +125,16 @@ from nas_reid.search.data import (
 )
 from nas_reid.search.guards import CollapseWarning, check_collapse, collapse_report
 from nas_reid.search.latency import LATENCY_FILE, LatencyTable, LatencyTableError, table_for
-from nas_reid.search.runlog import RunLog
+from nas_reid.search.runlog import HISTORY_FILE, RunLog
 from nas_reid.space import SearchSpace, Supernet, load_space
 from nas_reid.space.reference import search_space_path
 
 GENOTYPE_FILE = "genotype.json"
 CELLS_PICTURE = "cells.png"
 PROBS_PICTURE = "arch_probs.png"
+CONFIG_KEYS = {"space": dict, "search.data.name": str, "search.data.root": str,
+               "search.epochs": int, "search.seed": int}
+"""What a search's config.yaml must hold for ``--resume`` to start it again from it."""
 
 
 def default_space_path() -> Path:
@@ -168,21 +171,6 @@ class SearchResult:
 
 
 # ------------------------------------------------------------------------------ set-up helpers
-
-
-def _run_folder_state(out: Path) -> str:
-    """``absent``, ``empty``, ``finished``, ``unfinished`` or ``foreign`` (not a search run)."""
-    if not out.exists():
-        return "absent"
-    if not out.is_dir():
-        raise UserError(f"--out {out} exists and is not a folder")
-    if not any(out.iterdir()):
-        return "empty"
-    if (out / GENOTYPE_FILE).is_file() and (out / CHECKPOINT).is_file():
-        return "finished"
-    if (out / CHECKPOINT).is_file() or (out / CONFIG_FILE).is_file():
-        return "unfinished"
-    return "foreign"
 
 
 def _flat(d: Any, prefix: str = "") -> dict[str, Any]:
@@ -258,13 +246,15 @@ def search(space: str | os.PathLike | dict | SearchSpace | None = None,
         data: a :class:`ReIDDataset` or a registered dataset name (with ``root``); default the
             built-in ``synthreid`` benchmark, or, with ``resume``, the run's own.
         out_dir: the run folder; default ``runs/search-<timestamp>`` under the current folder.
-            It must not hold anything unless ``resume``.
+            It must not hold anything unless ``resume``, but a search that stopped before its
+            first checkpoint, which starts again (:mod:`nas_reid.resumable`).
         epochs, seed: override the space's ``schedule.epochs`` / ``schedule.seed``.
         overrides: fields of the space to change, ``{"schedule": {"cost": {"form":
             "additive"}}}`` or ``["schedule.cost.form=additive"]`` (values parsed as YAML);
             not with ``resume``.
         device: ``cpu`` or ``cuda`` (``cuda:<local rank>`` under torchrun).
-        resume: continue from ``out_dir/checkpoints/last.pt`` (a finished run is returned as is).
+        resume: continue from ``out_dir/checkpoints/last.pt`` (a finished run is returned as is;
+            one without a checkpoint starts again from its ``config.yaml``).
         progress: a progress bar with losses and ETA (on a terminal) and one summary line per
             epoch (stderr).
         num_workers: image-loading worker processes (results do not depend on it).
@@ -309,24 +299,11 @@ class _Search(ResumableRun):
                 dist.broadcast_object_list(name, src=0)
             out_dir = name[0]
         self.out = Path(out_dir).expanduser()
-        state = _run_folder_state(self.out)
-        ckpt = None
-        if resume:
-            if state not in ("finished", "unfinished") or not (self.out / CHECKPOINT).is_file():
-                raise UserError(f"--resume: no checkpoint at {self.out / CHECKPOINT}; nothing to "
-                                "resume (run without --resume to start a search)")
-            ckpt = load_checkpoint(self.out / CHECKPOINT)
-        elif state == "finished":
-            raise UserError(f"--out {self.out} already holds a finished search (genotype: "
-                            f"{self.out / GENOTYPE_FILE}); choose another --out")
-        elif state == "unfinished":
-            raise UserError(f"--out {self.out} holds an unfinished search; add --resume to "
-                            "continue it, or choose another --out")
-        elif state == "foreign":
-            raise UserError(f"--out {self.out} is not empty and holds no search run; choose "
-                            "another --out")
-        self.ckpt = ckpt
-        saved = ckpt["config"] if ckpt is not None else None
+        folder = inspect_run_folder(self.out, "search", resume=resume, checkpoint=CHECKPOINT,
+                                    finished=("genotype", GENOTYPE_FILE), config_keys=CONFIG_KEYS)
+        ckpt = load_checkpoint(self.out / CHECKPOINT) if folder.state in ("finished", "unfinished") else None
+        self.ckpt, self.restart = ckpt, folder.restart
+        saved = ckpt["config"] if ckpt is not None else folder.config
 
         # -- the space and the schedule (a resumed run keeps its own unless told otherwise)
         if saved is not None:
@@ -423,7 +400,7 @@ class _Search(ResumableRun):
         self.metrics_lines, self.history_lines = metrics, history
         self._genotypes: list[Genotype] | None = None
         """The genotype of every epoch so far (parsed from the history once, when first needed)."""
-        self.config = ckpt["config"] if ckpt is not None else {
+        self.config = saved if saved is not None else {
             "space": self.space.resolved(),
             "search": {"space_file": self.space.source, "data": self.data_ref,
                        "epochs": self.epochs, "seed": self.seed, "device": str(device),
@@ -706,6 +683,8 @@ class _Search(ResumableRun):
     # -- the whole search
 
     # -- the hooks of ResumableRun (run() is the shared skeleton)
+
+    own_files = (HISTORY_FILE, LATENCY_FILE, GENOTYPE_FILE, CELLS_PICTURE, PROBS_PICTURE)
 
     @property
     def checkpoint_path(self) -> Path:

@@ -72,7 +72,7 @@ from nas_reid.evaluation.features import extract
 from nas_reid.genotype import Genotype
 from nas_reid.losses import CenterLoss, CrossEntropyLabelSmooth, RIBLoss, TripletLoss
 from nas_reid.precision import Precision
-from nas_reid.resumable import ResumableRun
+from nas_reid.resumable import ResumableRun, inspect_run_folder
 from nas_reid.runlog import MetricsLog
 from nas_reid.runtime import (
     World,
@@ -102,6 +102,9 @@ from nas_reid.train.recipe import Recipe, default_recipe, load_recipe, merge, pa
 GENOTYPE_FILE = "genotype.json"
 RESULTS_FILE = "results.json"
 TRAIN_STREAM = 2
+CONFIG_KEYS = {"recipe": dict, "data.name": str, "data.root": str, "train": dict,
+               "reference": (str, type(None))}
+"""What a retrain's config.yaml must hold for ``--resume`` to start it again from it."""
 
 
 @dataclass
@@ -121,19 +124,6 @@ class TrainResult:
     best: dict[str, Any]
     metrics: list[dict[str, Any]] = field(default_factory=list)
     """The epoch records of metrics.jsonl."""
-
-
-def _run_folder_state(out: Path) -> str:
-    """``absent``, ``empty``, ``finished``, ``unfinished`` or ``foreign`` (not a retrain run)."""
-    if not out.exists():
-        return "absent"
-    if not out.is_dir():
-        raise UserError(f"--out {out} exists and is not a folder")
-    if not any(out.iterdir()):
-        return "empty"
-    if (out / LAST).is_file():
-        return "finished" if (out / RESULTS_FILE).is_file() else "unfinished"
-    return "foreign"
 
 
 def retrain(genotype: Genotype | str | os.PathLike | None = None,
@@ -170,7 +160,10 @@ def retrain(genotype: Genotype | str | os.PathLike | None = None,
         epochs, seed: override the recipe's (a milestone at or after the new epochs is never
             reached; the warm-up must stay shorter than the epochs).
         device: ``cpu`` or ``cuda`` (``cuda:<local rank>`` under torchrun).
-        resume: continue ``out_dir/checkpoints/last.pt`` (a finished run is returned as is).
+        resume: continue ``out_dir/checkpoints/last.pt`` (a finished run is returned as is;
+            one without a checkpoint starts again from its ``config.yaml``). Without it,
+            ``out_dir`` must be new or empty or hold a retrain that stopped before its first
+            checkpoint (started again).
         backbone_weights: a local torchvision state_dict file for the backbone (ImageNet).
         rerank: the final evaluation also reports k-reciprocal re-ranking.
         checkpoint_every: also checkpoint every this many steps (0: once per epoch).
@@ -222,37 +215,33 @@ class _Retrain(ResumableRun):
                 dist.broadcast_object_list(name, src=0)
             out_dir = name[0]
         self.out = Path(out_dir).expanduser()
-        state = _run_folder_state(self.out)
+        folder = inspect_run_folder(self.out, "retrain", resume=resume, checkpoint=LAST,
+                                    finished=("results", RESULTS_FILE), config_keys=CONFIG_KEYS)
         ckpt = None
-        if resume:
-            if state not in ("finished", "unfinished"):
-                raise UserError(f"--resume: no checkpoint at {self.out / LAST}; nothing to resume "
-                                "(run without --resume to start a retrain)")
+        if folder.state in ("finished", "unfinished"):
             try:
                 ckpt = read_checkpoint(self.out / LAST)
             except ModelCheckpointError as exc:
                 raise UserError(f"--resume: {exc}") from None
             if "training" not in ckpt:
                 raise UserError(f"--resume: {self.out / LAST} holds no training state")
-        elif state == "finished":
-            raise UserError(f"--out {self.out} already holds a finished retrain (results: "
-                            f"{self.out / RESULTS_FILE}); choose another --out")
-        elif state == "unfinished":
-            raise UserError(f"--out {self.out} holds an unfinished retrain; add --resume to "
-                            "continue it, or choose another --out")
-        elif state == "foreign":
-            raise UserError(f"--out {self.out} is not empty and holds no retrain run; choose "
-                            "another --out")
-        self.ckpt = ckpt
-        saved = ckpt["training"]["config"] if ckpt is not None else None
+        self.ckpt, self.restart = ckpt, folder.restart
+        saved = ckpt["training"]["config"] if ckpt is not None else folder.config
 
         # -- the genotype
         reference = None
-        if ckpt is not None:
+        if saved is not None:
             if genotype is not None:
                 raise UserError("--resume continues the run's own genotype; leave out --genotype")
-            self.genotype = Genotype.from_json(ckpt["genotype"])
+            if ckpt is not None:
+                self.genotype = Genotype.from_json(ckpt["genotype"])
+            elif (self.out / GENOTYPE_FILE).is_file():
+                self.genotype = Genotype.from_json(self.out / GENOTYPE_FILE)
+            else:
+                raise UserError(f"--resume: {self.out} stopped before writing its "
+                                f"{GENOTYPE_FILE}; run the retrain again without --resume")
             reference = saved["reference"]
+            backbone_weights = saved["train"].get("backbone_weights")
         elif isinstance(genotype, Genotype):
             self.genotype = genotype
         elif genotype is None:
@@ -309,7 +298,7 @@ class _Retrain(ResumableRun):
 
         # -- the model, losses and optimizers (seeded: the same seed builds the same network)
         seed_all(self.seed)
-        weights_file = backbone_weights if ckpt is None else None
+        weights_file = backbone_weights if ckpt is None else None  # a resumed run has its own
         self.net: ReIDNet = build_model(self.genotype, self.num_classes,
                                         backbone_weights=weights_file).to(device)
         self.net = self.precision.model(self.net)
@@ -556,6 +545,8 @@ class _Retrain(ResumableRun):
     # -- the whole run
 
     # -- the hooks of ResumableRun (run() is the shared skeleton)
+
+    own_files = (GENOTYPE_FILE, RESULTS_FILE)
 
     @property
     def checkpoint_path(self) -> Path:

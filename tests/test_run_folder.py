@@ -1,0 +1,154 @@
+"""The run-folder lifecycle of a search and a retrain: a folder that failed before its first
+checkpoint, a folder of the other kind, an ``--out`` that cannot be created, a full disk, a
+killed checkpoint write's temporary files, SIGKILL at each phase, Ctrl-C, extending a run.
+
+Every run is tiny (ResNet-18 at 64x32, one-node cells, two epochs of PK 2x4 on the tiny
+synthreid benchmark) and ends compared with an uninterrupted run of the same settings: model
+weights, architecture parameters, genotype and metrics (times left out) identical.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from nas_reid.errors import UserError
+from nas_reid.search import load_checkpoint, search
+from nas_reid.train.checkpoint import read_checkpoint
+from nas_reid.train.loop import retrain
+from tests.tiny import tiny_genotype, tiny_space
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+TIMES = ("time", "images_per_second", "seconds")
+
+
+def tiny_recipe(**changes) -> dict:
+    recipe = {"name": "tiny", "epochs": 2, "batch": {"p": 2, "k": 4},
+              "optimizer": {"name": "adam", "lr": 1e-3},
+              "lr_schedule": {"warmup_epochs": 1, "milestones": []}, "eval": {"every": 1}}
+    recipe.update(changes)
+    return recipe
+
+
+def run_search(out, dataset, **kwargs):
+    kwargs.setdefault("progress", False)
+    return search(kwargs.pop("space", tiny_space()), dataset, out_dir=out, **kwargs)
+
+
+def run_retrain(out, dataset, **kwargs):
+    kwargs.setdefault("progress", False)
+    kwargs.setdefault("recipe", tiny_recipe())
+    return retrain(kwargs.pop("genotype", tiny_genotype()), dataset, out_dir=out, **kwargs)
+
+
+def _lines(path: Path, drop: tuple[str, ...] = ()) -> list[dict]:
+    """A JSON-lines file's records without the keys ``drop`` (nor a genotype's run folder)."""
+    records = []
+    for line in path.read_text().splitlines():
+        records.append(_without_run({k: v for k, v in json.loads(line).items() if k not in drop}))
+    return records
+
+
+def _without_run(record: dict) -> dict:
+    record.get("provenance", {}).pop("search_run", None)
+    return record
+
+
+def end_state(out: Path) -> dict:
+    """What must not depend on how a run got to its end: weights (and architecture parameters,
+    temperature, every buffer), genotype, metrics and results, times and paths left out."""
+    out = Path(out)
+    state: dict = {"metrics": _lines(out / "metrics.jsonl", TIMES)}
+    if (out / "genotype_history.jsonl").is_file():  # a search
+        ckpt = load_checkpoint(out / "checkpoints" / "last.pt")
+        state |= {"model": ckpt["model"], "finished": ckpt["finished"],
+                  "history": _lines(out / "genotype_history.jsonl"),
+                  "genotype": _without_run(json.loads((out / "genotype.json").read_text()))}
+    else:
+        state |= {"model": read_checkpoint(out / "checkpoints" / "last.pt")["model"],
+                  "best": read_checkpoint(out / "checkpoints" / "best.pt")["model"],
+                  "results": {k: v for k, v in json.loads((out / "results.json").read_text()).items()
+                              if k not in ("checkpoint", *TIMES)}}
+    return state
+
+
+def assert_same_end(out: Path, reference: Path) -> None:
+    a, b = end_state(out), end_state(reference)
+    assert a.keys() == b.keys()
+    for key in a:
+        if key in ("model", "best"):
+            assert a[key].keys() == b[key].keys(), key
+            different = [k for k in a[key] if not torch.equal(a[key][k], b[key][k])]
+            assert not different, f"{key}: {different[:5]}"
+        else:
+            assert a[key] == b[key], key
+
+
+@pytest.fixture(scope="module")
+def reference_search(tmp_path_factory, dataset):
+    out = tmp_path_factory.mktemp("reference") / "search"
+    run_search(out, dataset)
+    return out
+
+
+@pytest.fixture(scope="module")
+def reference_retrain(tmp_path_factory, dataset):
+    out = tmp_path_factory.mktemp("reference") / "retrain"
+    run_retrain(out, dataset)
+    return out
+
+
+KINDS = {"search": (run_search, "_Search", "nas_reid.search.loop"),
+         "retrain": (run_retrain, "_Retrain", "nas_reid.train.loop")}
+
+
+def reference(request, kind: str) -> Path:
+    return request.getfixturevalue(f"reference_{kind}")
+
+
+def fail_first_save(monkeypatch, kind: str) -> None:
+    """The run's first checkpoint raises (as a failed RIB fit or data error would, after
+    config.yaml)."""
+    import importlib
+
+    _, cls, module = KINDS[kind]
+    loop_class = getattr(importlib.import_module(module), cls)
+
+    def boom(self, session_start):
+        raise UserError("an image cannot be read (simulated)")
+
+    monkeypatch.setattr(loop_class, "_save", boom)
+
+
+# ------------------------------------------------------------------------------ item 18.1
+
+
+@pytest.mark.parametrize("resume", [False, True], ids=["plain-rerun", "resume"])
+@pytest.mark.parametrize("kind", ["search", "retrain"])
+def test_a_run_that_failed_before_its_first_checkpoint_starts_again(
+        kind, resume, tmp_path, dataset, monkeypatch, capsys, request):
+    runner = KINDS[kind][0]
+    out = tmp_path / "run"
+    out.mkdir()  # made by the user, so kept when the run fails
+    with monkeypatch.context() as patch:
+        fail_first_save(patch, kind)
+        with pytest.raises(UserError, match="simulated"):
+            runner(out, dataset)
+    assert (out / "config.yaml").is_file() and not (out / "checkpoints" / "last.pt").exists()
+    (out / "notes.txt").write_text("mine")
+    capsys.readouterr()
+
+    if resume:  # from the folder's own config.yaml: no space, recipe or data given
+        done = (search(None, None, out_dir=out, resume=True) if kind == "search" else
+                retrain(None, None, out_dir=out, resume=True))
+    else:
+        done = runner(out, dataset, progress=True)
+    assert done.finished
+    said = [line for line in capsys.readouterr().err.splitlines() if "first checkpoint" in line]
+    assert len(said) == 1 and str(out) in said[0] and "starting it again" in said[0], said
+    assert (out / "notes.txt").read_text() == "mine"  # not a file of the run: left alone
+    assert_same_end(out, reference(request, kind))
