@@ -55,6 +55,36 @@ from nas_reid.runlog import METRICS_FILE, TENSORBOARD_DIR
 
 CONFIG_FILE = "config.yaml"
 CHECKPOINT_DIR = "checkpoints"
+RUN_KEY = "run"
+"""The checkpoint entry naming the kind of run that wrote it: ``search`` or ``retrain``."""
+
+
+def checkpoint_kind(state: Any) -> str | None:
+    """``search`` / ``retrain``: the kind of run that wrote a checkpoint dict (guessed from its
+    entries for one written before :data:`RUN_KEY` existed), else None."""
+    if not isinstance(state, dict):
+        return None
+    if isinstance(state.get(RUN_KEY), str):
+        return state[RUN_KEY]
+    if "space_hash" in state:
+        return "search"
+    return "retrain" if "training" in state else None
+
+
+def config_kind(config: Any) -> str | None:
+    """``search`` / ``retrain``: the kind of run a ``config.yaml`` dict belongs to, else None."""
+    if isinstance(config, dict):
+        if isinstance(config.get("search"), dict):
+            return "search"
+        if isinstance(config.get("train"), dict):
+            return "retrain"
+    return None
+
+
+def other_kind_error(out: Path, kind: str, other: str) -> UserError:
+    """The refusal of a ``kind`` command given a run folder ``out`` of the ``other`` kind."""
+    hint = f" (to retrain its genotype: --genotype {out})" if other == "search" else ""
+    return UserError(f"--out {out} holds a {other} run, not a {kind}; choose another --out{hint}")
 
 
 @dataclass
@@ -89,6 +119,9 @@ def inspect_run_folder(out: Path, kind: str, *, resume: bool, checkpoint: Path,
         if resume:
             raise nothing
         return RunFolder("new")
+    other = config_kind(_safe_yaml(out / CONFIG_FILE))
+    if other is not None and other != kind:
+        raise other_kind_error(out, kind, other)
     if (out / checkpoint).is_file():
         label, file = finished
         done = (out / file).is_file()
@@ -107,6 +140,14 @@ def inspect_run_folder(out: Path, kind: str, *, resume: bool, checkpoint: Path,
     if resume:
         raise nothing
     raise UserError(f"--out {out} is not empty and holds no {kind} run; choose another --out")
+
+
+def _safe_yaml(path: Path) -> Any:
+    """``path`` read as safe YAML; None when it is missing or unreadable."""
+    try:
+        return yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (yaml.YAMLError, UnicodeDecodeError, OSError):
+        return None
 
 
 def _read_config(out: Path, keys: Mapping[str, type | tuple]) -> dict[str, Any]:

@@ -152,3 +152,51 @@ def test_a_run_that_failed_before_its_first_checkpoint_starts_again(
     assert len(said) == 1 and str(out) in said[0] and "starting it again" in said[0], said
     assert (out / "notes.txt").read_text() == "mine"  # not a file of the run: left alone
     assert_same_end(out, reference(request, kind))
+
+
+# ------------------------------------------------------------------------------ item 18.3
+
+
+def cli(*args):
+    from click.testing import CliRunner
+
+    from nas_reid.cli import main
+
+    return CliRunner().invoke(main, [str(a) for a in args])
+
+
+def assert_fails_well(result, *words):
+    """Exit 2, one line naming the problem, no traceback."""
+    assert result.exit_code == 2, result.output
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("Error:"), result.output
+    for word in words:
+        assert word in lines[0], result.output
+
+
+def listing(folder: Path) -> list[tuple[str, int]]:
+    return sorted((str(p.relative_to(folder)), p.stat().st_mtime_ns) for p in folder.rglob("*"))
+
+
+def test_a_run_folder_of_the_other_kind_is_named_as_such(reference_search, reference_retrain,
+                                                         tmp_path):
+    before = listing(reference_search), listing(reference_retrain)
+    for args, words in [
+            (("search", "--resume", "--out", reference_retrain), ("a retrain run, not a search",)),
+            (("search", "--out", reference_retrain), ("a retrain run, not a search",)),
+            (("retrain", "--resume", "--out", reference_search), ("a search run, not a retrain",)),
+            (("retrain", "--genotype", "rga_s", "--out", reference_search),
+             ("a search run, not a retrain", f"--genotype {reference_search}"))]:
+        assert_fails_well(cli(*args), str(args[-1]), *words)
+    assert (listing(reference_search), listing(reference_retrain)) == before
+
+    # each checkpoint says which run wrote it, and the loaders check it (config.yaml gone)
+    assert load_checkpoint(reference_search / "checkpoints" / "last.pt")["run"] == "search"
+    assert read_checkpoint(reference_retrain / "checkpoints" / "last.pt")["run"] == "retrain"
+    for kind, other in (("search", reference_retrain), ("retrain", reference_search)):
+        bare = tmp_path / f"bare-{kind}"
+        (bare / "checkpoints").mkdir(parents=True)
+        (bare / "checkpoints" / "last.pt").write_bytes(
+            (other / "checkpoints" / "last.pt").read_bytes())
+        assert_fails_well(cli(kind, "--resume", "--out", bare), "last.pt",
+                          f"written by a {'retrain' if kind == 'search' else 'search'}")
