@@ -242,22 +242,13 @@ def search_cmd(space, overrides, data, root, epochs, device, out, resume, seed, 
 def _writable_file(out: Path, overwrite: bool) -> None:
     """Raise UserError unless ``out`` can be written as a new file (or replaced), before the
     work that produces it: a temporary file is created (and removed) where it will go."""
-    import tempfile
+    from .fileio import check_writable
 
     if out.is_dir():
         raise UserError(f"--out {out} is a folder; give a file name (e.g. {out / 'latency.json'})")
     if out.exists() and not overwrite:
         raise UserError(f"--out {out} exists; add --overwrite to replace it")
-    folder = out.expanduser().absolute().parent
-    while not folder.exists():  # the first folder that exists is where the new ones will go
-        folder = folder.parent
-    if not folder.is_dir():
-        raise UserError(f"--out {out}: {folder} is not a folder")
-    try:
-        with tempfile.TemporaryFile(dir=folder):
-            pass
-    except OSError as exc:
-        raise UserError(f"--out {out}: cannot write into {folder} ({exc.strerror or exc})") from None
+    check_writable(out.expanduser().absolute().parent, f"--out {out}")
 
 
 @main.command("latency-table", context_settings=CONTEXT)

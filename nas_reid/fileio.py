@@ -21,6 +21,24 @@ def _umask() -> int:
     return mask
 
 
+def check_writable(path: str | os.PathLike, what: str) -> None:
+    """:class:`~nas_reid.errors.UserError` (naming ``what``, e.g. ``--out x``) unless ``path``
+    (a folder, or where one will be created) can be written into: the first of it and its parents
+    that exists must be a folder that takes a file (an anonymous temporary file, gone at once)."""
+    from nas_reid.errors import UserError
+
+    folder = Path(path).expanduser().absolute()
+    while not folder.exists() and not folder.is_symlink():  # the first that exists gets the new ones
+        folder = folder.parent
+    if not folder.is_dir():
+        raise UserError(f"{what}: {folder} is not a folder")
+    try:
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as exc:
+        raise UserError(f"{what}: cannot write into {folder} ({exc.strerror or exc})") from None
+
+
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
     """Write ``data`` to ``path`` atomically (same-folder temp file, fsync, rename)."""
     path = Path(path)

@@ -50,7 +50,7 @@ from tqdm.auto import tqdm
 
 from nas_reid.data.streams import plain_loader
 from nas_reid.errors import UserError
-from nas_reid.fileio import atomic_write_text
+from nas_reid.fileio import atomic_write_text, check_writable
 from nas_reid.runlog import METRICS_FILE, TENSORBOARD_DIR
 
 CONFIG_FILE = "config.yaml"
@@ -105,16 +105,19 @@ def inspect_run_folder(out: Path, kind: str, *, resume: bool, checkpoint: Path,
                        ) -> RunFolder:
     """What ``out`` holds for a ``kind`` run (``search`` / ``retrain``) whose checkpoint is
     ``checkpoint`` and whose ``finished = (label, file)`` marks a finished run; reads nothing
-    but ``config.yaml`` (checked for ``config_keys``, dotted paths to types, with ``resume``).
+    but ``config.yaml`` (checked for ``config_keys``, dotted paths to types, with ``resume``),
+    and checks that the folder can be written (or created).
     :class:`UserError` for a folder the run cannot use (see the module doc)."""
     nothing = UserError(f"--resume: no checkpoint at {out / checkpoint}; nothing to resume (run "
                         f"without --resume to start a {kind})")
     if not out.exists():
         if resume:
             raise nothing
+        check_writable(out, f"--out {out}")
         return RunFolder("new")
     if not out.is_dir():
         raise UserError(f"--out {out} exists and is not a folder")
+    check_writable(out, f"--out {out}")
     if not any(out.iterdir()):
         if resume:
             raise nothing

@@ -200,3 +200,26 @@ def test_a_run_folder_of_the_other_kind_is_named_as_such(reference_search, refer
             (other / "checkpoints" / "last.pt").read_bytes())
         assert_fails_well(cli(kind, "--resume", "--out", bare), "last.pt",
                           f"written by a {'retrain' if kind == 'search' else 'search'}")
+
+
+# ------------------------------------------------------------------------------ item 18.4
+
+
+@pytest.mark.parametrize("kind", ["search", "retrain"])
+def test_an_out_that_cannot_be_created_is_refused_before_the_data(kind, tmp_path):
+    import os
+
+    file = tmp_path / "file"
+    file.write_text("mine")
+    outs = [file / "run", Path("/proc/nas-reid-test/run"), Path("/sys/nas-reid-test")]
+    if os.geteuid() != 0:  # root writes into a read-only folder anyway
+        (tmp_path / "ro").mkdir(mode=0o500)
+        outs += [tmp_path / "ro" / "run", tmp_path / "ro"]
+    before = listing(tmp_path)
+    for out in outs:
+        # a missing dataset would be the error if the folder were checked after the data
+        args = ["--data", "market1501", "--root", tmp_path / "no-dataset", "--out", out]
+        result = cli(kind, *args, *(["--genotype", "rga_s"] if kind == "retrain" else []))
+        assert_fails_well(result, f"--out {out}")
+        assert "no-dataset" not in result.output
+    assert listing(tmp_path) == before
