@@ -23,7 +23,10 @@ synchronised, checkpoint writing left out) are added to ``sums["seconds"]``.
 
 On any exception the log is closed and a run folder that this call created and that holds no
 checkpoint yet is removed: a failed start leaves nothing half-written; a run that got as far as
-a checkpoint is kept, so it can be resumed.
+a checkpoint is kept, so it can be resumed. A checkpoint that cannot be written (any
+``OSError``), or any file once the disk is full (``ENOSPC``, ``EDQUOT``, ``EFBIG``, ``EROFS``),
+ends the run with a :class:`UserError` that names the file, the last checkpoint written and
+the command that resumes from it (:meth:`~ResumableRun.resume_command`).
 
 The run folder (:func:`inspect_run_folder`, decided before anything is written): absent or
 empty, a fresh run starts there; with a checkpoint, ``resume`` continues it (else refused); with
@@ -35,6 +38,9 @@ so. Anything else is refused.
 
 from __future__ import annotations
 
+import contextlib
+import errno
+import shlex
 import shutil
 import sys
 import time
@@ -57,6 +63,8 @@ CONFIG_FILE = "config.yaml"
 CHECKPOINT_DIR = "checkpoints"
 RUN_KEY = "run"
 """The checkpoint entry naming the kind of run that wrote it: ``search`` or ``retrain``."""
+DISK_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS)
+"""Write errors that end a run wherever they happen, with the resume command."""
 
 
 def checkpoint_kind(state: Any) -> str | None:
@@ -184,6 +192,8 @@ class ResumableRun(ABC):
     ckpt: dict[str, Any] | None
     config: dict[str, Any]
     log: Any
+    kind: str
+    """``search`` or ``retrain``: the command that runs it."""
     restart: str | None = None
     """Set for a folder that stopped before its first checkpoint (:attr:`RunFolder.restart`)."""
     own_files: tuple[str, ...] = ()
@@ -254,6 +264,7 @@ class ResumableRun(ABC):
     def run(self) -> Any:
         created = self.is_main and self.ckpt is None and not self.out.exists()
         self.log = None
+        self.saved = (self.epoch, self.batch, self.step) if self.ckpt is not None else None
         session_start = time.monotonic()
         try:
             if self.is_main and self.ckpt is None:
@@ -273,18 +284,64 @@ class ResumableRun(ABC):
                         plain_loader(items, (h, w), batch_size=self.eval_batch,
                                      num_workers=self.num_workers),
                         size=(min(32, h), min(16, w)), device=self.device)
-                self._save(session_start)  # epoch 0, batch 0: the run can be resumed from here
+                self._checkpoint(session_start)  # epoch 0, batch 0: resumable from here
             stopped = self._train(session_start)
             if not stopped and not self.finished:
                 self._finish(session_start)
-        except BaseException:
+        except BaseException as exc:
             if self.log is not None:
-                self.log.close()
+                with contextlib.suppress(OSError):
+                    self.log.close()
             if created and not self.checkpoint_path.is_file():
                 shutil.rmtree(self.out, ignore_errors=True)
+            if isinstance(exc, OSError) and exc.errno in DISK_ERRNOS:
+                raise self._write_failed(exc) from None
             raise
         self.log.close()
         return self._result()
+
+    def _checkpoint(self, session_start: float) -> None:
+        """:meth:`_save`, remembering the position saved; an ``OSError`` ends the run with
+        :meth:`_write_failed`."""
+        try:
+            self._save(session_start)
+        except OSError as exc:
+            raise self._write_failed(exc) from None
+        self.saved = (self.epoch, self.batch, self.step)
+
+    def _write_failed(self, exc: OSError) -> UserError:
+        """The one line that ends a run a write failed in: the file, the reason, and where the
+        run resumes from (or that it starts again)."""
+        where = exc.filename or self.checkpoint_path
+        what = f"could not write {where} ({exc.strerror or exc})"
+        if self.saved is None:
+            return UserError(f"{what} before the first checkpoint of the {self.kind} in "
+                             f"{self.out}; once fixed, run the same command again")
+        return UserError(f"{what}: the {self.kind} in {self.out} is still resumable from its last "
+                         f"checkpoint, {self.position(*self.saved)}: {self.resume_command()}")
+
+    def position(self, epoch: int, batch: int, step: int) -> str:
+        """Where a run at (``epoch``, ``batch``, ``step``) stands, in words."""
+        if batch == 0:
+            return ("its start" if epoch == 0 else
+                    f"the end of epoch {epoch}/{self.epochs} (step {step})")
+        return f"step {step} (batch {batch} of epoch {epoch + 1}/{self.epochs})"
+
+    def resume_command(self) -> str:
+        """The command line that continues this run as it was running (device, threads,
+        workers, checkpoint interval; under DDP through torchrun)."""
+        size = self.world.size
+        parts = ["nas-reid" if size == 1 else f"torchrun --nproc_per_node {size} -m nas_reid.cli",
+                 self.kind, "--resume", "--out", shlex.quote(str(self.out))]
+        if self.device.type == "cpu":
+            parts += ["--threads", str(torch.get_num_threads())]
+        else:
+            parts += ["--device", self.device.type]
+        if self.num_workers:
+            parts += ["--workers", str(self.num_workers)]
+        if self.checkpoint_every:
+            parts += ["--checkpoint-every", str(self.checkpoint_every)]
+        return " ".join(parts)
 
     def _notice(self, text: str) -> None:
         """One line on stderr (with ``progress``)."""
@@ -328,7 +385,7 @@ class ResumableRun(ABC):
                     if stop or (self.checkpoint_every and self.step % self.checkpoint_every == 0):
                         self._count_seconds(started)
                         self._before_save()
-                        self._save(session_start)
+                        self._checkpoint(session_start)
                         started = time.perf_counter()
                     if stop:
                         return True

@@ -223,3 +223,65 @@ def test_an_out_that_cannot_be_created_is_refused_before_the_data(kind, tmp_path
         assert_fails_well(result, f"--out {out}")
         assert "no-dataset" not in result.output
     assert listing(tmp_path) == before
+
+
+# ------------------------------------------------------------------------------ item 18.5
+
+
+@pytest.fixture(scope="module")
+def inputs(tmp_path_factory, data_root):
+    """The tiny space, genotype and recipe as files, for the command line."""
+    import yaml
+
+    folder = tmp_path_factory.mktemp("inputs")
+    (folder / "space.yaml").write_text(yaml.safe_dump(tiny_space()))
+    tiny_genotype().save(folder / "genotype.json")
+    (folder / "recipe.yaml").write_text(yaml.safe_dump(tiny_recipe()))
+    return folder
+
+
+def command(kind: str, inputs: Path, data_root: Path, out: Path) -> list:
+    """The command line of the reference run of ``kind`` into ``out`` (one torch thread)."""
+    what = (["--space", inputs / "space.yaml"] if kind == "search" else
+            ["--genotype", inputs / "genotype.json", "--recipe", inputs / "recipe.yaml"])
+    return [kind, *what, "--data", "synthreid", "--root", data_root, "--out", out, "--threads", 1]
+
+
+def last_line(result) -> str:
+    """The one line a failed command ends with (progress lines before it), no traceback."""
+    assert "Traceback" not in result.output, result.output
+    return result.output.strip().splitlines()[-1]
+
+
+@pytest.mark.parametrize("kind", ["search", "retrain"])
+def test_a_full_disk_at_a_checkpoint_leaves_a_resumable_run_and_says_how(
+        kind, tmp_path, inputs, data_root, monkeypatch, request):
+    import errno
+    import shlex
+
+    import nas_reid.fileio as fileio
+
+    out = tmp_path / "run"
+    writes = []
+
+    def full_at_the_third(path, obj):  # epoch 0, then the end of epoch 1 (and best.pt) are kept
+        writes.append(Path(path).name)
+        if writes.count("last.pt") == 3:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return fileio.atomic_torch_save(path, obj)
+
+    module = "nas_reid.search.checkpoint" if kind == "search" else "nas_reid.train.checkpoint"
+    with monkeypatch.context() as patch:
+        patch.setattr(f"{module}.atomic_torch_save", full_at_the_third)
+        result = cli(*command(kind, inputs, data_root, out))
+    assert result.exit_code == 2, result.output
+    line = last_line(result)
+    assert line.startswith("Error: ") and "No space left on device" in line, line
+    assert "last.pt" in line and "still resumable" in line and "end of epoch 1/2" in line, line
+    resume = line.split(": nas-reid ", 1)[1]
+    assert resume == f"{kind} --resume --out {shlex.quote(str(out))} --threads 1", line
+    assert not list(out.rglob("*.tmp"))
+
+    done = cli(*shlex.split(resume))
+    assert done.exit_code == 0, done.output
+    assert_same_end(out, reference(request, kind))

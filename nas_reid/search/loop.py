@@ -299,7 +299,7 @@ class _Search(ResumableRun):
                 dist.broadcast_object_list(name, src=0)
             out_dir = name[0]
         self.out = Path(out_dir).expanduser()
-        folder = inspect_run_folder(self.out, "search", resume=resume, checkpoint=CHECKPOINT,
+        folder = inspect_run_folder(self.out, self.kind, resume=resume, checkpoint=CHECKPOINT,
                                     finished=("genotype", GENOTYPE_FILE), config_keys=CONFIG_KEYS)
         ckpt = load_checkpoint(self.out / CHECKPOINT) if folder.state in ("finished", "unfinished") else None
         self.ckpt, self.restart = ckpt, folder.restart
@@ -658,7 +658,7 @@ class _Search(ResumableRun):
             warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler.step")
             self.weight_sched.step()
         self.epoch, self.batch, self.sums = number, 0, self._zero_sums()
-        self._save(session_start)
+        self._checkpoint(session_start)
 
     def _cost_record(self, genotype: Genotype) -> dict[str, Any] | None:
         if self.cost is None:
@@ -684,6 +684,7 @@ class _Search(ResumableRun):
 
     # -- the hooks of ResumableRun (run() is the shared skeleton)
 
+    kind = "search"
     own_files = (HISTORY_FILE, LATENCY_FILE, GENOTYPE_FILE, CELLS_PICTURE, PROBS_PICTURE)
 
     @property
@@ -749,7 +750,7 @@ class _Search(ResumableRun):
             plot_cells(genotype, self.out / CELLS_PICTURE)
             plot_arch_probabilities(genotype, self.out / PROBS_PICTURE)
         self.finished = True
-        self._save(session_start)
+        self._checkpoint(session_start)
 
     def _decision_report(self, new: Genotype | None = None) -> DecisionReport | None:
         """The decisions of the last genotype over the history, ``new`` (this epoch's genotype,

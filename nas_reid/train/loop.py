@@ -215,7 +215,7 @@ class _Retrain(ResumableRun):
                 dist.broadcast_object_list(name, src=0)
             out_dir = name[0]
         self.out = Path(out_dir).expanduser()
-        folder = inspect_run_folder(self.out, "retrain", resume=resume, checkpoint=LAST,
+        folder = inspect_run_folder(self.out, self.kind, resume=resume, checkpoint=LAST,
                                     finished=("results", RESULTS_FILE), config_keys=CONFIG_KEYS)
         ckpt = None
         if folder.state in ("finished", "unfinished"):
@@ -538,7 +538,7 @@ class _Retrain(ResumableRun):
         self.epoch, self.batch, self.sums = number, 0, self._zero_sums()
         if improved and self.is_main:
             save_model_checkpoint(self.out / BEST, self._model_state())
-        self._save(session_start)
+        self._checkpoint(session_start)
         if self.on_epoch is not None and self.is_main:
             self.on_epoch(logged)
 
@@ -546,6 +546,7 @@ class _Retrain(ResumableRun):
 
     # -- the hooks of ResumableRun (run() is the shared skeleton)
 
+    kind = "retrain"
     own_files = (GENOTYPE_FILE, RESULTS_FILE)
 
     @property
@@ -597,7 +598,7 @@ class _Retrain(ResumableRun):
                      "note": "the last model's evaluation; best.pt is selected on this split"}
             write_results(result, self.out / RESULTS_FILE, extra=extra)
             self.results = result.to_dict() | extra
-        self._save(session_start)
+        self._checkpoint(session_start)
 
     def _result(self) -> TrainResult:
         results = self.results
