@@ -285,3 +285,23 @@ def test_a_full_disk_at_a_checkpoint_leaves_a_resumable_run_and_says_how(
     done = cli(*shlex.split(resume))
     assert done.exit_code == 0, done.output
     assert_same_end(out, reference(request, kind))
+
+
+# ------------------------------------------------------------------------------ item 18.7
+
+
+@pytest.mark.filterwarnings("ignore::nas_reid.search.CollapseWarning")
+def test_a_mid_epoch_resume_leaves_metrics_jsonl_as_an_uninterrupted_run(tmp_path, dataset):
+    """DCS ops whose keep ratios must survive the checkpoint: after the resume the sampled
+    candidates of an epoch's last steps need not include every DCS op."""
+    space = tiny_space()
+    space["ops"] = ["identity", {"name": "dcs", "params": {"variant": "mask"}}, "eca"]
+    whole = tmp_path / "whole"
+    run_search(whole, dataset, space=space, log_every=1)
+    assert all(len(r["dcs_keep"]) == 2 for r in _lines(whole / "metrics.jsonl")
+               if r["kind"] == "epoch")
+    for stop in (3, 7):
+        part = tmp_path / f"stopped-at-{stop}"
+        run_search(part, dataset, space=space, log_every=1, max_steps=stop, checkpoint_every=2)
+        search(None, None, out_dir=part, resume=True, progress=False, log_every=1)
+        assert _lines(part / "metrics.jsonl", TIMES) == _lines(whole / "metrics.jsonl", TIMES), stop

@@ -735,10 +735,12 @@ class _Search(ResumableRun):
             s["arch_total"] = s.get("arch_total", 0.0) + arch["total"]
 
     def _update_dcs_keep(self) -> None:
-        """Keep ratios of the DCS ops' last training forwards (kept as they were if none ran)."""
-        keep = {k: v for k, v in dcs_keep_ratios(self.net).items() if math.isfinite(v)}
-        if keep:
-            self.dcs_keep = keep
+        """Keep ratio of each DCS op's last training forward, in module order; an op that has not
+        run since this session started keeps its value of the checkpoint (a mid-epoch resume
+        reports what an uninterrupted run does)."""
+        now = dcs_keep_ratios(self.net)
+        keep = {k: v if math.isfinite(v) else self.dcs_keep.get(k) for k, v in now.items()}
+        self.dcs_keep = {k: v for k, v in keep.items() if v is not None}
 
     def _finish(self, session_start: float) -> None:
         """The final genotype and pictures, then the finished checkpoint."""
