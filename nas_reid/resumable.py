@@ -33,13 +33,15 @@ empty, a fresh run starts there; with a checkpoint, ``resume`` continues it (els
 ``config.yaml`` but no checkpoint (the run stopped before its first one: killed, or an error
 during set-up), the run starts again: ``resume`` from that ``config.yaml``, a plain run with its
 own settings; the run's own files are replaced first (others are left alone), and one line says
-so. Anything else is refused.
+so. Anything else is refused. Every session first removes the temporary files that a killed
+write of the run's own files left (``checkpoints/.last.pt.<random>.tmp``, ...), saying so.
 """
 
 from __future__ import annotations
 
 import contextlib
 import errno
+import re
 import shlex
 import shutil
 import sys
@@ -63,6 +65,8 @@ CONFIG_FILE = "config.yaml"
 CHECKPOINT_DIR = "checkpoints"
 RUN_KEY = "run"
 """The checkpoint entry naming the kind of run that wrote it: ``search`` or ``retrain``."""
+TEMP_FILE = re.compile(r"\.(?P<name>.+)\.[a-z0-9_]{8}\.tmp")
+"""The temporary sibling an atomic write renames over ``name`` (:mod:`nas_reid.fileio`)."""
 DISK_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS)
 """Write errors that end a run wherever they happen, with the resume command."""
 
@@ -267,6 +271,8 @@ class ResumableRun(ABC):
         self.saved = (self.epoch, self.batch, self.step) if self.ckpt is not None else None
         session_start = time.monotonic()
         try:
+            if self.is_main and self.out.is_dir():
+                self._remove_temp_files()
             if self.is_main and self.ckpt is None:
                 if self.restart is not None:
                     self._remove_run_files()
@@ -356,6 +362,19 @@ class ResumableRun(ABC):
                 shutil.rmtree(path)
             elif path.exists() or path.is_symlink():
                 path.unlink()
+
+    def _remove_temp_files(self) -> None:
+        """Remove what killed atomic writes of the run's files left (any in checkpoints/)."""
+        ours = {CONFIG_FILE, METRICS_FILE, *self.own_files}
+        found = [path for folder in (self.out, self.out / CHECKPOINT_DIR) if folder.is_dir()
+                 for path in folder.iterdir()
+                 if (match := TEMP_FILE.fullmatch(path.name)) and path.is_file()
+                 and (folder != self.out or match["name"] in ours)]
+        for path in found:
+            path.unlink()
+        if found:
+            self._notice(f"removed {len(found)} temporary file{'s' if len(found) > 1 else ''} "
+                         f"of an interrupted write from {self.out}")
 
     def _train(self, session_start: float) -> bool:
         """Run the remaining epochs; True if stopped early by ``max_steps``."""

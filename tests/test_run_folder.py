@@ -305,3 +305,27 @@ def test_a_mid_epoch_resume_leaves_metrics_jsonl_as_an_uninterrupted_run(tmp_pat
         run_search(part, dataset, space=space, log_every=1, max_steps=stop, checkpoint_every=2)
         search(None, None, out_dir=part, resume=True, progress=False, log_every=1)
         assert _lines(part / "metrics.jsonl", TIMES) == _lines(whole / "metrics.jsonl", TIMES), stop
+
+
+# ------------------------------------------------------------------------------ item 18.8
+
+
+@pytest.mark.parametrize("kind", ["search", "retrain"])
+def test_the_temporary_files_of_a_killed_write_are_removed_on_resume(kind, tmp_path, dataset,
+                                                                     capsys):
+    runner = KINDS[kind][0]
+    out = tmp_path / "run"
+    runner(out, dataset, max_steps=1)
+    ours = [out / "checkpoints" / ".last.pt.k1l2m_n4.tmp", out / ".metrics.jsonl.abcdefgh.tmp",
+            out / ".config.yaml.0a1b2c3d.tmp"]
+    theirs = [out / ".notes.txt.abcdefgh.tmp", out / ".last.pt.k1l2m_n4.tmp",
+              out / "checkpoints" / "last.pt.tmp"]
+    for path in ours + theirs:
+        path.write_bytes(b"x" * 1000)
+    capsys.readouterr()
+    runner(out, None, resume=True, max_steps=2, progress=True,
+           **({"space": None} if kind == "search" else {"genotype": None, "recipe": None}))
+    assert [p for p in ours if p.exists()] == []
+    assert all(p.exists() for p in theirs)
+    said = [line for line in capsys.readouterr().err.splitlines() if "temporary" in line]
+    assert said == [f"removed 3 temporary files of an interrupted write from {out}"], said
