@@ -14,6 +14,8 @@ import tempfile
 from pathlib import Path
 from typing import Any, Iterator
 
+from nas_reid.killpoints import reached
+
 
 def _umask() -> int:
     mask = os.umask(0)
@@ -50,6 +52,7 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
             handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
+        reached(f"write:{path.name}")  # test-only kill point (nas_reid.killpoints)
         os.replace(tmp, path)
     except BaseException as exc:
         with contextlib.suppress(FileNotFoundError):

@@ -59,6 +59,7 @@ from tqdm.auto import tqdm
 from nas_reid.data.streams import plain_loader
 from nas_reid.errors import UserError
 from nas_reid.fileio import atomic_write_text, check_writable
+from nas_reid.killpoints import reached
 from nas_reid.runlog import METRICS_FILE, TENSORBOARD_DIR
 
 CONFIG_FILE = "config.yaml"
@@ -280,6 +281,7 @@ class ResumableRun(ABC):
                 self.out.mkdir(parents=True, exist_ok=True)
                 atomic_write_text(self.out / CONFIG_FILE, yaml.safe_dump(self.config, sort_keys=False))
                 self._write_run_files()
+                reached("setup")  # the test-only kill points: nas_reid.killpoints
             if self.world.size > 1:
                 dist.barrier()
             self.log = self._open_log()
@@ -309,6 +311,7 @@ class ResumableRun(ABC):
     def _checkpoint(self, session_start: float) -> None:
         """:meth:`_save`, remembering the position saved; an ``OSError`` ends the run with
         :meth:`_write_failed`."""
+        reached("checkpoint")
         try:
             self._save(session_start)
         except OSError as exc:
@@ -395,6 +398,7 @@ class ResumableRun(ABC):
                 for batch in stream.epoch_batches(self.epoch, self.batch):
                     info, postfix = self._train_step(batch)
                     self.batch, self.step = stream.batch, self.step + 1
+                    reached("step")
                     bar.update(1)
                     bar.set_postfix(**postfix, refresh=False)
                     if self.log_every and self.step % self.log_every == 0:

@@ -1,6 +1,6 @@
 """The run-folder lifecycle of a search and a retrain: a folder that failed before its first
 checkpoint, a folder of the other kind, an ``--out`` that cannot be created, a full disk, a
-killed checkpoint write's temporary files, SIGKILL at each phase, Ctrl-C, extending a run.
+mid-epoch resume's metrics, a killed write's temporary files, SIGKILL at each phase.
 
 Every run is tiny (ResNet-18 at 64x32, one-node cells, two epochs of PK 2x4 on the tiny
 synthreid benchmark) and ends compared with an uninterrupted run of the same settings: model
@@ -329,3 +329,66 @@ def test_the_temporary_files_of_a_killed_write_are_removed_on_resume(kind, tmp_p
     assert all(p.exists() for p in theirs)
     said = [line for line in capsys.readouterr().err.splitlines() if "temporary" in line]
     assert said == [f"removed 3 temporary files of an interrupted write from {out}"], said
+
+
+# ------------------------------------------------------------------------------ kill points (18)
+
+STEPS = {"search": 4, "retrain": 8}  # per epoch, two epochs
+EVERY = 3  # --checkpoint-every: checkpoints mid-epoch too
+
+
+def in_a_process(kind, inputs, data_root, out, kill_at, *extra) -> "subprocess.CompletedProcess":
+    """The reference run's command line (or ``extra`` instead of its space / genotype / recipe
+    and data, e.g. ``--resume``), in a new process that signals itself at ``kill_at``
+    (:mod:`nas_reid.killpoints`)."""
+    import os
+    import subprocess
+    import sys
+
+    args = command(kind, inputs, data_root, out)
+    if extra:
+        args = [kind, *extra, "--out", out, "--threads", 1]
+    env = {**os.environ, "NAS_REID_KILL_AT": kill_at, "OMP_NUM_THREADS": "1"}
+    return subprocess.run([sys.executable, "-m", "nas_reid.cli", *map(str, args),
+                           "--checkpoint-every", str(EVERY)],
+                          env=env, cwd=out.parent, capture_output=True, text=True, timeout=600)
+
+
+def kill_points(kind: str) -> dict[str, str]:
+    """Each phase of a run: the kill point, and how the run is recovered."""
+    steps = 2 * STEPS[kind]
+    last_epoch_end = 1 + steps // EVERY + 2  # epoch 0, the mid-epoch ones, epochs 1 and 2
+    final = "genotype.json" if kind == "search" else "results.json"
+    return {"setup": "rerun", f"step@{STEPS[kind] + 1}": "resume", "write:last.pt@3": "resume",
+            f"checkpoint@{last_epoch_end}": "resume", f"write:{final}": "resume"}
+
+
+def recover(kind: str, out: Path, dataset, how: str):
+    if how == "rerun":
+        return KINDS[kind][0](out, dataset)
+    return KINDS[kind][0](out, None, resume=True,
+                          **({"space": None} if kind == "search" else {"genotype": None,
+                                                                        "recipe": None}))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind", ["search", "retrain"])
+def test_a_run_killed_at_any_phase_recovers_to_the_uninterrupted_end(
+        kind, tmp_path, inputs, data_root, dataset, request):
+    for point, how in kill_points(kind).items():
+        out = tmp_path / point.replace(":", "-").replace("@", "-")
+        killed = in_a_process(kind, inputs, data_root, out, point)
+        assert killed.returncode == -9, (point, killed.stderr[-2000:])
+        checkpoint = out / "checkpoints" / "last.pt"
+        if point == "setup":
+            assert (out / "config.yaml").is_file() and not checkpoint.exists()
+        elif point.startswith("write:"):  # killed with the new file under its temporary name
+            name = point.split(":")[1].split("@")[0]
+            assert list(out.rglob(f".{name}.*.tmp")), point
+        elif point.startswith("checkpoint@"):  # the last epoch's record is ahead of the checkpoint
+            logged = _lines(out / "metrics.jsonl")
+            assert [r["epoch"] for r in logged if r["kind"] == "epoch"] == [1, 2]
+        done = recover(kind, out, dataset, how)
+        assert done.finished, point
+        assert not list(out.rglob("*.tmp")), point
+        assert_same_end(out, reference(request, kind))
