@@ -21,6 +21,13 @@ and at ``max_steps`` the state is saved mid-epoch; each epoch ends with
 :meth:`~ResumableRun._end_epoch` (which saves). With ``timed`` the seconds spent training (CUDA
 synchronised, checkpoint writing left out) are added to ``sums["seconds"]``.
 
+Ctrl-C (SIGINT, in the main thread): the step in progress ends and is checkpointed (during an
+epoch's end or the set-up: at their checkpoint; during the final files the run finishes), then
+:class:`~nas_reid.errors.Interrupted` says where the run stopped and gives
+:meth:`~ResumableRun.resume_command`; the CLI exits 130. A second Ctrl-C stops at once: the last
+checkpoint written is kept (writes are atomic) and the message names it. Under DDP the ranks
+agree on the step to stop at.
+
 On any exception the log is closed and a run folder that this call created and that holds no
 checkpoint yet is removed: a failed start leaves nothing half-written; a run that got as far as
 a checkpoint is kept, so it can be resumed. A checkpoint that cannot be written (any
@@ -41,10 +48,13 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import os
 import re
 import shlex
 import shutil
+import signal
 import sys
+import threading
 import time
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
@@ -57,7 +67,7 @@ import yaml
 from tqdm.auto import tqdm
 
 from nas_reid.data.streams import plain_loader
-from nas_reid.errors import UserError
+from nas_reid.errors import Interrupted, UserError
 from nas_reid.fileio import atomic_write_text, check_writable
 from nas_reid.killpoints import reached
 from nas_reid.runlog import METRICS_FILE, TENSORBOARD_DIR
@@ -271,6 +281,7 @@ class ResumableRun(ABC):
         self.log = None
         self.saved = (self.epoch, self.batch, self.step) if self.ckpt is not None else None
         session_start = time.monotonic()
+        previous_handler = self._catch_ctrl_c()
         try:
             if self.is_main and self.out.is_dir():
                 self._remove_temp_files()
@@ -293,6 +304,7 @@ class ResumableRun(ABC):
                                      num_workers=self.num_workers),
                         size=(min(32, h), min(16, w)), device=self.device)
                 self._checkpoint(session_start)  # epoch 0, batch 0: resumable from here
+                self._stop_if_interrupted()
             stopped = self._train(session_start)
             if not stopped and not self.finished:
                 self._finish(session_start)
@@ -304,9 +316,60 @@ class ResumableRun(ABC):
                 shutil.rmtree(self.out, ignore_errors=True)
             if isinstance(exc, OSError) and exc.errno in DISK_ERRNOS:
                 raise self._write_failed(exc) from None
+            if isinstance(exc, KeyboardInterrupt) and not isinstance(exc, Interrupted):
+                raise self._interrupted(at_once=True) from None
             raise
+        finally:
+            if previous_handler is not None:
+                signal.signal(signal.SIGINT, previous_handler)
         self.log.close()
         return self._result()
+
+    def _catch_ctrl_c(self) -> Any:
+        """Make the first Ctrl-C a request to stop at the next checkpoint (the second raises
+        ``KeyboardInterrupt`` at once); returns the handler it replaced (None off the main
+        thread, where signals cannot be caught)."""
+        self.ctrl_c = False
+        if threading.current_thread() is not threading.main_thread():
+            return None
+
+        def handler(signum: int, frame: Any) -> None:
+            if self.ctrl_c:
+                raise KeyboardInterrupt
+            self.ctrl_c = True
+            if self.is_main:  # a raw write: a handler must not re-enter a buffered stream
+                with contextlib.suppress(OSError, ValueError):
+                    os.write(2, b"\nCtrl-C: stopping after this step with a checkpoint (Ctrl-C "
+                                b"again stops at once; the last checkpoint is kept)\n")
+
+        return signal.signal(signal.SIGINT, handler)
+
+    def _ctrl_c_pressed(self) -> bool:
+        """Whether Ctrl-C was pressed (on any DDP rank: the ranks must stop at the same step)."""
+        pressed = self.ctrl_c
+        if self.world.size > 1:
+            flag = torch.tensor([float(pressed)], device=self.device)
+            dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+            pressed = bool(flag.item())
+        return pressed
+
+    def _stop_if_interrupted(self) -> None:
+        """After a checkpoint: raise :class:`Interrupted` if Ctrl-C was pressed."""
+        if self._ctrl_c_pressed():
+            raise self._interrupted(at_once=False)
+
+    def _interrupted(self, *, at_once: bool) -> Interrupted:
+        """What Ctrl-C ends the run with: where it stopped, and the command that continues."""
+        run = f"the {self.kind} in {self.out}"
+        if self.saved is None:
+            return Interrupted(f"interrupted before the first checkpoint of {run}; run the same "
+                               "command again to start it")
+        where = self.position(*self.saved)
+        if at_once:
+            return Interrupted(f"interrupted: {run} stopped at once; it resumes from its last "
+                               f"checkpoint, {where}: {self.resume_command()}")
+        return Interrupted(f"interrupted: {run} stopped at {where}, checkpointed; continue with: "
+                           f"{self.resume_command()}")
 
     def _checkpoint(self, session_start: float) -> None:
         """:meth:`_save`, remembering the position saved; an ``OSError`` ends the run with
@@ -405,15 +468,20 @@ class ResumableRun(ABC):
                         self._log_step(info, self.elapsed + time.monotonic() - session_start)
                         self.log.flush()
                     stop = self.max_steps is not None and self.step >= self.max_steps
-                    if stop or (self.checkpoint_every and self.step % self.checkpoint_every == 0):
+                    ctrl_c = self._ctrl_c_pressed()
+                    if stop or ctrl_c or (self.checkpoint_every
+                                          and self.step % self.checkpoint_every == 0):
                         self._count_seconds(started)
                         self._before_save()
                         self._checkpoint(session_start)
                         started = time.perf_counter()
+                    if ctrl_c:
+                        raise self._interrupted(at_once=False)
                     if stop:
                         return True
                 self._count_seconds(started)
                 self._end_epoch(session_start)
+                self._stop_if_interrupted()
         finally:
             bar.close()
         return False

@@ -1,6 +1,6 @@
 """The run-folder lifecycle of a search and a retrain: a folder that failed before its first
 checkpoint, a folder of the other kind, an ``--out`` that cannot be created, a full disk, a
-mid-epoch resume's metrics, a killed write's temporary files, SIGKILL at each phase.
+mid-epoch resume's metrics, a killed write's temporary files, SIGKILL at each phase, Ctrl-C.
 
 Every run is tiny (ResNet-18 at 64x32, one-node cells, two epochs of PK 2x4 on the tiny
 synthreid benchmark) and ends compared with an uninterrupted run of the same settings: model
@@ -392,3 +392,86 @@ def test_a_run_killed_at_any_phase_recovers_to_the_uninterrupted_end(
         assert done.finished, point
         assert not list(out.rglob("*.tmp")), point
         assert_same_end(out, reference(request, kind))
+
+
+# ------------------------------------------------------------------------------ Ctrl-C (20.1)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind", ["search", "retrain"])
+def test_ctrl_c_checkpoints_the_current_step_prints_the_resume_command_and_exits_130(
+        kind, tmp_path, inputs, data_root, request):
+    import shlex
+
+    # once: the step ends, is checkpointed (a mid-epoch checkpoint), and the run says how to go on
+    out = tmp_path / "once"
+    stopped = in_a_process(kind, inputs, data_root, out, "step@2=INT")
+    assert stopped.returncode == 130, stopped.stderr[-3000:]
+    line = stopped.stderr.strip().splitlines()[-1]
+    assert "Traceback" not in stopped.stderr
+    assert line.startswith("interrupted: ") and str(out) in line, line
+    assert "stopped at step 2 (batch 2 of epoch 1/2)" in line, line
+    resume = line.split(": nas-reid ", 1)[1]
+    assert resume == (f"{kind} --resume --out {shlex.quote(str(out))} --threads 1 "
+                      "--checkpoint-every 3")
+    position = read_position(out)
+    assert position == (0, 2, 2)
+    done = cli(*shlex.split(resume))
+    assert done.exit_code == 0, done.output
+    assert_same_end(out, reference(request, kind))
+
+    # twice, the second during the checkpoint write: stops at once, the last checkpoint kept whole
+    out = tmp_path / "twice"
+    stopped = in_a_process(kind, inputs, data_root, out, "step@2=INT,write:last.pt@2=INT")
+    assert stopped.returncode == 130, stopped.stderr[-3000:]
+    line = stopped.stderr.strip().splitlines()[-1]
+    assert "Traceback" not in stopped.stderr
+    assert "stopped at once" in line and "from its last checkpoint, its start" in line, line
+    assert read_position(out) == (0, 0, 0) and not list(out.rglob("*.tmp"))
+    done = cli(*shlex.split(line.split(": nas-reid ", 1)[1]))
+    assert done.exit_code == 0, done.output
+    assert_same_end(out, reference(request, kind))
+
+
+def read_position(out: Path) -> tuple[int, int, int]:
+    """(epoch, batch, step) of a run folder's checkpoint."""
+    path = out / "checkpoints" / "last.pt"
+    if (out / "genotype_history.jsonl").is_file():
+        state = load_checkpoint(path)
+    else:
+        state = read_checkpoint(path)["training"]
+    return state["epoch"], state["batch"], state["step"]
+
+
+@pytest.mark.slow
+def test_ctrl_c_stops_tune_with_exit_130_and_says_how_to_continue(tmp_path, inputs, data_root):
+    import os
+    import subprocess
+    import sys
+
+    import yaml
+
+    from tests.tiny import tiny_tune_space
+
+    space = tmp_path / "tune.yaml"
+    space.write_text(yaml.safe_dump(tiny_tune_space()))
+
+    def tune(out: Path, kill_at: str) -> subprocess.CompletedProcess:
+        args = ["tune", space, "--backend", "optuna", "--genotype", inputs / "genotype.json",
+                "--data", "synthreid", "--root", data_root, "--recipe", inputs / "recipe.yaml",
+                "--trials", 1, "--early-stopping", "none", "--out", out, "--threads", 1]
+        env = {**os.environ, "NAS_REID_KILL_AT": kill_at, "OMP_NUM_THREADS": "1"}
+        return subprocess.run([sys.executable, "-m", "nas_reid.cli", *map(str, args)], env=env,
+                              cwd=tmp_path, capture_output=True, text=True, timeout=600)
+
+    # during a trial's retrain: the study is kept, and resumes
+    stopped = tune(tmp_path / "study", "step@2=INT")
+    assert stopped.returncode == 130 and "Traceback" not in stopped.stderr, stopped.stderr
+    assert stopped.stderr.strip().splitlines()[-1] == \
+        f"interrupted: continue with nas-reid tune --resume --out {tmp_path / 'study'}"
+    # during the set-up, before the study exists: nothing kept, and it says so
+    stopped = tune(tmp_path / "early", "write:tune.yaml=INT")
+    assert stopped.returncode == 130 and "Traceback" not in stopped.stderr, stopped.stderr
+    assert stopped.stderr.strip().splitlines()[-1] == \
+        f"interrupted before the study in {tmp_path / 'early'} started; nothing was kept"
+    assert not (tmp_path / "early").exists()
