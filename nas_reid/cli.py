@@ -190,7 +190,8 @@ def _set_threads(threads: int | None, device: str) -> None:
 @click.option("--root", type=click.Path(path_type=Path), default=None,
               help="Dataset folder (required but for synthreid).")
 @click.option("--epochs", type=click.IntRange(min=1), default=None,
-              help="Override the space's schedule.epochs.")
+              help="Override the space's schedule.epochs. With --resume: the run's new total, "
+              "at least the epochs it began (the schedules follow it from there on).")
 @click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True,
               help="cuda: one GPU per process (torchrun --nproc_per_node N for several).")
 @click.option("--out", type=click.Path(path_type=Path), default=None,
@@ -333,7 +334,9 @@ def latency_table_cmd(space, device, out, batch, warmup, repeats, threads, overw
               "mobile (mobilenetv2) backbone.")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
               help="Override a recipe field, e.g. --set loss.rib=0.1 --set batch.p=8 (repeatable).")
-@click.option("--epochs", type=click.IntRange(min=1), default=None, help="Override the recipe's epochs.")
+@click.option("--epochs", type=click.IntRange(min=1), default=None,
+              help="Override the recipe's epochs. With --resume: the run's new total, at least "
+              "the epochs it began (the schedules follow it from there on).")
 @click.option("--seed", type=int, default=None, help="Override the recipe's seed.")
 @click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True,
               help="cuda: one GPU per process (torchrun --nproc_per_node N for several), bf16 "

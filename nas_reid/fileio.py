@@ -30,7 +30,7 @@ def check_writable(path: str | os.PathLike, what: str) -> None:
     from nas_reid.errors import UserError
 
     folder = Path(path).expanduser().absolute()
-    while not folder.exists() and not folder.is_symlink():  # the first that exists gets the new ones
+    while not folder.exists() and not folder.is_symlink():  # the first that exists holds the new
         folder = folder.parent
     if not folder.is_dir():
         raise UserError(f"{what}: {folder} is not a folder")

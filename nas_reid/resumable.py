@@ -35,6 +35,14 @@ a checkpoint is kept, so it can be resumed. A checkpoint that cannot be written 
 ends the run with a :class:`UserError` that names the file, the last checkpoint written and
 the command that resumes from it (:meth:`~ResumableRun.resume_command`).
 
+A different total of epochs on resume (``--resume --epochs N``, N at least the epochs begun:
+:func:`check_new_total`): from the position the run resumes at (the rest of a part-done epoch
+included) every schedule that depends on the total (:meth:`~ResumableRun._schedules`: the
+temperature, a cosine learning rate, a warm-up share such as the RIB's) follows the new total;
+the epochs done keep the values they had (their records say so). A finished run goes on. The
+change is printed schedule by schedule, recorded in ``config.yaml`` (``epochs_changed``), and
+checkpointed before the first step, so a run killed afterwards resumes with it, exactly.
+
 The run folder (:func:`inspect_run_folder`, decided before anything is written): absent or
 empty, a fresh run starts there; with a checkpoint, ``resume`` continues it (else refused); with
 ``config.yaml`` but no checkpoint (the run stopped before its first one: killed, or an error
@@ -168,6 +176,26 @@ def inspect_run_folder(out: Path, kind: str, *, resume: bool, checkpoint: Path,
     raise UserError(f"--out {out} is not empty and holds no {kind} run; choose another --out")
 
 
+def check_new_total(epochs: int, ckpt_position: tuple[int, int], kind: str, out: Path) -> None:
+    """:class:`UserError` unless ``epochs`` covers every epoch a run at ``(epoch, batch)`` has
+    begun."""
+    epoch, batch = ckpt_position
+    if epochs < epoch + (batch > 0):
+        done = f"{epoch} epochs" + (f" and part of epoch {epoch + 1}" if batch else "")
+        raise UserError(f"--epochs {epochs}: the {kind} in {out} already ran {done}; give "
+                        f"--epochs {epoch + (batch > 0)} or more")
+
+
+def _values(values: list[float]) -> str:
+    shown = [f"{v:.3g}" for v in values]
+    return ", ".join(shown if len(shown) <= 6 else [*shown[:3], "...", *shown[-2:]])
+
+
+def _epochs(start: int, end: int) -> str:
+    """1-based words for the 0-based epochs ``start`` to ``end - 1``."""
+    return f"epoch {start + 1}" if end - start == 1 else f"epochs {start + 1}-{end}"
+
+
 def _safe_yaml(path: Path) -> Any:
     """``path`` read as safe YAML; None when it is missing or unreadable."""
     try:
@@ -183,7 +211,8 @@ def _read_config(out: Path, keys: Mapping[str, type | tuple]) -> dict[str, Any]:
     try:
         config = yaml.safe_load(path.read_text(encoding="utf-8"))
     except (yaml.YAMLError, UnicodeDecodeError, OSError) as exc:
-        raise UserError(f"{bad} ({type(exc).__name__}); run without --resume to start again") from None
+        raise UserError(f"{bad} ({type(exc).__name__}); run without --resume to start again"
+                        ) from None
     for key, kind in keys.items():
         value: Any = config
         for part in key.split("."):
@@ -211,6 +240,8 @@ class ResumableRun(ABC):
     """``search`` or ``retrain``: the command that runs it."""
     restart: str | None = None
     """Set for a folder that stopped before its first checkpoint (:attr:`RunFolder.restart`)."""
+    epochs_change: list[str] | None = None
+    """The lines that say what a new total of epochs changes (:meth:`_change_epochs`)."""
     own_files: tuple[str, ...] = ()
     """Files of the run folder besides config.yaml, metrics.jsonl, tensorboard/ and
     checkpoints/ (what a restart replaces)."""
@@ -274,6 +305,45 @@ class ResumableRun(ABC):
     def _result(self) -> Any:
         """What :meth:`run` returns."""
 
+    @abstractmethod
+    def _schedules(self) -> dict[str, Any]:
+        """The schedules that may depend on the total of epochs: name -> ``f(epoch, epochs)``
+        (0-based epoch), the value that epoch uses."""
+
+    @abstractmethod
+    def _follow_new_total(self) -> None:
+        """Make the restored state (schedulers, a part-done epoch's temperature) follow
+        ``self.epochs`` from the current position."""
+
+    @abstractmethod
+    def _set_epochs_in_config(self, change: dict[str, Any] | None) -> None:
+        """Write ``self.epochs`` into ``self.config`` and, unless None, append ``change`` to its
+        ``epochs_changed``."""
+
+    # -- a new total of epochs on resume
+
+    def _change_epochs(self, old: int) -> None:
+        """The run had ``old`` epochs in all and resumes with ``self.epochs`` (see the module
+        doc): the state follows the new total, the change is recorded in the config, and the
+        lines that say it are kept for :meth:`run` (which checkpoints it)."""
+        new, start = self.epochs, self.epoch
+        self._follow_new_total()
+        self.finished = False
+        self._set_epochs_in_config({"from": old, "to": new, "at": {
+            "epoch": self.epoch, "batch": self.batch, "step": self.step}})
+        lines = [f"--epochs {new}: the {self.kind} in {self.out} now runs {new} epochs instead of "
+                 f"{old}, resumed at {self.position(self.epoch, self.batch, self.step)}; from "
+                 f"epoch {start + 1} on the schedules follow {new} epochs, the epochs done keep "
+                 "theirs:"]
+        for name, at in self._schedules().items():
+            now = [at(e, new) for e in range(start, new)]
+            before = [at(e, old) for e in range(start, old)]
+            was = (f"with {old} epochs, {_epochs(start, old)}: {_values(before)}"
+                   if before else "the run had ended")
+            same = " (unchanged)" if before and now[:len(before)] == before[:len(now)] else ""
+            lines.append(f"  {name}, {_epochs(start, new)}: {_values(now)} ({was}){same}")
+        self.epochs_change = lines
+
     # -- the run
 
     def run(self) -> Any:
@@ -296,6 +366,15 @@ class ResumableRun(ABC):
             if self.world.size > 1:
                 dist.barrier()
             self.log = self._open_log()
+            if self.ckpt is not None:
+                if self.epochs_change:
+                    for line in self.epochs_change:
+                        self._notice(line)
+                    self._checkpoint(session_start)  # the new total is part of the state now
+                if self.is_main:  # config.yaml says what the checkpoint does
+                    text = yaml.safe_dump(self.config, sort_keys=False)
+                    if _safe_yaml(self.out / CONFIG_FILE) != yaml.safe_load(text):
+                        atomic_write_text(self.out / CONFIG_FILE, text)
             if self.ckpt is None:
                 if self.rib is not None:
                     items, (h, w) = self._rib_images()

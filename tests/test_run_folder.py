@@ -10,6 +10,7 @@ weights, architecture parameters, genotype and metrics (times left out) identica
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import pytest
@@ -71,7 +72,8 @@ def end_state(out: Path) -> dict:
     else:
         state |= {"model": read_checkpoint(out / "checkpoints" / "last.pt")["model"],
                   "best": read_checkpoint(out / "checkpoints" / "best.pt")["model"],
-                  "results": {k: v for k, v in json.loads((out / "results.json").read_text()).items()
+                  "results": {k: v for k, v in
+                              json.loads((out / "results.json").read_text()).items()
                               if k not in ("checkpoint", *TIMES)}}
     return state
 
@@ -475,3 +477,82 @@ def test_ctrl_c_stops_tune_with_exit_130_and_says_how_to_continue(tmp_path, inpu
     assert stopped.stderr.strip().splitlines()[-1] == \
         f"interrupted before the study in {tmp_path / 'early'} started; nothing was kept"
     assert not (tmp_path / "early").exists()
+
+
+# ------------------------------------------------------------------------------ extending (20.2)
+
+
+def copy_run(source: Path, out: Path) -> Path:
+    import shutil
+
+    shutil.copytree(source, out)
+    return out
+
+
+def resume(kind: str, out: Path, **kwargs):
+    return KINDS[kind][0](out, None, resume=True, **kwargs,
+                          **({"space": None} if kind == "search" else {"genotype": None,
+                                                                        "recipe": None}))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind", ["search", "retrain"])
+def test_a_finished_run_extended_on_resume_says_what_changes_and_resumes_exactly(
+        kind, tmp_path, inputs, data_root, request, capsys):
+    import yaml
+
+    # uninterrupted: the finished two-epoch run goes on to three
+    whole = copy_run(reference(request, kind), tmp_path / "whole")
+    capsys.readouterr()
+    done = resume(kind, whole, epochs=3, progress=True)
+    assert done.finished and done.epochs == 3 and done.epochs_done == 3
+    told = capsys.readouterr().err.splitlines()
+    assert told[0] == (f"--epochs 3: the {kind} in {whole} now runs 3 epochs instead of 2, "
+                       f"resumed at the end of epoch 2/3 (step {2 * STEPS[kind]}); from epoch 3 "
+                       "on the schedules follow 3 epochs, the epochs done keep theirs:"), told
+    if kind == "search":  # tau 5 -> 0.5 linear, cosine lr 0.05 -> 0
+        assert told[1] == "  temperature, epoch 3: 2 (the run had ended)", told
+        assert told[2] == "  weights lr, epoch 3: 0.0125 (the run had ended)", told
+    else:
+        assert told[1] == "  lr, epoch 3: 0.001 (the run had ended)", told
+    records = [r for r in _lines(whole / "metrics.jsonl") if r["kind"] == "epoch"]
+    assert [(r["epoch"], r["epochs"]) for r in records] == [(1, 2), (2, 2), (3, 3)]
+    if kind == "search":
+        assert records[-1]["tau"] == pytest.approx(2.0)
+        assert records[-1]["lr"]["weights"] == pytest.approx(0.0125)
+    config = yaml.safe_load((whole / "config.yaml").read_text())
+    section, total = (("search", config["search"]["epochs"]) if kind == "search" else
+                      ("train", config["recipe"]["epochs"]))
+    assert total == 3
+    assert config[section]["epochs_changed"] == [
+        {"from": 2, "to": 3, "at": {"epoch": 2, "batch": 0, "step": 2 * STEPS[kind]}}]
+
+    # killed (SIGKILL) in the middle of the added epoch, resumed without --epochs: the same end
+    part = copy_run(reference(request, kind), tmp_path / "part")
+    killed = in_a_process(kind, inputs, data_root, part, "step@3", "--resume", "--epochs", 3)
+    assert killed.returncode == -9, killed.stderr[-2000:]
+    assert read_position(part)[2] > 2 * STEPS[kind]  # a mid-epoch checkpoint of the 3rd epoch
+    assert resume(kind, part).finished
+    assert_same_end(part, whole)
+
+    # fewer epochs than done: refused, nothing touched
+    before = listing(whole)
+    assert_fails_well(cli(kind, "--resume", "--out", whole, "--epochs", 2),
+                      "--epochs 2", "already ran 3 epochs", "--epochs 3 or more")
+    assert listing(whole) == before
+
+
+def test_a_part_done_run_extended_follows_the_new_total_from_where_it_stopped(tmp_path, dataset):
+    """Stopped in epoch 2 of 2 (step 6 of 8), extended to 4: the rest of epoch 2 runs at the
+    4-epoch schedule's values for epoch 2; epoch 1 keeps its own."""
+    out = tmp_path / "run"
+    run_search(out, dataset, max_steps=6)
+    done = search(None, None, out_dir=out, resume=True, epochs=4, progress=False)
+    assert done.finished and done.epochs_done == 4
+    records = [r for r in _lines(out / "metrics.jsonl") if r["kind"] == "epoch"]
+    assert [r["epochs"] for r in records] == [2, 4, 4, 4]
+    assert [r["tau"] for r in records] == pytest.approx([5.0, 3.875, 2.75, 1.625])
+    cosine = [0.05 * (1 + math.cos(math.pi * e / 4)) / 2 for e in range(4)]
+    assert [r["lr"]["weights"] for r in records] == pytest.approx([0.05, *cosine[1:]])
+    with pytest.raises(UserError, match="already ran 4 epochs; give --epochs 4 or more"):
+        search(None, None, out_dir=out, resume=True, epochs=3, progress=False)

@@ -97,7 +97,7 @@ from nas_reid.genotype import Genotype, derive_genotype
 from nas_reid.losses import CrossEntropyLabelSmooth, RIBLoss, TripletLoss
 from nas_reid.ops.dcs import dcs_keep_ratios
 from nas_reid.precision import Precision
-from nas_reid.resumable import ResumableRun, inspect_run_folder
+from nas_reid.resumable import ResumableRun, check_new_total, inspect_run_folder
 from nas_reid.runtime import (
     World,
     all_reduce_sums,
@@ -248,7 +248,9 @@ def search(space: str | os.PathLike | dict | SearchSpace | None = None,
         out_dir: the run folder; default ``runs/search-<timestamp>`` under the current folder.
             It must not hold anything unless ``resume``, but a search that stopped before its
             first checkpoint, which starts again (:mod:`nas_reid.resumable`).
-        epochs, seed: override the space's ``schedule.epochs`` / ``schedule.seed``.
+        epochs, seed: override the space's ``schedule.epochs`` / ``schedule.seed``; with
+            ``resume``, ``epochs`` is a new total (at least the epochs begun), followed by every
+            schedule from where the run resumes (:mod:`nas_reid.resumable`).
         overrides: fields of the space to change, ``{"schedule": {"cost": {"form":
             "additive"}}}`` or ``["schedule.cost.form=additive"]`` (values parsed as YAML);
             not with ``resume``.
@@ -301,11 +303,15 @@ class _Search(ResumableRun):
         self.out = Path(out_dir).expanduser()
         folder = inspect_run_folder(self.out, self.kind, resume=resume, checkpoint=CHECKPOINT,
                                     finished=("genotype", GENOTYPE_FILE), config_keys=CONFIG_KEYS)
-        ckpt = load_checkpoint(self.out / CHECKPOINT) if folder.state in ("finished", "unfinished") else None
+        ckpt = None
+        if folder.state in ("finished", "unfinished"):
+            ckpt = load_checkpoint(self.out / CHECKPOINT)
+            if epochs is not None:
+                check_new_total(epochs, (ckpt["epoch"], ckpt["batch"]), self.kind, self.out)
         self.ckpt, self.restart = ckpt, folder.restart
         saved = ckpt["config"] if ckpt is not None else folder.config
 
-        # -- the space and the schedule (a resumed run keeps its own unless told otherwise)
+        # -- the space and the schedule (a resumed run keeps its own, but a new total of epochs)
         if saved is not None:
             epochs = saved["search"]["epochs"] if epochs is None else epochs
             seed = saved["search"]["seed"] if seed is None else seed
@@ -410,6 +416,10 @@ class _Search(ResumableRun):
                        "checkpoint_every": self.checkpoint_every, "log_every": self.log_every,
                        "package_version": __version__, "torch_version": str(torch.__version__)},
         }
+        if ckpt is not None and ckpt["epochs"] != self.epochs:
+            self._change_epochs(ckpt["epochs"])
+        elif saved is not None:
+            self._set_epochs_in_config(None)  # a restart from config.yaml may have --epochs
         if self.latency_table is not None and ckpt is None:
             meta = self.latency_table.meta
             self.config["search"]["latency"] = {
@@ -462,11 +472,12 @@ class _Search(ResumableRun):
             pass
         a, b = _flat(saved), _flat(now)
         diffs = [f"{key}: {a.get(key)!r} in the run, {b.get(key)!r} now"
-                 for key in sorted(set(a) | set(b)) if a.get(key) != b.get(key)]
+                 for key in sorted(set(a) | set(b))
+                 if a.get(key) != b.get(key) and key != "schedule.epochs"]  # --epochs may change
         if diffs:
             raise UserError(f"--resume: the search space differs from the run's in {self.out} ("
                             + "; ".join(diffs[:3]) + ("; ..." if len(diffs) > 3 else "")
-                            + "); leave out --space/--epochs/--seed to continue it as it was")
+                            + "); leave out --space/--seed to continue it as it was")
 
     @staticmethod
     def _zero_sums() -> dict[str, float]:
@@ -754,6 +765,35 @@ class _Search(ResumableRun):
         self.finished = True
         self._checkpoint(session_start)
 
+    def _schedules(self) -> dict[str, Any]:
+        schedules: dict[str, Any] = {}
+        if self.space.sampling.strategy == "gumbel":
+            tau = self.space.sampling.tau
+            schedules["temperature"] = lambda e, n: tau.at(e / n)
+        w = self.space.schedule.weights
+        if w.lr_schedule == "cosine":
+            schedules["weights lr"] = lambda e, n: _cosine(w.lr, w.lr_min, e, n)
+        if self.rib is not None:
+            schedules["RIB weight"] = self.rib.weight_at
+        return schedules
+
+    def _follow_new_total(self) -> None:
+        sched = self.weight_sched
+        if isinstance(sched, torch.optim.lr_scheduler.CosineAnnealingLR):
+            sched.T_max = self.epochs  # the next steps go on from this epoch's new value
+            lrs = [_cosine(base, sched.eta_min, sched.last_epoch, self.epochs)
+                   for base in sched.base_lrs]
+            for group, lr in zip(self.weight_opt.param_groups, lrs):
+                group["lr"] = lr
+            sched._last_lr = lrs
+        if self.batch > 0:  # the rest of a part-done epoch
+            self.net.set_temperature(self.space.sampling.tau.at(self.epoch / self.epochs))
+
+    def _set_epochs_in_config(self, change: dict[str, Any] | None) -> None:
+        self.config["space"]["schedule"]["epochs"] = self.config["search"]["epochs"] = self.epochs
+        if change is not None:
+            self.config["search"].setdefault("epochs_changed", []).append(change)
+
     def _decision_report(self, new: Genotype | None = None) -> DecisionReport | None:
         """The decisions of the last genotype over the history, ``new`` (this epoch's genotype,
         not yet in the log) appended first."""
@@ -784,3 +824,8 @@ class _Search(ResumableRun):
 
 def _constant(epoch: int) -> float:
     return 1.0
+
+
+def _cosine(lr: float, lr_min: float, epoch: int, epochs: int) -> float:
+    """The cosine schedule's learning rate of 0-based ``epoch`` out of ``epochs``."""
+    return lr_min + (lr - lr_min) * (1 + math.cos(math.pi * epoch / epochs)) / 2

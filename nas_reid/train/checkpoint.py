@@ -64,7 +64,8 @@ def model_state(model: ReIDNet, *, num_classes: int, epoch: int, data: dict[str,
                 metrics: dict[str, Any] | None, **extra: Any) -> dict[str, Any]:
     """The checkpoint dict of ``model`` (``extra`` keys are added as they are)."""
     net = getattr(model, "module", model)
-    return {"version": VERSION, "kind": KIND, RUN_KEY: "retrain", "genotype": net.genotype.to_json(),
+    return {"version": VERSION, "kind": KIND, RUN_KEY: "retrain",
+            "genotype": net.genotype.to_json(),
             "num_classes": int(num_classes),
             "model": {k: v.detach().cpu() for k, v in net.state_dict().items()},
             "epoch": int(epoch), "data": dict(data), "metrics": metrics, **extra}

@@ -72,7 +72,7 @@ from nas_reid.evaluation.features import extract
 from nas_reid.genotype import Genotype
 from nas_reid.losses import CenterLoss, CrossEntropyLabelSmooth, RIBLoss, TripletLoss
 from nas_reid.precision import Precision
-from nas_reid.resumable import ResumableRun, inspect_run_folder
+from nas_reid.resumable import ResumableRun, check_new_total, inspect_run_folder
 from nas_reid.runlog import MetricsLog
 from nas_reid.runtime import (
     World,
@@ -158,7 +158,9 @@ def retrain(genotype: Genotype | str | os.PathLike | None = None,
             with ``resume``).
         overrides: recipe overrides, ``{"loss": {"rib": 0.1}}`` or ``["loss.rib=0.1"]``.
         epochs, seed: override the recipe's (a milestone at or after the new epochs is never
-            reached; the warm-up must stay shorter than the epochs).
+            reached; the warm-up must stay shorter than the epochs); with ``resume``, ``epochs``
+            is a new total (at least the epochs begun), followed by every schedule from where
+            the run resumes (:mod:`nas_reid.resumable`).
         device: ``cpu`` or ``cuda`` (``cuda:<local rank>`` under torchrun).
         resume: continue ``out_dir/checkpoints/last.pt`` (a finished run is returned as is;
             one without a checkpoint starts again from its ``config.yaml``). Without it,
@@ -225,6 +227,9 @@ class _Retrain(ResumableRun):
                 raise UserError(f"--resume: {exc}") from None
             if "training" not in ckpt:
                 raise UserError(f"--resume: {self.out / LAST} holds no training state")
+            if epochs is not None:
+                t = ckpt["training"]
+                check_new_total(epochs, (t["epoch"], t["batch"]), self.kind, self.out)
         self.ckpt, self.restart = ckpt, folder.restart
         saved = ckpt["training"]["config"] if ckpt is not None else folder.config
 
@@ -259,10 +264,11 @@ class _Retrain(ResumableRun):
             if self.data_ref != saved["data"]:
                 raise UserError(f"--resume: the run in {self.out} trained on {saved['data']}, "
                                 f"not {self.data_ref}")
-            if recipe is not None or overrides or epochs is not None or seed is not None:
+            if recipe is not None or overrides or seed is not None:
                 raise UserError("--resume continues the run's own recipe; leave out --recipe, "
-                                "--set, --epochs and --seed")
-            self.recipe = load_recipe(saved["recipe"])
+                                "--set and --seed (--epochs may change its total)")
+            self.recipe = load_recipe(saved["recipe"],
+                                      None if epochs is None else {"epochs": epochs})
         else:
             if recipe is None:
                 recipe = default_recipe(ds.name, self.genotype.backbone.name)
@@ -357,6 +363,10 @@ class _Retrain(ResumableRun):
                       "out_dir": str(self.out), "package_version": __version__,
                       "torch_version": str(torch.__version__)},
         }
+        if ckpt is not None and ckpt["training"]["config"]["recipe"]["epochs"] != self.epochs:
+            self._change_epochs(ckpt["training"]["config"]["recipe"]["epochs"])
+        elif saved is not None:
+            self._set_epochs_in_config(None)  # a restart from config.yaml may have --epochs
 
     # -- helpers
 
@@ -541,6 +551,27 @@ class _Retrain(ResumableRun):
         self._checkpoint(session_start)
         if self.on_epoch is not None and self.is_main:
             self.on_epoch(logged)
+
+    # -- a new total of epochs (ResumableRun._change_epochs)
+
+    def _schedules(self) -> dict[str, Any]:
+        schedule, base = self.recipe.lr_schedule, self.recipe.optimizer.lr
+        schedules: dict[str, Any] = {"lr": lambda e, n: base * schedule.factor(e, n)}
+        if self.rib is not None:
+            schedules["RIB weight"] = self.rib.weight_at
+        return schedules
+
+    def _follow_new_total(self) -> None:
+        factor, sched = self.recipe.lr_schedule.factor, self.sched
+        lrs = [base * factor(sched.last_epoch, self.epochs) for base in sched.base_lrs]
+        for group, lr in zip(self.opt.param_groups, lrs):
+            group["lr"] = lr
+        sched._last_lr = lrs
+
+    def _set_epochs_in_config(self, change: dict[str, Any] | None) -> None:
+        self.config["recipe"]["epochs"] = self.epochs
+        if change is not None:
+            self.config["train"].setdefault("epochs_changed", []).append(change)
 
     # -- the whole run
 
