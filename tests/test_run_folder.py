@@ -339,10 +339,10 @@ STEPS = {"search": 4, "retrain": 8}  # per epoch, two epochs
 EVERY = 3  # --checkpoint-every: checkpoints mid-epoch too
 
 
-def in_a_process(kind, inputs, data_root, out, kill_at, *extra) -> "subprocess.CompletedProcess":
+def started(kind, inputs, data_root, out, kill_at, *extra) -> "subprocess.Popen":
     """The reference run's command line (or ``extra`` instead of its space / genotype / recipe
-    and data, e.g. ``--resume``), in a new process that signals itself at ``kill_at``
-    (:mod:`nas_reid.killpoints`)."""
+    and data, e.g. ``--resume``), started in a new process that signals itself at ``kill_at``
+    (:mod:`nas_reid.killpoints`); several run at once, each on one thread."""
     import os
     import subprocess
     import sys
@@ -351,9 +351,21 @@ def in_a_process(kind, inputs, data_root, out, kill_at, *extra) -> "subprocess.C
     if extra:
         args = [kind, *extra, "--out", out, "--threads", 1]
     env = {**os.environ, "NAS_REID_KILL_AT": kill_at, "OMP_NUM_THREADS": "1"}
-    return subprocess.run([sys.executable, "-m", "nas_reid.cli", *map(str, args),
-                           "--checkpoint-every", str(EVERY)],
-                          env=env, cwd=out.parent, capture_output=True, text=True, timeout=600)
+    return subprocess.Popen([sys.executable, "-m", "nas_reid.cli", *map(str, args),
+                             "--checkpoint-every", str(EVERY)], env=env, cwd=out.parent,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def ended(process: "subprocess.Popen") -> "subprocess.CompletedProcess":
+    import subprocess
+
+    stdout, stderr = process.communicate(timeout=600)
+    return subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr)
+
+
+def in_a_process(kind, inputs, data_root, out, kill_at, *extra) -> "subprocess.CompletedProcess":
+    """:func:`started`, waited for."""
+    return ended(started(kind, inputs, data_root, out, kill_at, *extra))
 
 
 def kill_points(kind: str) -> dict[str, str]:
@@ -377,9 +389,13 @@ def recover(kind: str, out: Path, dataset, how: str):
 @pytest.mark.parametrize("kind", ["search", "retrain"])
 def test_a_run_killed_at_any_phase_recovers_to_the_uninterrupted_end(
         kind, tmp_path, inputs, data_root, dataset, request):
+    outs = {point: tmp_path / point.replace(":", "-").replace("@", "-")
+            for point in kill_points(kind)}
+    processes = {point: started(kind, inputs, data_root, out, point)
+                 for point, out in outs.items()}
     for point, how in kill_points(kind).items():
-        out = tmp_path / point.replace(":", "-").replace("@", "-")
-        killed = in_a_process(kind, inputs, data_root, out, point)
+        out = outs[point]
+        killed = ended(processes[point])
         assert killed.returncode == -9, (point, killed.stderr[-2000:])
         checkpoint = out / "checkpoints" / "last.pt"
         if point == "setup":
@@ -406,7 +422,8 @@ def test_ctrl_c_checkpoints_the_current_step_prints_the_resume_command_and_exits
     import shlex
 
     # once: the step ends, is checkpointed (a mid-epoch checkpoint), and the run says how to go on
-    out = tmp_path / "once"
+    out, twice = tmp_path / "once", tmp_path / "twice"
+    second = started(kind, inputs, data_root, twice, "step@2=INT,write:last.pt@2=INT")
     stopped = in_a_process(kind, inputs, data_root, out, "step@2=INT")
     assert stopped.returncode == 130, stopped.stderr[-3000:]
     line = stopped.stderr.strip().splitlines()[-1]
@@ -423,8 +440,7 @@ def test_ctrl_c_checkpoints_the_current_step_prints_the_resume_command_and_exits
     assert_same_end(out, reference(request, kind))
 
     # twice, the second during the checkpoint write: stops at once, the last checkpoint kept whole
-    out = tmp_path / "twice"
-    stopped = in_a_process(kind, inputs, data_root, out, "step@2=INT,write:last.pt@2=INT")
+    out, stopped = twice, ended(second)
     assert stopped.returncode == 130, stopped.stderr[-3000:]
     line = stopped.stderr.strip().splitlines()[-1]
     assert "Traceback" not in stopped.stderr
