@@ -3,7 +3,8 @@ Ctrl-C tests stop a real process at a chosen moment, deterministically.
 
 ``NAS_REID_KILL_AT="<point>[@<n>][=<signal>][,...]"`` makes the process send itself
 ``<signal>`` (``KILL``, the default, or another name such as ``INT``) the ``n``-th time
-(default the first) it reaches ``<point>``:
+(default the first) it reaches ``<point>`` (to its whole process group when it leads one, as
+a terminal's Ctrl-C does: data-loading workers get it too):
 
 ===================  ===========================================================================
 ``setup``            a fresh run's ``config.yaml`` and run files are written, no checkpoint yet
@@ -35,4 +36,8 @@ def reached(point: str) -> None:
         where, _, name = entry.partition("=")
         at, _, nth = where.partition("@")
         if at == point and count == int(nth or 1):
-            os.kill(os.getpid(), getattr(signal, f"SIG{name or 'KILL'}"))
+            sig = getattr(signal, f"SIG{name or 'KILL'}")
+            if os.getpgid(0) == os.getpid():
+                os.killpg(os.getpid(), sig)
+            else:
+                os.kill(os.getpid(), sig)

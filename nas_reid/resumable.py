@@ -411,8 +411,11 @@ class ResumableRun(ABC):
         self.ctrl_c = False
         if threading.current_thread() is not threading.main_thread():
             return None
+        owner = os.getpid()
 
         def handler(signum: int, frame: Any) -> None:
+            if os.getpid() != owner:  # a forked data-loading worker: the run stops it
+                return
             if self.ctrl_c:
                 raise KeyboardInterrupt
             self.ctrl_c = True

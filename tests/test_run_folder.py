@@ -340,20 +340,23 @@ EVERY = 3  # --checkpoint-every: checkpoints mid-epoch too
 
 
 def started(kind, inputs, data_root, out, kill_at, *extra) -> "subprocess.Popen":
-    """The reference run's command line (or ``extra`` instead of its space / genotype / recipe
-    and data, e.g. ``--resume``), started in a new process that signals itself at ``kill_at``
-    (:mod:`nas_reid.killpoints`); several run at once, each on one thread."""
+    """The reference run's command line with ``extra`` (``--resume ...``: instead of its space,
+    genotype, recipe and data), started in a new process group that signals itself at
+    ``kill_at`` (:mod:`nas_reid.killpoints`); several run at once, each on one thread."""
     import os
     import subprocess
     import sys
 
     args = command(kind, inputs, data_root, out)
-    if extra:
+    if extra and extra[0] == "--resume":
         args = [kind, *extra, "--out", out, "--threads", 1]
+    elif extra:
+        args += extra
     env = {**os.environ, "NAS_REID_KILL_AT": kill_at, "OMP_NUM_THREADS": "1"}
     return subprocess.Popen([sys.executable, "-m", "nas_reid.cli", *map(str, args),
                              "--checkpoint-every", str(EVERY)], env=env, cwd=out.parent,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
 
 
 def ended(process: "subprocess.Popen") -> "subprocess.CompletedProcess":
@@ -422,16 +425,17 @@ def test_ctrl_c_checkpoints_the_current_step_prints_the_resume_command_and_exits
     import shlex
 
     # once: the step ends, is checkpointed (a mid-epoch checkpoint), and the run says how to go on
+    # (with a data-loading worker, which gets the Ctrl-C of the process group too)
     out, twice = tmp_path / "once", tmp_path / "twice"
     second = started(kind, inputs, data_root, twice, "step@2=INT,write:last.pt@2=INT")
-    stopped = in_a_process(kind, inputs, data_root, out, "step@2=INT")
+    stopped = in_a_process(kind, inputs, data_root, out, "step@2=INT", "--workers", 1)
     assert stopped.returncode == 130, stopped.stderr[-3000:]
     line = stopped.stderr.strip().splitlines()[-1]
-    assert "Traceback" not in stopped.stderr
+    assert "Traceback" not in stopped.stderr and stopped.stderr.count("Ctrl-C: stopping") == 1
     assert line.startswith("interrupted: ") and str(out) in line, line
     assert "stopped at step 2 (batch 2 of epoch 1/2)" in line, line
     resume = line.split(": nas-reid ", 1)[1]
-    assert resume == (f"{kind} --resume --out {shlex.quote(str(out))} --threads 1 "
+    assert resume == (f"{kind} --resume --out {shlex.quote(str(out))} --threads 1 --workers 1 "
                       "--checkpoint-every 3")
     position = read_position(out)
     assert position == (0, 2, 2)
