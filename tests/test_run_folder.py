@@ -1,6 +1,7 @@
 """The run-folder lifecycle of a search and a retrain: a folder that failed before its first
 checkpoint, a folder of the other kind, an ``--out`` that cannot be created, a full disk, a
-mid-epoch resume's metrics, a killed write's temporary files, SIGKILL at each phase, Ctrl-C.
+mid-epoch resume's metrics, a killed write's temporary files, SIGKILL at each phase, Ctrl-C,
+extending a run on resume.
 
 Every run is tiny (ResNet-18 at 64x32, one-node cells, two epochs of PK 2x4 on the tiny
 synthreid benchmark) and ends compared with an uninterrupted run of the same settings: model
