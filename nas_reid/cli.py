@@ -2,18 +2,21 @@
 
 Every :class:`~nas_reid.errors.UserError` raised below a command becomes one line on stderr
 (``Error: ...``) and exit code 2, with no traceback; click's own usage errors exit 2 as well.
+Ctrl-C exits 130 after one line (an :class:`~nas_reid.errors.Interrupted`'s message: where the
+command stopped and how to continue).
 Heavy imports (torch, the generators) happen inside the commands so ``--help`` stays fast.
 """
 
 from __future__ import annotations
 
+import contextlib
 import sys
 from pathlib import Path
 
 import click
 
 from . import __version__
-from .errors import UserError
+from .errors import Interrupted, UserError
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
@@ -30,6 +33,9 @@ class _Group(click.Group):
             return super().invoke(ctx)
         except UserError as exc:
             raise _UserFacingError(str(exc)) from None
+        except KeyboardInterrupt as exc:  # Ctrl-C: what the command kept and how to go on
+            click.echo(str(exc) if isinstance(exc, Interrupted) else "interrupted", err=True)
+            ctx.exit(130)
 
 
 @click.group(cls=_Group, context_settings=CONTEXT)
@@ -184,7 +190,8 @@ def _set_threads(threads: int | None, device: str) -> None:
 @click.option("--root", type=click.Path(path_type=Path), default=None,
               help="Dataset folder (required but for synthreid).")
 @click.option("--epochs", type=click.IntRange(min=1), default=None,
-              help="Override the space's schedule.epochs.")
+              help="Override the space's schedule.epochs. With --resume: the run's new total, "
+              "at least the epochs it began (the schedules follow it from there on).")
 @click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True,
               help="cuda: one GPU per process (torchrun --nproc_per_node N for several).")
 @click.option("--out", type=click.Path(path_type=Path), default=None,
@@ -208,6 +215,7 @@ def search_cmd(space, overrides, data, root, epochs, device, out, resume, seed, 
     The weights train on one share of the training identities, the architecture on the other
     (held out) share. With no option it searches the small CPU space on the built-in
     synthetic benchmark. Under torchrun it runs data-parallel (only rank 0 writes and prints).
+    Ctrl-C checkpoints the step it is at and prints the command that resumes (exit 130).
     """
     import os
 
@@ -280,22 +288,13 @@ def pretrain_cmd(backbone, size, last_stride, overrides, device, threads, worker
 def _writable_file(out: Path, overwrite: bool) -> None:
     """Raise UserError unless ``out`` can be written as a new file (or replaced), before the
     work that produces it: a temporary file is created (and removed) where it will go."""
-    import tempfile
+    from .fileio import check_writable
 
     if out.is_dir():
         raise UserError(f"--out {out} is a folder; give a file name (e.g. {out / 'latency.json'})")
     if out.exists() and not overwrite:
         raise UserError(f"--out {out} exists; add --overwrite to replace it")
-    folder = out.expanduser().absolute().parent
-    while not folder.exists():  # the first folder that exists is where the new ones will go
-        folder = folder.parent
-    if not folder.is_dir():
-        raise UserError(f"--out {out}: {folder} is not a folder")
-    try:
-        with tempfile.TemporaryFile(dir=folder):
-            pass
-    except OSError as exc:
-        raise UserError(f"--out {out}: cannot write into {folder} ({exc.strerror or exc})") from None
+    check_writable(out.expanduser().absolute().parent, f"--out {out}")
 
 
 @main.command("latency-table", context_settings=CONTEXT)
@@ -373,7 +372,9 @@ def latency_table_cmd(space, device, out, batch, warmup, repeats, threads, overw
               "mobile (mobilenetv2) backbone.")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
               help="Override a recipe field, e.g. --set loss.rib=0.1 --set batch.p=8 (repeatable).")
-@click.option("--epochs", type=click.IntRange(min=1), default=None, help="Override the recipe's epochs.")
+@click.option("--epochs", type=click.IntRange(min=1), default=None,
+              help="Override the recipe's epochs. With --resume: the run's new total, at least "
+              "the epochs it began (the schedules follow it from there on).")
 @click.option("--seed", type=int, default=None, help="Override the recipe's seed.")
 @click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True,
               help="cuda: one GPU per process (torchrun --nproc_per_node N for several), bf16 "
@@ -402,7 +403,8 @@ def retrain_cmd(genotype, data, root, recipe, overrides, epochs, seed, device, o
     Builds the network from the genotype alone, trains it with the recipe on the training
     identities, evaluates on query / gallery every eval.every epochs, and writes a run folder
     (config.yaml, genotype.json, metrics.jsonl, TensorBoard events, checkpoints/last.pt and
-    best.pt, results.json with the last model's evaluation).
+    best.pt, results.json with the last model's evaluation). Ctrl-C checkpoints the step it is
+    at and prints the command that resumes (exit 130).
     """
     import os
 
@@ -779,22 +781,39 @@ def tune_cmd(ctx, tune_space, genotype, search_space, data, root, recipe, backen
             if ctx.get_parameter_source(option) not in (click.core.ParameterSource.DEFAULT, None):
                 raise UserError(f"--{option.replace('_', '-')} is for --backend ray")
         _set_threads(threads, device)
-        result = run_study(tune_space, data=data, device=device, progress=False, **common)
+        with _tune_ctrl_c(out):
+            result = run_study(tune_space, data=data, device=device, progress=False, **common)
     else:
         from .hpo import run_tune
 
         if device == "cuda" and not gpus_per_trial > 0:
             raise UserError("--backend ray trains on cuda when a trial has a GPU share: give "
                             "--gpus-per-trial (e.g. 1 or 0.5) instead of --device cuda")
-        result = run_tune(tune_space, data=data, address=address, storage_path=storage_path,
-                          cpus_per_trial=cpus_per_trial, gpus_per_trial=gpus_per_trial,
-                          max_concurrent=max_concurrent, threads=threads, progress=verbose,
-                          **common)
+        with _tune_ctrl_c(out):
+            result = run_tune(tune_space, data=data, address=address, storage_path=storage_path,
+                              cpus_per_trial=cpus_per_trial, gpus_per_trial=gpus_per_trial,
+                              max_concurrent=max_concurrent, threads=threads, progress=verbose,
+                              **common)
     _print_study(result)
     if result.interrupted:
         click.echo(f"interrupted: continue with nas-reid tune --resume --out {result.out_dir}",
                    err=True)
         ctx.exit(130)
+
+
+@contextlib.contextmanager
+def _tune_ctrl_c(out: Path):
+    """Ctrl-C outside the backends' own handling (set-up, a second Ctrl-C): how to go on."""
+    from .hpo.study import SETTINGS_FILE
+
+    try:
+        yield
+    except KeyboardInterrupt:
+        if (out / SETTINGS_FILE).is_file():
+            raise Interrupted(f"interrupted: continue with nas-reid tune --resume --out {out}"
+                              ) from None
+        raise Interrupted(f"interrupted before the study in {out} started; nothing was kept"
+                          ) from None
 
 
 def _print_study(result) -> None:

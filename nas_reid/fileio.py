@@ -14,11 +14,31 @@ import tempfile
 from pathlib import Path
 from typing import Any, Iterator
 
+from nas_reid.killpoints import reached
+
 
 def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return mask
+
+
+def check_writable(path: str | os.PathLike, what: str) -> None:
+    """:class:`~nas_reid.errors.UserError` (naming ``what``, e.g. ``--out x``) unless ``path``
+    (a folder, or where one will be created) can be written into: the first of it and its parents
+    that exists must be a folder that takes a file (an anonymous temporary file, gone at once)."""
+    from nas_reid.errors import UserError
+
+    folder = Path(path).expanduser().absolute()
+    while not folder.exists() and not folder.is_symlink():  # the first that exists holds the new
+        folder = folder.parent
+    if not folder.is_dir():
+        raise UserError(f"{what}: {folder} is not a folder")
+    try:
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as exc:
+        raise UserError(f"{what}: cannot write into {folder} ({exc.strerror or exc})") from None
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
@@ -32,10 +52,13 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
             handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
+        reached(f"write:{path.name}")  # test-only kill point (nas_reid.killpoints)
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
+        if isinstance(exc, OSError) and exc.filename is None:
+            exc.filename = str(path)  # a failed write or fsync names the file it was for
         raise
     return path
 

@@ -134,7 +134,7 @@ def test_retrain_takes_a_torchvision_file_and_none(tiny_pretraining, tmp_path, d
     retrain(tiny_genotype(), dataset, recipe="synthetic", out_dir=tmp_path / "none",
             backbone_weights="none", **common)
     config = yaml.safe_load((tmp_path / "none" / "config.yaml").read_text())
-    assert config["train"]["backbone_weights"] is None
+    assert config["train"]["backbone_weights"] == {"spec": "none", "file": None, "sha256": None}
 
 
 def test_a_distributed_run_does_not_pretrain(tiny_pretraining):

@@ -189,7 +189,7 @@ def test_a_resume_with_another_space_is_refused(tmp_path, dataset):
     with pytest.raises(Exception, match="differs from the run's"):
         search(changed, dataset, out_dir=out, resume=True, progress=False)
     with pytest.raises(Exception, match="differs from the run's"):
-        search(None, None, out_dir=out, resume=True, epochs=3, progress=False)
+        search(None, None, out_dir=out, resume=True, seed=3, progress=False)
 
 
 # ------------------------------------------------------------------------------ the collapse guard

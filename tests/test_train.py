@@ -252,7 +252,9 @@ def test_bad_inputs_fail_before_anything_is_written(tmp_path, dataset, finished)
     with pytest.raises(UserError, match="already holds a finished retrain"):
         run(tiny_genotype(), dataset, finished.out_dir)
     with pytest.raises(UserError, match="leave out --recipe"):
-        run(None, dataset, finished.out_dir, resume=True, epochs=5)
+        run(None, dataset, finished.out_dir, resume=True, seed=5)
+    with pytest.raises(UserError, match="already ran 2 epochs"):  # --epochs: a new total
+        run(None, dataset, finished.out_dir, recipe=None, resume=True, epochs=1)
     foreign = tmp_path / "foreign"
     foreign.mkdir()
     (foreign / "notes.txt").write_text("mine")

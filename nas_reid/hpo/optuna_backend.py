@@ -13,7 +13,8 @@ Failures and resume. A trial that raises is recorded as ``FAIL`` (with its error
 study goes on. Ctrl-C (``KeyboardInterrupt``) stops the study: the files are written and the
 result says ``interrupted``. A trial interrupted (by Ctrl-C, or by a killed session, which
 leaves it ``RUNNING``) is recorded as ``FAIL`` and, with ``resume=True``, continued: a new trial with the same values
-resumes its retrain from the last epoch's checkpoint in the same folder (its ``continues``
+resumes its retrain from its last checkpoint in the same folder (after Ctrl-C: the step it
+stopped at; Optuna's line on the interrupted trial carries no traceback) (its ``continues``
 user attribute names the trial it continues; interrupted trials do not count toward
 ``trials``). ``resume`` assumes no other process is running trials of this study.
 
@@ -25,7 +26,9 @@ first trial leaves nothing behind.
 
 from __future__ import annotations
 
+import logging
 import os
+import re
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -191,3 +194,20 @@ def _continue_interrupted(study: Any) -> None:
             study.tell(t.number, state=optuna.trial.TrialState.FAIL)
         if t.number not in continued:
             study.enqueue_trial(dict(t.params), user_attrs={"continues": t.number})
+
+
+class _InterruptedTrial(logging.Filter):
+    """Optuna logs a trial that Ctrl-C stopped as failed, with a traceback: one line instead."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        kind = record.exc_info[0] if record.exc_info else None
+        if kind is not None and issubclass(kind, KeyboardInterrupt):
+            line = re.sub(r" because of the following error: .*", "", record.getMessage(),
+                          flags=re.DOTALL)
+            line = line.replace(" failed ", " interrupted (Ctrl-C) ", 1)
+            record.msg = f"{line}; --resume continues it"
+            record.args, record.exc_info, record.exc_text = (), None, None
+        return True
+
+
+logging.getLogger("optuna.study._optimize").addFilter(_InterruptedTrial())

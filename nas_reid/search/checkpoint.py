@@ -4,6 +4,7 @@
 
 =====================  =====================================================================
 ``version``            this format's version
+``run``                ``"search"``: the kind of run that wrote it (a retrain's says ``"retrain"``)
 ``space_hash``         the search space's canonical hash (a resume must use the same space)
 ``seed``, ``epochs``   the search seed and the total number of epochs
 ``world_size``         how many DDP ranks wrote it
@@ -47,6 +48,7 @@ from typing import Any
 
 from nas_reid.errors import UserError
 from nas_reid.fileio import atomic_torch_save, torch_load_safe
+from nas_reid.resumable import RUN_KEY, checkpoint_kind
 
 VERSION = 1
 CHECKPOINT = Path("checkpoints") / "last.pt"
@@ -58,15 +60,18 @@ class CheckpointError(UserError):
 
 def save_checkpoint(path: str | os.PathLike, state: dict[str, Any]) -> Path:
     """``torch.save(state)`` to ``path`` atomically (temporary sibling, fsync, rename)."""
-    return atomic_torch_save(path, {"version": VERSION, **state})
+    return atomic_torch_save(path, {"version": VERSION, RUN_KEY: "search", **state})
 
 
 def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     """Read a checkpoint with ``weights_only=True`` onto the CPU; :class:`CheckpointError` if it
-    is missing, unreadable or of another version."""
+    is missing, unreadable, written by another kind of run or of another version."""
     state = torch_load_safe(path, CheckpointError)
-    if not isinstance(state, dict) or state.get("version") != VERSION:
-        version = state.get("version") if isinstance(state, dict) else None
-        raise CheckpointError(f"checkpoint {path} has version {version!r}; this nas-reid reads "
-                              f"version {VERSION}")
+    kind = checkpoint_kind(state)
+    if kind != "search":
+        raise CheckpointError(f"checkpoint {path} was written by a {kind} run, not a search"
+                              if kind else f"{path} is not a search checkpoint")
+    if state.get("version") != VERSION:
+        raise CheckpointError(f"checkpoint {path} has version {state.get('version')!r}; this "
+                              f"nas-reid reads version {VERSION}")
     return state

@@ -97,7 +97,7 @@ from nas_reid.genotype import Genotype, derive_genotype
 from nas_reid.losses import CrossEntropyLabelSmooth, RIBLoss, TripletLoss
 from nas_reid.ops.dcs import dcs_keep_ratios
 from nas_reid.precision import Precision
-from nas_reid.resumable import CONFIG_FILE, ResumableRun
+from nas_reid.resumable import ResumableRun, check_new_total, inspect_run_folder
 from nas_reid.runtime import (
     World,
     all_reduce_sums,
@@ -125,7 +125,7 @@ from nas_reid.search.data import (
 )
 from nas_reid.search.guards import CollapseWarning, check_collapse, collapse_report
 from nas_reid.search.latency import LATENCY_FILE, LatencyTable, LatencyTableError, table_for
-from nas_reid.search.runlog import RunLog
+from nas_reid.search.runlog import HISTORY_FILE, RunLog
 from nas_reid.space import SearchSpace, Supernet, load_space
 from nas_reid.space.reference import search_space_path
 from nas_reid.train.pretrain import file_sha256, resolve_backbone_weights
@@ -133,6 +133,9 @@ from nas_reid.train.pretrain import file_sha256, resolve_backbone_weights
 GENOTYPE_FILE = "genotype.json"
 CELLS_PICTURE = "cells.png"
 PROBS_PICTURE = "arch_probs.png"
+CONFIG_KEYS = {"space": dict, "search.data.name": str, "search.data.root": str,
+               "search.epochs": int, "search.seed": int}
+"""What a search's config.yaml must hold for ``--resume`` to start it again from it."""
 
 
 def default_space_path() -> Path:
@@ -169,21 +172,6 @@ class SearchResult:
 
 
 # ------------------------------------------------------------------------------ set-up helpers
-
-
-def _run_folder_state(out: Path) -> str:
-    """``absent``, ``empty``, ``finished``, ``unfinished`` or ``foreign`` (not a search run)."""
-    if not out.exists():
-        return "absent"
-    if not out.is_dir():
-        raise UserError(f"--out {out} exists and is not a folder")
-    if not any(out.iterdir()):
-        return "empty"
-    if (out / GENOTYPE_FILE).is_file() and (out / CHECKPOINT).is_file():
-        return "finished"
-    if (out / CHECKPOINT).is_file() or (out / CONFIG_FILE).is_file():
-        return "unfinished"
-    return "foreign"
 
 
 def _flat(d: Any, prefix: str = "") -> dict[str, Any]:
@@ -259,13 +247,17 @@ def search(space: str | os.PathLike | dict | SearchSpace | None = None,
         data: a :class:`ReIDDataset` or a registered dataset name (with ``root``); default the
             built-in ``synthreid`` benchmark, or, with ``resume``, the run's own.
         out_dir: the run folder; default ``runs/search-<timestamp>`` under the current folder.
-            It must not hold anything unless ``resume``.
-        epochs, seed: override the space's ``schedule.epochs`` / ``schedule.seed``.
+            It must not hold anything unless ``resume``, but a search that stopped before its
+            first checkpoint, which starts again (:mod:`nas_reid.resumable`).
+        epochs, seed: override the space's ``schedule.epochs`` / ``schedule.seed``; with
+            ``resume``, ``epochs`` is a new total (at least the epochs begun), followed by every
+            schedule from where the run resumes (:mod:`nas_reid.resumable`).
         overrides: fields of the space to change, ``{"schedule": {"cost": {"form":
             "additive"}}}`` or ``["schedule.cost.form=additive"]`` (values parsed as YAML);
             not with ``resume``.
         device: ``cpu`` or ``cuda`` (``cuda:<local rank>`` under torchrun).
-        resume: continue from ``out_dir/checkpoints/last.pt`` (a finished run is returned as is).
+        resume: continue from ``out_dir/checkpoints/last.pt`` (a finished run is returned as is;
+            one without a checkpoint starts again from its ``config.yaml``).
         progress: a progress bar with losses and ETA (on a terminal) and one summary line per
             epoch (stderr).
         num_workers: image-loading worker processes (results do not depend on it).
@@ -310,26 +302,17 @@ class _Search(ResumableRun):
                 dist.broadcast_object_list(name, src=0)
             out_dir = name[0]
         self.out = Path(out_dir).expanduser()
-        state = _run_folder_state(self.out)
+        folder = inspect_run_folder(self.out, self.kind, resume=resume, checkpoint=CHECKPOINT,
+                                    finished=("genotype", GENOTYPE_FILE), config_keys=CONFIG_KEYS)
         ckpt = None
-        if resume:
-            if state not in ("finished", "unfinished") or not (self.out / CHECKPOINT).is_file():
-                raise UserError(f"--resume: no checkpoint at {self.out / CHECKPOINT}; nothing to "
-                                "resume (run without --resume to start a search)")
+        if folder.state in ("finished", "unfinished"):
             ckpt = load_checkpoint(self.out / CHECKPOINT)
-        elif state == "finished":
-            raise UserError(f"--out {self.out} already holds a finished search (genotype: "
-                            f"{self.out / GENOTYPE_FILE}); choose another --out")
-        elif state == "unfinished":
-            raise UserError(f"--out {self.out} holds an unfinished search; add --resume to "
-                            "continue it, or choose another --out")
-        elif state == "foreign":
-            raise UserError(f"--out {self.out} is not empty and holds no search run; choose "
-                            "another --out")
-        self.ckpt = ckpt
-        saved = ckpt["config"] if ckpt is not None else None
+            if epochs is not None:
+                check_new_total(epochs, (ckpt["epoch"], ckpt["batch"]), self.kind, self.out)
+        self.ckpt, self.restart = ckpt, folder.restart
+        saved = ckpt["config"] if ckpt is not None else folder.config
 
-        # -- the space and the schedule (a resumed run keeps its own unless told otherwise)
+        # -- the space and the schedule (a resumed run keeps its own, but a new total of epochs)
         if saved is not None:
             epochs = saved["search"]["epochs"] if epochs is None else epochs
             seed = saved["search"]["seed"] if seed is None else seed
@@ -433,7 +416,7 @@ class _Search(ResumableRun):
         self.metrics_lines, self.history_lines = metrics, history
         self._genotypes: list[Genotype] | None = None
         """The genotype of every epoch so far (parsed from the history once, when first needed)."""
-        self.config = ckpt["config"] if ckpt is not None else {
+        self.config = saved if saved is not None else {
             "space": self.space.resolved(),
             "search": {"space_file": self.space.source, "data": self.data_ref,
                        "epochs": self.epochs, "seed": self.seed, "device": str(device),
@@ -445,6 +428,10 @@ class _Search(ResumableRun):
                                             if weights is not None else None),
                        "package_version": __version__, "torch_version": str(torch.__version__)},
         }
+        if ckpt is not None and ckpt["epochs"] != self.epochs:
+            self._change_epochs(ckpt["epochs"])
+        elif saved is not None:
+            self._set_epochs_in_config(None)  # a restart from config.yaml may have --epochs
         if self.latency_table is not None and ckpt is None:
             meta = self.latency_table.meta
             self.config["search"]["latency"] = {
@@ -497,11 +484,12 @@ class _Search(ResumableRun):
             pass
         a, b = _flat(saved), _flat(now)
         diffs = [f"{key}: {a.get(key)!r} in the run, {b.get(key)!r} now"
-                 for key in sorted(set(a) | set(b)) if a.get(key) != b.get(key)]
+                 for key in sorted(set(a) | set(b))
+                 if a.get(key) != b.get(key) and key != "schedule.epochs"]  # --epochs may change
         if diffs:
             raise UserError(f"--resume: the search space differs from the run's in {self.out} ("
                             + "; ".join(diffs[:3]) + ("; ..." if len(diffs) > 3 else "")
-                            + "); leave out --space/--epochs/--seed to continue it as it was")
+                            + "); leave out --space/--seed to continue it as it was")
 
     @staticmethod
     def _zero_sums() -> dict[str, float]:
@@ -693,7 +681,7 @@ class _Search(ResumableRun):
             warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler.step")
             self.weight_sched.step()
         self.epoch, self.batch, self.sums = number, 0, self._zero_sums()
-        self._save(session_start)
+        self._checkpoint(session_start)
 
     def _cost_record(self, genotype: Genotype) -> dict[str, Any] | None:
         if self.cost is None:
@@ -718,6 +706,9 @@ class _Search(ResumableRun):
     # -- the whole search
 
     # -- the hooks of ResumableRun (run() is the shared skeleton)
+
+    kind = "search"
+    own_files = (HISTORY_FILE, LATENCY_FILE, GENOTYPE_FILE, CELLS_PICTURE, PROBS_PICTURE)
 
     @property
     def checkpoint_path(self) -> Path:
@@ -767,10 +758,12 @@ class _Search(ResumableRun):
             s["arch_total"] = s.get("arch_total", 0.0) + arch["total"]
 
     def _update_dcs_keep(self) -> None:
-        """Keep ratios of the DCS ops' last training forwards (kept as they were if none ran)."""
-        keep = {k: v for k, v in dcs_keep_ratios(self.net).items() if math.isfinite(v)}
-        if keep:
-            self.dcs_keep = keep
+        """Keep ratio of each DCS op's last training forward, in module order; an op that has not
+        run since this session started keeps its value of the checkpoint (a mid-epoch resume
+        reports what an uninterrupted run does)."""
+        now = dcs_keep_ratios(self.net)
+        keep = {k: v if math.isfinite(v) else self.dcs_keep.get(k) for k, v in now.items()}
+        self.dcs_keep = {k: v for k, v in keep.items() if v is not None}
 
     def _finish(self, session_start: float) -> None:
         """The final genotype and pictures, then the finished checkpoint."""
@@ -782,7 +775,36 @@ class _Search(ResumableRun):
             plot_cells(genotype, self.out / CELLS_PICTURE)
             plot_arch_probabilities(genotype, self.out / PROBS_PICTURE)
         self.finished = True
-        self._save(session_start)
+        self._checkpoint(session_start)
+
+    def _schedules(self) -> dict[str, Any]:
+        schedules: dict[str, Any] = {}
+        if self.space.sampling.strategy == "gumbel":
+            tau = self.space.sampling.tau
+            schedules["temperature"] = lambda e, n: tau.at(e / n)
+        w = self.space.schedule.weights
+        if w.lr_schedule == "cosine":
+            schedules["weights lr"] = lambda e, n: _cosine(w.lr, w.lr_min, e, n)
+        if self.rib is not None:
+            schedules["RIB weight"] = self.rib.weight_at
+        return schedules
+
+    def _follow_new_total(self) -> None:
+        sched = self.weight_sched
+        if isinstance(sched, torch.optim.lr_scheduler.CosineAnnealingLR):
+            sched.T_max = self.epochs  # the next steps go on from this epoch's new value
+            lrs = [_cosine(base, sched.eta_min, sched.last_epoch, self.epochs)
+                   for base in sched.base_lrs]
+            for group, lr in zip(self.weight_opt.param_groups, lrs):
+                group["lr"] = lr
+            sched._last_lr = lrs
+        if self.batch > 0:  # the rest of a part-done epoch
+            self.net.set_temperature(self.space.sampling.tau.at(self.epoch / self.epochs))
+
+    def _set_epochs_in_config(self, change: dict[str, Any] | None) -> None:
+        self.config["space"]["schedule"]["epochs"] = self.config["search"]["epochs"] = self.epochs
+        if change is not None:
+            self.config["search"].setdefault("epochs_changed", []).append(change)
 
     def _decision_report(self, new: Genotype | None = None) -> DecisionReport | None:
         """The decisions of the last genotype over the history, ``new`` (this epoch's genotype,
@@ -814,3 +836,8 @@ class _Search(ResumableRun):
 
 def _constant(epoch: int) -> float:
     return 1.0
+
+
+def _cosine(lr: float, lr_min: float, epoch: int, epochs: int) -> float:
+    """The cosine schedule's learning rate of 0-based ``epoch`` out of ``epochs``."""
+    return lr_min + (lr - lr_min) * (1 + math.cos(math.pi * epoch / epochs)) / 2

@@ -7,6 +7,7 @@ evaluated). Both are one ``torch.save`` dict with at least::
 
     version       1
     kind          "nas-reid/model"
+    run           "retrain": the kind of run that wrote it (a search checkpoint says "search")
     genotype      the genotype as its JSON text (validated again on load)
     num_classes   classifier outputs (training identities)
     model         the network's state_dict (:class:`~nas_reid.space.discrete.ReIDNet`)
@@ -33,6 +34,7 @@ import torch
 from nas_reid.errors import UserError
 from nas_reid.fileio import atomic_torch_save, torch_load_safe
 from nas_reid.genotype import Genotype, GenotypeError
+from nas_reid.resumable import RUN_KEY, checkpoint_kind
 from nas_reid.space.discrete import ReIDNet, build_model
 
 VERSION = 1
@@ -62,7 +64,8 @@ def model_state(model: ReIDNet, *, num_classes: int, epoch: int, data: dict[str,
                 metrics: dict[str, Any] | None, **extra: Any) -> dict[str, Any]:
     """The checkpoint dict of ``model`` (``extra`` keys are added as they are)."""
     net = getattr(model, "module", model)
-    return {"version": VERSION, "kind": KIND, "genotype": net.genotype.to_json(),
+    return {"version": VERSION, "kind": KIND, RUN_KEY: "retrain",
+            "genotype": net.genotype.to_json(),
             "num_classes": int(num_classes),
             "model": {k: v.detach().cpu() for k, v in net.state_dict().items()},
             "epoch": int(epoch), "data": dict(data), "metrics": metrics, **extra}
@@ -85,8 +88,8 @@ def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
         path = path / LAST
     state = torch_load_safe(path, ModelCheckpointError)
     if not isinstance(state, dict) or state.get("kind") != KIND:
-        hint = (" (a search checkpoint: retrain its genotype.json first)"
-                if isinstance(state, dict) and "space_hash" in state else "")
+        hint = (" (written by a search run: retrain its genotype.json first)"
+                if checkpoint_kind(state) == "search" else "")
         raise ModelCheckpointError(f"{path} is not a nas-reid model checkpoint{hint}")
     if state.get("version") != VERSION:
         raise ModelCheckpointError(f"checkpoint {path} has version {state.get('version')!r}; "

@@ -72,7 +72,7 @@ from nas_reid.evaluation.features import extract
 from nas_reid.genotype import Genotype
 from nas_reid.losses import CenterLoss, CrossEntropyLabelSmooth, RIBLoss, TripletLoss
 from nas_reid.precision import Precision
-from nas_reid.resumable import ResumableRun
+from nas_reid.resumable import ResumableRun, check_new_total, inspect_run_folder
 from nas_reid.runlog import MetricsLog
 from nas_reid.runtime import (
     World,
@@ -103,6 +103,9 @@ from nas_reid.train.recipe import Recipe, default_recipe, load_recipe, merge, pa
 GENOTYPE_FILE = "genotype.json"
 RESULTS_FILE = "results.json"
 TRAIN_STREAM = 2
+CONFIG_KEYS = {"recipe": dict, "data.name": str, "data.root": str, "train": dict,
+               "reference": (str, type(None))}
+"""What a retrain's config.yaml must hold for ``--resume`` to start it again from it."""
 
 
 @dataclass
@@ -122,19 +125,6 @@ class TrainResult:
     best: dict[str, Any]
     metrics: list[dict[str, Any]] = field(default_factory=list)
     """The epoch records of metrics.jsonl."""
-
-
-def _run_folder_state(out: Path) -> str:
-    """``absent``, ``empty``, ``finished``, ``unfinished`` or ``foreign`` (not a retrain run)."""
-    if not out.exists():
-        return "absent"
-    if not out.is_dir():
-        raise UserError(f"--out {out} exists and is not a folder")
-    if not any(out.iterdir()):
-        return "empty"
-    if (out / LAST).is_file():
-        return "finished" if (out / RESULTS_FILE).is_file() else "unfinished"
-    return "foreign"
 
 
 def retrain(genotype: Genotype | str | os.PathLike | None = None,
@@ -169,9 +159,14 @@ def retrain(genotype: Genotype | str | os.PathLike | None = None,
             with ``resume``).
         overrides: recipe overrides, ``{"loss": {"rib": 0.1}}`` or ``["loss.rib=0.1"]``.
         epochs, seed: override the recipe's (a milestone at or after the new epochs is never
-            reached; the warm-up must stay shorter than the epochs).
+            reached; the warm-up must stay shorter than the epochs); with ``resume``, ``epochs``
+            is a new total (at least the epochs begun), followed by every schedule from where
+            the run resumes (:mod:`nas_reid.resumable`).
         device: ``cpu`` or ``cuda`` (``cuda:<local rank>`` under torchrun).
-        resume: continue ``out_dir/checkpoints/last.pt`` (a finished run is returned as is).
+        resume: continue ``out_dir/checkpoints/last.pt`` (a finished run is returned as is;
+            one without a checkpoint starts again from its ``config.yaml``). Without it,
+            ``out_dir`` must be new or empty or hold a retrain that stopped before its first
+            checkpoint (started again).
         backbone_weights: a local torchvision state_dict file for the backbone (ImageNet).
         rerank: the final evaluation also reports k-reciprocal re-ranking.
         checkpoint_every: also checkpoint every this many steps (0: once per epoch).
@@ -223,37 +218,37 @@ class _Retrain(ResumableRun):
                 dist.broadcast_object_list(name, src=0)
             out_dir = name[0]
         self.out = Path(out_dir).expanduser()
-        state = _run_folder_state(self.out)
+        folder = inspect_run_folder(self.out, self.kind, resume=resume, checkpoint=LAST,
+                                    finished=("results", RESULTS_FILE), config_keys=CONFIG_KEYS)
         ckpt = None
-        if resume:
-            if state not in ("finished", "unfinished"):
-                raise UserError(f"--resume: no checkpoint at {self.out / LAST}; nothing to resume "
-                                "(run without --resume to start a retrain)")
+        if folder.state in ("finished", "unfinished"):
             try:
                 ckpt = read_checkpoint(self.out / LAST)
             except ModelCheckpointError as exc:
                 raise UserError(f"--resume: {exc}") from None
             if "training" not in ckpt:
                 raise UserError(f"--resume: {self.out / LAST} holds no training state")
-        elif state == "finished":
-            raise UserError(f"--out {self.out} already holds a finished retrain (results: "
-                            f"{self.out / RESULTS_FILE}); choose another --out")
-        elif state == "unfinished":
-            raise UserError(f"--out {self.out} holds an unfinished retrain; add --resume to "
-                            "continue it, or choose another --out")
-        elif state == "foreign":
-            raise UserError(f"--out {self.out} is not empty and holds no retrain run; choose "
-                            "another --out")
-        self.ckpt = ckpt
-        saved = ckpt["training"]["config"] if ckpt is not None else None
+            if epochs is not None:
+                t = ckpt["training"]
+                check_new_total(epochs, (t["epoch"], t["batch"]), self.kind, self.out)
+        self.ckpt, self.restart = ckpt, folder.restart
+        saved = ckpt["training"]["config"] if ckpt is not None else folder.config
 
         # -- the genotype
         reference = None
-        if ckpt is not None:
+        if saved is not None:
             if genotype is not None:
                 raise UserError("--resume continues the run's own genotype; leave out --genotype")
-            self.genotype = Genotype.from_json(ckpt["genotype"])
+            if ckpt is not None:
+                self.genotype = Genotype.from_json(ckpt["genotype"])
+            elif (self.out / GENOTYPE_FILE).is_file():
+                self.genotype = Genotype.from_json(self.out / GENOTYPE_FILE)
+            else:
+                raise UserError(f"--resume: {self.out} stopped before writing its "
+                                f"{GENOTYPE_FILE}; run the retrain again without --resume")
             reference = saved["reference"]
+            recorded = saved["train"].get("backbone_weights")  # {"spec", "file", "sha256"}
+            backbone_weights = recorded.get("spec") if isinstance(recorded, Mapping) else recorded
         elif isinstance(genotype, Genotype):
             self.genotype = genotype
         elif genotype is None:
@@ -271,10 +266,11 @@ class _Retrain(ResumableRun):
             if self.data_ref != saved["data"]:
                 raise UserError(f"--resume: the run in {self.out} trained on {saved['data']}, "
                                 f"not {self.data_ref}")
-            if recipe is not None or overrides or epochs is not None or seed is not None:
+            if recipe is not None or overrides or seed is not None:
                 raise UserError("--resume continues the run's own recipe; leave out --recipe, "
-                                "--set, --epochs and --seed")
-            self.recipe = load_recipe(saved["recipe"])
+                                "--set and --seed (--epochs may change its total)")
+            self.recipe = load_recipe(saved["recipe"],
+                                      None if epochs is None else {"epochs": epochs})
         else:
             if recipe is None:
                 recipe = default_recipe(ds.name, self.genotype.backbone.name)
@@ -310,14 +306,16 @@ class _Retrain(ResumableRun):
 
         # -- the model, losses and optimizers (seeded: the same seed builds the same network)
         weights_file = self.weights_info = None
-        if ckpt is None:
+        if ckpt is None:  # a resumed run has its own weights
+            spec = backbone_weights if backbone_weights is not None else r.backbone.weights
             weights_file = resolve_backbone_weights(
-                backbone_weights if backbone_weights is not None else r.backbone.weights,
-                self.genotype.backbone.name, self.genotype.input_size,
+                spec, self.genotype.backbone.name, self.genotype.input_size,
                 self.genotype.backbone.last_stride, device=device, progress=self.progress,
                 may_train=world.size == 1, log=self._say)
-            if weights_file is not None and weights_file.is_file():
-                self.weights_info = {"file": str(weights_file), "sha256": file_sha256(weights_file)}
+            known = weights_file is not None and weights_file.is_file()  # else the load says why
+            self.weights_info = {"spec": None if spec is None else str(spec),
+                                 "file": str(weights_file) if known else None,
+                                 "sha256": file_sha256(weights_file) if known else None}
         seed_all(self.seed)
         self.net: ReIDNet = build_model(self.genotype, self.num_classes,
                                         backbone_weights=weights_file).to(device)
@@ -383,6 +381,10 @@ class _Retrain(ResumableRun):
                       "out_dir": str(self.out), "package_version": __version__,
                       "torch_version": str(torch.__version__)},
         }
+        if ckpt is not None and ckpt["training"]["config"]["recipe"]["epochs"] != self.epochs:
+            self._change_epochs(ckpt["training"]["config"]["recipe"]["epochs"])
+        elif saved is not None:
+            self._set_epochs_in_config(None)  # a restart from config.yaml may have --epochs
 
     # -- helpers
 
@@ -568,13 +570,37 @@ class _Retrain(ResumableRun):
         self.epoch, self.batch, self.sums = number, 0, self._zero_sums()
         if improved and self.is_main:
             save_model_checkpoint(self.out / BEST, self._model_state())
-        self._save(session_start)
+        self._checkpoint(session_start)
         if self.on_epoch is not None and self.is_main:
             self.on_epoch(logged)
+
+    # -- a new total of epochs (ResumableRun._change_epochs)
+
+    def _schedules(self) -> dict[str, Any]:
+        schedule, base = self.recipe.lr_schedule, self.recipe.optimizer.lr
+        schedules: dict[str, Any] = {"lr": lambda e, n: base * schedule.factor(e, n)}
+        if self.rib is not None:
+            schedules["RIB weight"] = self.rib.weight_at
+        return schedules
+
+    def _follow_new_total(self) -> None:
+        factor, sched = self.recipe.lr_schedule.factor, self.sched
+        lrs = [base * factor(sched.last_epoch, self.epochs) for base in sched.base_lrs]
+        for group, lr in zip(self.opt.param_groups, lrs):
+            group["lr"] = lr
+        sched._last_lr = lrs
+
+    def _set_epochs_in_config(self, change: dict[str, Any] | None) -> None:
+        self.config["recipe"]["epochs"] = self.epochs
+        if change is not None:
+            self.config["train"].setdefault("epochs_changed", []).append(change)
 
     # -- the whole run
 
     # -- the hooks of ResumableRun (run() is the shared skeleton)
+
+    kind = "retrain"
+    own_files = (GENOTYPE_FILE, RESULTS_FILE)
 
     @property
     def checkpoint_path(self) -> Path:
@@ -625,7 +651,7 @@ class _Retrain(ResumableRun):
                      "note": "the last model's evaluation; best.pt is selected on this split"}
             write_results(result, self.out / RESULTS_FILE, extra=extra)
             self.results = result.to_dict() | extra
-        self._save(session_start)
+        self._checkpoint(session_start)
 
     def _result(self) -> TrainResult:
         results = self.results
