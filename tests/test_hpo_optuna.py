@@ -388,3 +388,51 @@ def test_bad_trial_values_fail_the_trial_not_the_study(tmp_path, dataset, monkey
 
         Objective.build(space, dataset, genotype=tiny_genotype(), recipe="bot").recipe_overrides(
             {"lr_schedule.warmup_epochs": 5})
+
+
+def _record_run_dir(out: Path, number: int, run_dir: Path, name: str = "tiny_tune") -> None:
+    """Point trial ``number``'s recorded ``run_dir`` elsewhere (an edited study, another
+    machine's path): Optuna does not update a finished trial, so the database is edited."""
+    import sqlite3
+
+    trial_id = trials_of(out, name)[number]._trial_id
+    with sqlite3.connect(out / "study.db") as db:
+        changed = db.execute("UPDATE trial_user_attributes SET value_json = ? WHERE trial_id = ? "
+                             "AND key = 'run_dir'", (json.dumps(str(run_dir)), trial_id)).rowcount
+    assert changed == 1
+
+
+@pytest.mark.parametrize("where", ["outside", "symlink"])
+def test_resume_never_touches_a_recorded_folder_outside_out(tmp_path, dataset, monkeypatch, where):
+    real = fake_retrain({0: 0.5, 1: 0.4, 2: 0.3, 3: 0.2})
+    calls = []
+
+    def interrupted_once(genotype, data, *, out_dir, on_epoch, **kwargs):
+        calls.append(Path(out_dir))
+        if len(calls) == 2:  # Ctrl-C in trial 1
+            raise KeyboardInterrupt
+        return real(genotype, data, out_dir=out_dir, on_epoch=on_epoch, **kwargs)
+
+    monkeypatch.setattr(loop, "retrain", interrupted_once)
+    out = tmp_path / "study"
+    assert study(dataset, out, trials=2, early_stopping="none").interrupted
+    victim = tmp_path / "victim"
+    (victim / "retrain").mkdir(parents=True)
+    (victim / "keep.txt").write_text("mine")
+    (victim / "retrain" / "keep.txt").write_text("mine")
+    if where == "outside":
+        _record_run_dir(out, 1, victim / "retrain")
+    else:  # the trial's own folder replaced by a link to another one
+        import shutil
+
+        shutil.rmtree(out / "trials" / "1")
+        (out / "trials" / "1").symlink_to(victim, target_is_directory=True)
+    with pytest.warns(UserWarning, match="outside"):
+        again = study(dataset, out, trials=2, early_stopping="none", resume=True)
+    assert sorted(p.name for p in victim.rglob("*")) == ["keep.txt", "keep.txt", "retrain"]
+    assert not any(victim in p.parents or p == victim for p in calls[2:])
+    if where == "outside":
+        assert again.n_complete == 2 and calls[2].is_relative_to(out / "trials")
+    else:  # nowhere inside --out is left for it: the continuation fails, the folder is kept
+        assert states(out) == ["COMPLETE", "FAIL", "FAIL"] and "outside" in rows(out)[2]["error"]
+        assert again.n_failed == 2  # the interrupted trial 1 and its continuation

@@ -15,7 +15,9 @@ result says ``interrupted``. A trial interrupted (by Ctrl-C, or by a killed sess
 leaves it ``RUNNING``) is recorded as ``FAIL`` and, with ``resume=True``, continued: a new trial with the same values
 resumes its retrain from the last epoch's checkpoint in the same folder (its ``continues``
 user attribute names the trial it continues; interrupted trials do not count toward
-``trials``). ``resume`` assumes no other process is running trials of this study.
+``trials``). ``resume`` assumes no other process is running trials of this study. Nothing
+outside ``<out_dir>/trials`` is written or removed: a recorded folder that lies elsewhere
+(symbolic links resolved; an edited study, a moved folder) is left alone with a warning.
 
 Files: see :mod:`nas_reid.hpo.report` (``trials.csv``, ``best.yaml``, ``best_trial.yaml``, the
 plots, rewritten after every trial) and :mod:`nas_reid.hpo.study` (``tune.yaml``). Bad inputs
@@ -26,6 +28,7 @@ first trial leaves nothing behind.
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -119,10 +122,8 @@ def run_study(space: TuneSpace | str | os.PathLike | Mapping[str, Any], genotype
         values = space.suggest(trial)
         work = out / TRIALS_DIR / str(trial.number)
         if continues is not None:  # the interrupted trial's folder and the epochs it reported
-            old = study.trials[continues]
-            run_dir = old.user_attrs.get("run_dir")  # absent if killed before it was set
-            work = Path(run_dir).parent if run_dir else out / TRIALS_DIR / str(continues)
-            for step, value in sorted(old.intermediate_values.items()):
+            work = _continued_folder(study, continues, out / TRIALS_DIR)
+            for step, value in sorted(study.trials[continues].intermediate_values.items()):
                 trial.report(value, step)
         trial.set_user_attr("run_dir", str(work / RETRAIN_DIR))
         trial.set_user_attr("status", "running")  # stays so if the session ends in the trial
@@ -134,6 +135,9 @@ def run_study(space: TuneSpace | str | os.PathLike | Mapping[str, Any], genotype
                                          f"({metric} {metrics[metric]:.4f})")
 
         try:
+            if not _inside(work, out / TRIALS_DIR):
+                raise UserError(f"trial folder {work} leads outside {out / TRIALS_DIR} "
+                                f"(to {work.resolve()}); it is left alone")
             value = objective.run(values, work, report, resume=continues is not None)
         except optuna.TrialPruned:
             trial.set_user_attr("status", "done")
@@ -163,6 +167,32 @@ def run_study(space: TuneSpace | str | os.PathLike | Mapping[str, Any], genotype
     files, skipped = write_outputs(study, objective, out, info)
     return summarize(study, objective, backend="optuna", storage=url, out=out, files=files,
                      skipped=skipped, interrupted=interrupted)
+
+
+def _inside(path: Path, folder: Path) -> bool:
+    """Whether ``path`` lies strictly inside ``folder``, symbolic links resolved."""
+    return path.resolve().is_relative_to(folder.resolve()) and path.resolve() != folder.resolve()
+
+
+def _continued_folder(study: Any, number: int, trials_dir: Path) -> Path:
+    """The folder in which the interrupted trial ``number`` continues: the one its ``run_dir``
+    records if that lies inside ``trials_dir``; else (an edited study, a folder moved, a link
+    out) ``trials_dir/<the first trial of its chain of continuations>``, with a warning: a
+    resumed study writes and removes nothing outside its own folder."""
+    trials = study.get_trials(deepcopy=False)
+    first = number
+    while trials[first].user_attrs.get("continues") is not None:
+        first = int(trials[first].user_attrs["continues"])
+    default = trials_dir / str(first)
+    run_dir = trials[number].user_attrs.get("run_dir")  # absent if killed before it was set
+    if run_dir is None:
+        return default
+    recorded = Path(run_dir).parent
+    if _inside(recorded, trials_dir):
+        return recorded
+    warnings.warn(f"trial {number}: its recorded folder {recorded} is outside {trials_dir}; it is "
+                  f"left alone and the trial continues in {default}", stacklevel=2)
+    return default
 
 
 def _interrupted(trial: Any) -> bool:
