@@ -3,11 +3,26 @@
 The CLI turns every :class:`UserError` into one line on stderr and exit code 2, without a
 traceback. Library code raises the most specific subclass, with a message that names the
 offending file, folder or field.
+
+A :class:`UserError` raised in a ``DataLoader`` worker process reaches the main process
+re-created from a message that carries the worker's traceback; the error keeps only the
+original message (the traceback's last line).
 """
+
+import re
+
+_WORKER = re.compile(r"^Caught \w+ in DataLoader worker process \d+\.\nOriginal Traceback")
+_LAST_LINE = re.compile(r"^[\w.]+: ")
 
 
 class UserError(Exception):
     """Bad input from the user: reported as one clear message, exit code 2."""
+
+    def __init__(self, *args: object) -> None:
+        if len(args) == 1 and isinstance(args[0], str) and _WORKER.match(args[0]):
+            last = args[0].rstrip().splitlines()[-1]
+            args = (_LAST_LINE.sub("", last, count=1),)
+        super().__init__(*args)
 
 
 class DatasetError(UserError):
