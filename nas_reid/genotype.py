@@ -81,8 +81,10 @@ from nas_reid.space.backbone import POSITIONS, stage_shapes
 from nas_reid.space.config import (
     SearchSpace,
     canonical_params,
+    check_input_divides,
     check_op,
     format_validation_error,
+    input_stride,
     scalar_params,
 )
 from nas_reid.space.mobile import MOBILE_BACKBONES, MobileArch, mobile_stage_shapes
@@ -261,6 +263,10 @@ class Genotype(_Model):
 
     @model_validator(mode="after")
     def _check(self) -> "Genotype":
+        b, mobile = self.backbone, self.backbone.mobile
+        check_input_divides(self.input.height, self.input.width,
+                            input_stride(b.last_stride, mobile.stages if mobile else None),
+                            b.name, b.last_stride)
         positions = [c.position for c in self.cells]
         for i, p in enumerate(positions):
             if p in positions[:i]:

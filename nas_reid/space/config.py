@@ -18,6 +18,8 @@ becomes one :class:`SpaceError` that names the file and each bad field by its pa
 (``ops[2].params.c_ratio``, ``cells.positions[1]``). Op parameters are checked by building every
 candidate for every cell position's ``(C, H, W)`` (on the ``meta`` device: no memory, no time),
 so a parameter that only fails at some size (an RGA ratio, a DCS window) is caught at load time.
+The input height and width must be multiples of the backbone's total stride
+(:func:`input_stride`: 16 for a ResNet with last stride 1), so every stage halves them exactly.
 
 Canonical hash. :meth:`SearchSpace.canonical_hash` is the sha256 (first 16 hex digits) of the
 sorted-key JSON of what defines the architecture space: ``input``, ``backbone`` name and last
@@ -181,6 +183,33 @@ class OpSpec(_Model):
     def full_params(self) -> dict[str, Any]:
         """All parameters of the op, defaults filled in, keys sorted (see :func:`canonical_params`)."""
         return canonical_params(self.name, self.params)
+
+
+def input_stride(last_stride: int, stages: list[Any] | None = None) -> int:
+    """Input pixels per pixel of the backbone's last feature map, per side: 16 x ``last_stride``
+    for a ResNet (stem conv, max-pool, layer2 .. layer4); for a mobile backbone (its
+    ``stages``) the stem conv's 2 times every stage's first stride."""
+    if stages is None:
+        return 16 * int(last_stride)
+    from nas_reid.space.mobile import effective_stride
+
+    stride = 2
+    for stage in stages:
+        stride *= effective_stride(stage, last_stride)
+    return stride
+
+
+def check_input_divides(height: int, width: int, stride: int, backbone: str,
+                        last_stride: int) -> None:
+    """Raise ``ValueError`` (a validator's message, field ``input``) unless the backbone's
+    total ``stride`` divides the input size (every stage then halves it exactly)."""
+    if height % stride or width % stride:
+        def near(n: int) -> int:
+            return max(stride, round(n / stride) * stride)
+
+        raise ValueError(f"input: {height}x{width} is not divisible by {stride}, the total stride "
+                         f"of {backbone} with last_stride {last_stride}; use multiples of "
+                         f"{stride} (e.g. {near(height)}x{near(width)})")
 
 
 def canonical_params(name: str, params: dict[str, Any]) -> dict[str, Any]:
@@ -385,6 +414,14 @@ class SearchSpace(_Model):
         if isinstance(ops, list):
             return [{"name": op} if isinstance(op, str) else op for op in ops]
         return ops
+
+    @model_validator(mode="after")
+    def _input_divides(self) -> "SearchSpace":
+        bb = self.backbone
+        check_input_divides(self.input.height, self.input.width,
+                            input_stride(bb.last_stride, bb.mobile.stages if bb.mobile else None),
+                            bb.name, bb.last_stride)
+        return self
 
     @model_validator(mode="after")
     def _check_ops(self) -> "SearchSpace":
