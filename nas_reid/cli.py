@@ -1,7 +1,8 @@
 """The ``nas-reid`` command line: a thin shell over the library's public functions.
 
 Every :class:`~nas_reid.errors.UserError` raised below a command becomes one line on stderr
-(``Error: ...``) and exit code 2, with no traceback; click's own usage errors exit 2 as well.
+(``Error: ...``) and exit code 2, with no traceback; so does each of click's own usage errors
+(an unknown option, a value out of range), with a pointer to the command's ``--help``.
 Heavy imports (torch, the generators) happen inside the commands so ``--help`` stays fast.
 """
 
@@ -22,14 +23,33 @@ class _UserFacingError(click.ClickException):
     exit_code = 2
 
 
+def _one_line(exc: click.UsageError) -> click.ClickException:
+    """click's usage error (usage, a hint, the message: four lines) as one line; a group
+    called without a command still prints its help."""
+    if isinstance(exc, click.exceptions.NoArgsIsHelpError):
+        return exc
+    path = exc.ctx.command_path if exc.ctx is not None else "nas-reid"
+    message = " ".join(exc.format_message().split())  # a Choice's list comes on new lines
+    return _UserFacingError(f"{message} (see {path} --help)")
+
+
 class _Group(click.Group):
-    """A click group whose commands report UserError as a clean exit-2 message."""
+    """A click group whose commands report UserError and click's usage errors as one clean
+    exit-2 line."""
+
+    def make_context(self, info_name, args, parent=None, **extra):
+        try:
+            return super().make_context(info_name, args, parent=parent, **extra)
+        except click.UsageError as exc:
+            raise _one_line(exc) from None
 
     def invoke(self, ctx: click.Context):
         try:
             return super().invoke(ctx)
         except UserError as exc:
             raise _UserFacingError(str(exc)) from None
+        except click.UsageError as exc:
+            raise _one_line(exc) from None
 
 
 @click.group(cls=_Group, context_settings=CONTEXT)
@@ -133,13 +153,17 @@ def data_synth(out, ids, cameras, images_per_id, size, seed, workers, overwrite)
 @_dataset_options
 @click.option("--split", type=click.Choice(["train", "query", "gallery"]), default="train",
               show_default=True)
-@click.option("--out", type=click.Path(path_type=Path), required=True, help="PNG file to write.")
-@click.option("--ids", "num_ids", type=int, default=8, show_default=True, help="Identities (rows).")
-@click.option("--per-id", type=int, default=8, show_default=True, help="Images per identity.")
+@click.option("--out", type=click.Path(path_type=Path), required=True,
+              help="PNG file to write (replaced if it exists).")
+@click.option("--ids", "num_ids", type=click.IntRange(min=1), default=8, show_default=True,
+              help="Identities (rows).")
+@click.option("--per-id", type=click.IntRange(min=1), default=8, show_default=True,
+              help="Images per identity.")
 def data_sheet(dataset, root, cuhk03_variant, msmt17_combine_val, split, out, num_ids, per_id) -> None:
     """Write a contact sheet PNG: one row of images per identity, labelled with pid and camera."""
     from .viz.contact_sheet import make_contact_sheet
 
+    _writable_file(out, overwrite=True, example="sheet.png")
     ds, _ = _load(dataset, root, cuhk03_variant, msmt17_combine_val)
     path = make_contact_sheet(ds.split(split), out, ids=num_ids, per_id=per_id,
                               title=f"{ds.name} / {split}")
@@ -239,13 +263,13 @@ def search_cmd(space, overrides, data, root, epochs, device, out, resume, seed, 
 
 
 # ------------------------------------------------------------------------------ latency-table
-def _writable_file(out: Path, overwrite: bool) -> None:
+def _writable_file(out: Path, overwrite: bool, example: str = "latency.json") -> None:
     """Raise UserError unless ``out`` can be written as a new file (or replaced), before the
     work that produces it: a temporary file is created (and removed) where it will go."""
     import tempfile
 
     if out.is_dir():
-        raise UserError(f"--out {out} is a folder; give a file name (e.g. {out / 'latency.json'})")
+        raise UserError(f"--out {out} is a folder; give a file name (e.g. {out / example})")
     if out.exists() and not overwrite:
         raise UserError(f"--out {out} exists; add --overwrite to replace it")
     folder = out.expanduser().absolute().parent
@@ -554,14 +578,14 @@ def genotype_diff(a, b, out, formats) -> None:
     """
     from .genotype_diff import diff_genotypes, format_diff
 
+    if out is not None and out.exists() and not out.is_dir():
+        raise UserError(f"--out {out} exists and is not a folder")
     diff = diff_genotypes(a, b)
     click.echo(format_diff(diff))
     if out is not None:
         from .viz.figures import save_figure
         from .viz.genotype_plots import plot_genotype_diff
 
-        if out.exists() and not out.is_dir():
-            raise UserError(f"--out {out} exists and is not a folder")
         out.mkdir(parents=True, exist_ok=True)
         for path in save_figure(plot_genotype_diff(diff), out / "diff", formats=formats):
             click.echo(f"wrote {path}")
