@@ -318,8 +318,9 @@ CASES: list[Case] = [
       "--epochs", "1", "--set", "lr_schedule.warmup_epochs=0", words="cannot read image",
       setup=lambda folder: _zero_byte_market(folder / "zb"), marks=(
           pytest.mark.slow, pytest.mark.xfail(strict=True, reason="issue 18.1 (run-folder "
-                                              "lifecycle, branch issue18): an error before the "
-                                              "first checkpoint leaves a half-made run folder"))),
+                                              "lifecycle, branch issue18): an unreadable image "
+                                              "met in the first epoch leaves a run folder (its "
+                                              "epoch-0 checkpoint) behind"))),
     # -- search: the run folder
     c("search-out-is-a-file", *SEARCH, words="run", setup=write("run", "x")),
     c("search-out-foreign", *SEARCH, words="holds no search run", setup=write("run/a.txt", "x")),
