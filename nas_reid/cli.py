@@ -84,15 +84,28 @@ def _dataset_options(fn):
         help="Dataset folder, or a folder that holds it under its usual name. "
         "Optional for synthreid (default: the cached built-in benchmark).",
     )(fn)
+    fn = click.option(  # the old name, hidden: --data as on search / retrain / evaluate / tune
+        "--dataset", "dataset_alias", type=click.Choice(DATASET_NAMES), default=None,
+        hidden=True,
+    )(fn)
     fn = click.option(
-        "--dataset", "dataset", required=True, type=click.Choice(DATASET_NAMES),
-        help="Which dataset layout to read.",
+        "--data", "dataset", type=click.Choice(DATASET_NAMES), default=None,
+        help="Which dataset layout to read (required).",
     )(fn)
     return fn
 
 
-def _load(dataset: str, root: Path | None, cuhk03_variant: str, msmt17_combine_val: bool,
-          flag: str = "--dataset"):
+def _dataset_name(dataset: str | None, alias: str | None) -> str:
+    """``--data``, or its old name ``--dataset``."""
+    if dataset is not None and alias is not None and dataset != alias:
+        raise UserError(f"--data {dataset} and --dataset {alias} disagree; give --data only")
+    if dataset is None and alias is None:
+        raise UserError("Missing option '--data' (the dataset layout to read: "
+                        f"{', '.join(DATASET_NAMES)})")
+    return dataset or alias
+
+
+def _load(dataset: str, root: Path | None, cuhk03_variant: str, msmt17_combine_val: bool):
     from .data import load_dataset
 
     options = {}
@@ -101,7 +114,7 @@ def _load(dataset: str, root: Path | None, cuhk03_variant: str, msmt17_combine_v
     if dataset == "msmt17" and msmt17_combine_val:
         options["combine_val"] = True
     if root is None and dataset != "synthreid":
-        raise UserError(f"--root is required for {flag} {dataset}")
+        raise UserError(f"--root is required for --data {dataset}")
     return load_dataset(dataset, root, **options), options
 
 
@@ -112,11 +125,12 @@ def data() -> None:
 
 @data.command("check", context_settings=CONTEXT)
 @_dataset_options
-def data_check(dataset, root, cuhk03_variant, msmt17_combine_val) -> None:
+def data_check(dataset, dataset_alias, root, cuhk03_variant, msmt17_combine_val) -> None:
     """Print ids / images / cameras per split and compare them with the official counts."""
     from .data.check import check_dataset, format_check
     from .data.registry import official_counts
 
+    dataset = _dataset_name(dataset, dataset_alias)
     ds, options = _load(dataset, root, cuhk03_variant, msmt17_combine_val)
     result = check_dataset(ds, official=official_counts(dataset, **options))
     click.echo(format_check(result))
@@ -159,10 +173,12 @@ def data_synth(out, ids, cameras, images_per_id, size, seed, workers, overwrite)
               help="Identities (rows).")
 @click.option("--per-id", type=click.IntRange(min=1), default=8, show_default=True,
               help="Images per identity.")
-def data_sheet(dataset, root, cuhk03_variant, msmt17_combine_val, split, out, num_ids, per_id) -> None:
+def data_sheet(dataset, dataset_alias, root, cuhk03_variant, msmt17_combine_val, split, out,
+               num_ids, per_id) -> None:
     """Write a contact sheet PNG: one row of images per identity, labelled with pid and camera."""
     from .viz.contact_sheet import make_contact_sheet
 
+    dataset = _dataset_name(dataset, dataset_alias)
     _writable_file(out, overwrite=True, example="sheet.png")
     ds, _ = _load(dataset, root, cuhk03_variant, msmt17_combine_val)
     path = make_contact_sheet(ds.split(split), out, ids=num_ids, per_id=per_id,
@@ -457,7 +473,7 @@ def evaluate_cmd(checkpoint, data, root, cuhk03_variant, rerank, flip, out, rank
         data = saved.get("name")
         if root is None and saved.get("root"):
             root = Path(saved["root"])
-    ds, _ = _load(data, root, cuhk03_variant, False, flag="--data")
+    ds, _ = _load(data, root, cuhk03_variant, False)
     if out is None:
         run_dir = loaded.path.parent
         if run_dir.name == "checkpoints":
