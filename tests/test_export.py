@@ -318,7 +318,7 @@ def test_bad_format_or_opset(checkpoints, tmp_path, fmt, opset, message):
 def test_existing_output_needs_overwrite(checkpoints, tmp_path):
     out = tmp_path / "model.torchscript.pt"
     out.write_bytes(b"old")
-    with pytest.raises(ExportError, match="already exists.*overwrite"):
+    with pytest.raises(ExportError, match="already exists; add --overwrite to replace it$"):
         export_model(checkpoints["baseline"], "torchscript", out, check=False)
     assert out.read_bytes() == b"old"
     assert leftovers(tmp_path) == []
