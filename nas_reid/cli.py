@@ -802,7 +802,7 @@ def _print_study(result) -> None:
     if result.best_value is not None:
         shown = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
                           for k, v in result.best_params.items())
-        click.echo(f"best validation value {result.best_value:.4f}: {shown}")
+        click.echo(f"best validation {result.metric} {100 * result.best_value:.1f} %: {shown}")
     for name, path in result.files.items():
         click.echo(f"wrote {path}")
     for name, why in result.skipped.items():

@@ -338,7 +338,9 @@ def test_cli_tune_runs_resumes_and_fails_cleanly(tmp_path, data_root, monkeypatc
             "--out", "study", "--threads", "1"]
     done = run(*args)
     assert done.exit_code == 0, done.output
-    assert "1 complete" in done.output and "best validation value" in done.output
+    assert "1 complete" in done.output
+    best = yaml.safe_load((tmp_path / "study" / "best_trial.yaml").read_text())["value"]
+    assert f"best validation mAP {100 * best:.1f} %: " in done.output  # a percentage, as search
     assert f"wrote {Path('study') / 'best.yaml'}" in done.output
     assert "optuna-dashboard sqlite:///" in done.output
     load_recipe(tmp_path / "study" / "best.yaml")
