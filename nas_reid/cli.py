@@ -375,7 +375,9 @@ def latency_table_cmd(space, device, out, batch, warmup, repeats, threads, overw
               "mobile (mobilenetv2) backbone.")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
               help="Override a recipe field, e.g. --set loss.rib=0.1 --set batch.p=8 (repeatable).")
-@click.option("--epochs", type=click.IntRange(min=1), default=None, help="Override the recipe's epochs.")
+@click.option("--epochs", type=click.IntRange(min=1), default=None,
+              help="Override the recipe's epochs; its learning-rate warm-up and step milestones "
+              "scale with them (said on stderr) unless --set gives them.")
 @click.option("--seed", type=int, default=None, help="Override the recipe's seed.")
 @click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True,
               help="cuda: one GPU per process (torchrun --nproc_per_node N for several), bf16 "

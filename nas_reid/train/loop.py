@@ -97,7 +97,14 @@ from nas_reid.train.checkpoint import (
     read_checkpoint,
     save_model_checkpoint,
 )
-from nas_reid.train.recipe import Recipe, default_recipe, load_recipe, merge, parse_overrides
+from nas_reid.train.recipe import (
+    Recipe,
+    default_recipe,
+    load_recipe,
+    merge,
+    parse_overrides,
+    scaled_to,
+)
 
 GENOTYPE_FILE = "genotype.json"
 RESULTS_FILE = "results.json"
@@ -167,8 +174,9 @@ def retrain(genotype: Genotype | str | os.PathLike | None = None,
             for a mobile backbone (:func:`~nas_reid.train.recipe.default_recipe`; the run's own
             with ``resume``).
         overrides: recipe overrides, ``{"loss": {"rib": 0.1}}`` or ``["loss.rib=0.1"]``.
-        epochs, seed: override the recipe's (a milestone at or after the new epochs is never
-            reached; the warm-up must stay shorter than the epochs).
+        epochs, seed: override the recipe's; ``epochs`` scales the recipe's warm-up and step
+            milestones with it (:func:`~nas_reid.train.recipe.scaled_to`, said on stderr with
+            ``progress``) unless ``overrides`` sets them.
         device: ``cpu`` or ``cuda`` (``cuda:<local rank>`` under torchrun).
         resume: continue ``out_dir/checkpoints/last.pt`` (a finished run is returned as is).
         backbone_weights: a local torchvision state_dict file for the backbone (ImageNet).
@@ -284,7 +292,7 @@ class _Retrain(ResumableRun):
                 extra = merge(extra, overrides if isinstance(overrides, Mapping)
                               else parse_overrides(list(overrides)))
             if epochs is not None:
-                extra["epochs"] = epochs
+                extra = merge(extra, self._epochs_overrides(recipe, extra, epochs))
             if seed is not None:
                 extra["seed"] = seed
             self.recipe = load_recipe(recipe, extra or None)
@@ -370,6 +378,19 @@ class _Retrain(ResumableRun):
         }
 
     # -- helpers
+
+    def _epochs_overrides(self, recipe: Any, extra: dict[str, Any], epochs: int) -> dict[str, Any]:
+        """``--epochs``: the recipe's schedule scaled to them (:func:`scaled_to`; what changes
+        is said on stderr); the plain ``epochs`` override when the recipe does not load
+        without it (its error comes from loading it with it)."""
+        try:
+            base = load_recipe(recipe, extra or None)
+        except UserError:
+            return {"epochs": epochs}
+        scaled, note = scaled_to(base, epochs, keep=extra)
+        if note and self.progress:
+            tqdm.write(note, file=sys.stderr)
+        return scaled
 
     @staticmethod
     def _zero_sums() -> dict[str, float]:
