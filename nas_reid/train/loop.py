@@ -220,6 +220,8 @@ class _Retrain(ResumableRun):
         self.num_workers, self.max_steps = int(num_workers), max_steps
         self.checkpoint_every, self.log_every = int(checkpoint_every), int(log_every)
         self.rerank = bool(rerank)
+        self.notes: list[str] = []
+        """What the set-up changed and says on stderr once nothing can fail any more."""
 
         # -- the run folder: decide everything before writing anything
         if out_dir is None:
@@ -376,20 +378,22 @@ class _Retrain(ResumableRun):
                       "out_dir": str(self.out), "package_version": __version__,
                       "torch_version": str(torch.__version__)},
         }
+        for note in self.notes if self.progress else ():
+            tqdm.write(note, file=sys.stderr)
 
     # -- helpers
 
     def _epochs_overrides(self, recipe: Any, extra: dict[str, Any], epochs: int) -> dict[str, Any]:
         """``--epochs``: the recipe's schedule scaled to them (:func:`scaled_to`; what changes
-        is said on stderr); the plain ``epochs`` override when the recipe does not load
-        without it (its error comes from loading it with it)."""
+        is kept in ``notes``, said once the run is set up); the plain ``epochs`` override when
+        the recipe does not load without it (its error comes from loading it with it)."""
         try:
             base = load_recipe(recipe, extra or None)
         except UserError:
             return {"epochs": epochs}
         scaled, note = scaled_to(base, epochs, keep=extra)
-        if note and self.progress:
-            tqdm.write(note, file=sys.stderr)
+        if note:
+            self.notes.append(note)
         return scaled
 
     @staticmethod
