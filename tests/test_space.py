@@ -275,6 +275,11 @@ def test_tau_schedules():
     assert exp.sampling.tau.at(0.5) == pytest.approx(2.0) and exp.sampling.tau.at(1) == pytest.approx(0.5)
     const = load_space(small(sampling={"tau": {"start": 2.0, "schedule": "constant"}}))
     assert const.sampling.tau.at(0.7) == 2.0
+    # by epoch: start through the warm-up and in the first architecture epoch, end in the last
+    assert [tau.at_epoch(e, 12, 2) for e in range(12)] == pytest.approx(
+        [8.0, 8.0] + [8.0 - 7.5 * k / 9 for k in range(10)])  # 9 steps from epoch 2 to 11
+    assert tau.at_epoch(11, 12, 2) == 0.5 and tau.at_epoch(0, 1) == 0.5  # one epoch: the last
+    assert [tau.at_epoch(e, 3, 2) for e in range(3)] == [8.0, 8.0, 0.5]
 
 
 # ------------------------------------------------------------------------------ backbone

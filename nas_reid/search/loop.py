@@ -20,9 +20,10 @@ First-order DARTS (and GDAS when the space samples with ``gumbel``), per step:
    forward goes through the bare supernet and the architecture gradients are averaged over the
    ranks with one all-reduce (in the weight step DDP averages every gradient itself).
 
-Temperature. At the start of every epoch the supernet's Gumbel temperature is set to
-``sampling.tau.at(epoch / epochs)`` (GDAS: linear 10 -> 0.1 by default); the ``softmax``
-strategy ignores it. DCS ops keep their own mask temperature (the op parameter ``tau``): it is
+Temperature. At the start of every epoch the supernet's Gumbel temperature is set by
+``sampling.tau`` over the architecture epochs (GDAS: linear 10 -> 0.1 by default): ``start``
+during the warm-up and in the first architecture epoch, ``end`` in the last
+(:meth:`~nas_reid.space.config.TauConfig.at_epoch`); the ``softmax`` strategy ignores it. DCS ops keep their own mask temperature (the op parameter ``tau``): it is
 part of the op as recorded in the genotype and retrained, and the probability that a channel
 is kept does not depend on it (only the smoothness of its gradient does), so the search does
 not anneal it. Their keep ratios are logged.
@@ -597,7 +598,8 @@ class _Search(ResumableRun):
 
     def _start_epoch(self) -> None:
         """Temperature and RIB clusters of a fresh epoch (a mid-epoch resume has both)."""
-        self.net.set_temperature(self.space.sampling.tau.at(self.epoch / self.epochs))
+        self.net.set_temperature(self.space.sampling.tau.at_epoch(
+            self.epoch, self.epochs, self.space.schedule.warmup_epochs))
         if self.rib is not None:
             broadcast_buffers(self.net, self.world)
             self.net.eval()

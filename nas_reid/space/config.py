@@ -242,6 +242,15 @@ class TauConfig(_Model):
             return self.start + (self.end - self.start) * p
         return self.start * (self.end / self.start) ** p
 
+    def at_epoch(self, epoch: int, epochs: int, warmup: int = 0) -> float:
+        """Temperature of 0-based ``epoch`` of ``epochs``: ``start`` up to the first
+        architecture epoch (``warmup``), ``end`` in the last (``epochs - 1``; a single
+        architecture epoch is the last), :meth:`at` the epoch's share of the way between."""
+        span = epochs - 1 - warmup
+        if epoch < warmup:
+            return self.at(0.0)
+        return self.at(1.0 if span <= 0 else (epoch - warmup) / span)
+
 
 class SamplingConfig(_Model):
     """``softmax``: DARTS (all candidates, weighted; tau unused). ``gumbel``: GDAS (one sampled)."""
