@@ -249,6 +249,12 @@ def test_the_diff_finds_every_kind_of_change():
     assert [f for f, _, _ in diff.header] == ["input", "backbone"]
     assert not diff.identical
     text = format_diff(diff)
+    assert text.splitlines()[0] == (
+        "note: A and B are different networks around the cells (input 64x32 vs 128x64; "
+        "backbone resnet18 (last stride 1) vs resnet50 (last stride 1)): compare their cells' "
+        "ops; their costs follow the sizes")
+    small = genotype([("layer4", 1, [(0, 1, "se", {})])])
+    assert format_diff(diff_genotypes(small, a)).startswith("A: ")  # same sizes: no note
     for line in ("layer1  only in B: 0->1 eca", "layer2  only in A: 0->1 se",
                  "0->1 se params: reduction 8 -> 16", "1->2 op: eca -> cbam_c",
                  "layer4  same cell (other size, so another cost)", "input     64x32  ->  128x64",
