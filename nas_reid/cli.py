@@ -18,9 +18,41 @@ from .errors import UserError
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
+TOP_FIELDS = {
+    "search space": ("name", "input", "backbone", "cells", "ops", "sampling", "schedule"),
+    "tune space": ("name", "target", "metric", "params", "fixed", "retrain", "validation",
+                   "early_stopping"),
+    "recipe": ("name", "epochs", "batch", "augment", "optimizer", "lr_schedule", "loss",
+               "grad_clip", "eval", "precision", "deterministic", "seed"),
+}
+"""The top-level fields of the YAML files the commands read (tests hold them to the models)."""
+
 
 class _UserFacingError(click.ClickException):
     exit_code = 2
+
+
+def _early_typo(spec, what: str) -> None:
+    """Raise UserError for a misspelt top-level field of the YAML file ``spec`` (a ``what`` of
+    :data:`TOP_FIELDS`), worded as the full check words it, before the heavy imports that
+    check needs; anything else (not a file, not YAML, other problems) is left to it."""
+    if spec is None or not Path(spec).expanduser().is_file():
+        return
+    import yaml
+
+    from .errors import unknown_field
+
+    path = Path(spec).expanduser()
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (yaml.YAMLError, UnicodeDecodeError, OSError):
+        return
+    allowed = TOP_FIELDS[what]
+    problems = [f"{key}: {unknown_field(key, allowed)}" for key in
+                (data if isinstance(data, dict) else ()) if key not in allowed]
+    if problems:
+        many = f"{len(problems)} problems: " if len(problems) > 1 else ""
+        raise UserError(f"{what} {path}: {many}{'; '.join(problems)}")
 
 
 def _one_line(exc: click.UsageError) -> click.ClickException:
@@ -251,6 +283,7 @@ def search_cmd(space, overrides, data, root, epochs, device, out, resume, seed, 
     """
     import os
 
+    _early_typo(space, "search space")
     from .search import search
 
     _set_threads(threads, device)
@@ -334,6 +367,7 @@ def latency_table_cmd(space, device, out, batch, warmup, repeats, threads, overw
     """
     import time
 
+    _early_typo(space, "search space")
     from .search.cost import latency_bounds
     from .search.latency import measure_table, measurement_device
     from .space import load_space
@@ -406,6 +440,7 @@ def retrain_cmd(genotype, data, root, recipe, overrides, epochs, seed, device, o
     """
     import os
 
+    _early_typo(recipe, "recipe")
     from .evaluation.evaluate import format_results
     from .train.loop import retrain
 
@@ -717,6 +752,9 @@ def tune_cmd(ctx, tune_space, genotype, search_space, data, root, recipe, backen
     """
     from datetime import datetime
 
+    for spec, what in ((tune_space, "tune space"), (search_space, "search space"),
+                       (recipe, "recipe")):
+        _early_typo(spec, what)
     from .hpo.study import read_settings
 
     if resume:

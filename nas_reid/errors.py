@@ -9,7 +9,9 @@ re-created from a message that carries the worker's traceback; the error keeps o
 original message (the traceback's last line).
 """
 
+import difflib
 import re
+from typing import Sequence
 
 _WORKER = re.compile(r"^Caught \w+ in DataLoader worker process \d+\.\nOriginal Traceback")
 _LAST_LINE = re.compile(r"^[\w.]+: ")
@@ -31,3 +33,10 @@ class DatasetError(UserError):
 
 class EvaluationError(UserError):
     """Inputs to the ranking metrics are inconsistent or have no valid query."""
+
+
+def unknown_field(name: str, allowed: Sequence[str]) -> str:
+    """The words for an unknown field ``name``: the closest allowed one, then all of them."""
+    close = difflib.get_close_matches(str(name), list(allowed), n=1, cutoff=0.6)
+    return ("unknown field" + (f"; did you mean {close[0]!r}?" if close else "")
+            + (f" (allowed: {', '.join(allowed)})" if allowed else ""))

@@ -262,8 +262,14 @@ CASES: list[Case] = [
       setup=write(BAD_SPACE, b"\xff\xfe\x00garbage")),
     c("search-space-python-tag", *SEARCH, "--space", BAD_SPACE, words=BAD_SPACE,
       setup=evil_yaml(BAD_SPACE)),
-    c("search-space-typo-field", *SEARCH, "--space", BAD_SPACE, words="sampeling: unknown field",
+    c("search-space-typo-field", *SEARCH, "--space", BAD_SPACE, words="sampeling: unknown field; did you mean 'sampling'?",
       setup=yaml_file(BAD_SPACE, {**tiny_space(), "sampeling": {"strategy": "gumbel"}})),
+    c("search-space-two-problems", *SEARCH, "--space", BAD_SPACE, words="2 problems: backbone.name",
+      setup=yaml_file(BAD_SPACE, space_with(backbone={"name": "resnet34"},
+                                            sampling={"strategy": "x"}))),
+    c("search-space-nested-typo", *SEARCH, "--space", BAD_SPACE,
+      words="schedule.epoch: unknown field; did you mean 'epochs'?",
+      setup=yaml_file(BAD_SPACE, space_with(schedule={"epoch": 3}))),
     c("search-space-unknown-op", *SEARCH, "--space", BAD_SPACE, words="unknown op 'rga_x'",
       setup=yaml_file(BAD_SPACE, space_with(ops=["identity", "rga_x"]))),
     c("search-space-bad-op-param", *SEARCH, "--space", BAD_SPACE, words="ops[1].params.reduction",
@@ -405,6 +411,12 @@ CASES: list[Case] = [
       words="r.yaml", setup=evil_yaml("r.yaml")),
     c("retrain-recipe-unknown-field", *RETRAIN, "--genotype", "{genotype}", *TINY, "--recipe", "r.yaml",
       words="epoks", setup=yaml_file("r.yaml", {"name": "r", "epoks": 3})),
+    c("retrain-recipe-typo-field", *RETRAIN, "--genotype", "{genotype}", "--recipe", "r.yaml",
+      words="r.yaml: optimiser: unknown field; did you mean 'optimizer'?",
+      setup=yaml_file("r.yaml", {"name": "r", "optimiser": {"lr": 0.1}})),
+    c("tune-recipe-typo-field", "tune", "{tune}", "--genotype", "{genotype}", "--recipe",
+      "r.yaml", "--out", "study", words="did you mean 'epochs'?",
+      setup=yaml_file("r.yaml", {"name": "r", "epoch": 3})),
     c("retrain-recipe-bad-value", *RETRAIN, "--genotype", "{genotype}", *TINY, "--recipe", "r.yaml",
       words="optimizer.lr", setup=yaml_file("r.yaml", {"name": "r", "optimizer": {"lr": -1}})),
     c("retrain-set-unknown", *RETRAIN, "--genotype", "{genotype}", *TINY, "--set", "loss.ribb=0.1",
@@ -566,7 +578,8 @@ CASES: list[Case] = [
     c("tune-space-bad-target", "tune", "t.yaml", "--genotype", "{genotype}", "--out", "study",
       words="target", setup=yaml_file("t.yaml", tune_with(target="export"))),
     c("tune-space-typo-field", "tune", "t.yaml", "--genotype", "{genotype}", "--out", "study",
-      words="fixd: unknown field", setup=yaml_file("t.yaml", {**tiny_tune_space(), "fixd": {}})),
+      words="fixd: unknown field; did you mean 'fixed'?",
+      setup=yaml_file("t.yaml", {**tiny_tune_space(), "fixd": {}})),
     # -- tune: the target and the options
     c("tune-retrain-space-with-search-space", "tune", "{tune}", "--space", "{space}", "--out",
       "study", words="give the genotype every trial retrains"),
@@ -778,3 +791,37 @@ def test_a_real_terminal_gets_one_line_on_stderr(tmp_path, data_root, argv, word
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("Error: ") and words in lines[0], done.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.yaml", "g.json", "t.yaml"]
+
+
+def test_the_commands_know_the_top_level_fields_of_their_yaml_files():
+    from nas_reid.cli import TOP_FIELDS
+    from nas_reid.hpo.space import TuneSpace
+    from nas_reid.space.config import SearchSpace
+    from nas_reid.train.recipe import Recipe
+
+    for what, model in (("search space", SearchSpace), ("tune space", TuneSpace),
+                        ("recipe", Recipe)):
+        assert TOP_FIELDS[what] == tuple(model.model_fields), what
+
+
+@pytest.mark.parametrize("argv", [
+    ["search", "--space", "bad.yaml", "--out", "run"],
+    ["latency-table", "--space", "bad.yaml", "--out", "t.json"],
+    ["tune", "--space", "bad.yaml", "--out", "study"],
+])
+def test_a_misspelt_top_level_field_is_reported_before_the_heavy_imports(tmp_path, argv):
+    """A typo in a space's top level (the commonest slip) costs no torch import (seconds)."""
+    import subprocess
+    import sys
+
+    (tmp_path / "bad.yaml").write_text(yaml.safe_dump({**tiny_space(), "sampeling": {}}))
+    code = ("import sys; from click.testing import CliRunner; from nas_reid.cli import main; "
+            f"r = CliRunner().invoke(main, {argv!r}); "
+            "print(r.exit_code, 'torch' in sys.modules); print(r.output)")
+    done = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True,
+                          text=True, timeout=120)
+    status, output = done.stdout.split("\n", 1)
+    assert status == "2 False", done
+    assert output.strip() == ("Error: search space bad.yaml: sampeling: unknown field; did you "
+                              "mean 'sampling'? (allowed: name, input, backbone, cells, ops, "
+                              "sampling, schedule)")

@@ -127,7 +127,8 @@ BAD = [
     ({"schedule": {"arch": {"betas": [0.5]}}}, "schedule.arch.betas", "at least 2"),
     ({"schedule": {"heldout_fraction": 1.5}}, "schedule.heldout_fraction", "less than 1"),
     ({"schedule": {"loss": {"rib_beta": 0}}}, "schedule.loss.rib_beta", "greater than 0"),
-    ({"sampeling": {"strategy": "gumbel"}}, "sampeling", "unknown field (allowed: name, input"),
+    ({"sampeling": {"strategy": "gumbel"}}, "sampeling",
+     "unknown field; did you mean 'sampling'? (allowed: name, input"),
 ]
 
 

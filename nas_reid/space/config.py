@@ -53,7 +53,7 @@ import torch
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
 
-from nas_reid.errors import UserError
+from nas_reid.errors import UserError, unknown_field
 from nas_reid.precision import PrecisionConfig
 from nas_reid.ops import OpError, available_ops, build_op, op_params
 from nas_reid.space.mobile import MOBILE_BACKBONES, MobileConfig, mobile_stage_shapes
@@ -660,11 +660,13 @@ def _allowed(loc: tuple, root: type[BaseModel]) -> list[str] | None:
 
 
 def format_validation_error(exc: ValidationError, what: str, root: type[BaseModel]) -> str:
-    """One message for every error of ``exc``: ``"<what>: <path>: <problem>"`` (one per line).
+    """One line for every error of ``exc``: ``"<what>: <path>: <problem>"``, several joined
+    by ``"; "``.
 
-    Paths are written ``ops[2].params.c_ratio``; unknown fields list the allowed ones; a check
-    whose message starts with ``.`` or ``[`` names a sub-field of its own field, one whose
-    message starts with its full path is printed as is.
+    Paths are written ``ops[2].params.c_ratio``; an unknown field names the closest allowed one
+    (``did you mean 'sampling'?``) and lists them all; a check whose message starts with ``.``
+    or ``[`` names a sub-field of its own field, one whose message starts with its full path is
+    printed as is.
     """
     lines = []
     for err in exc.errors(include_url=False):
@@ -680,8 +682,7 @@ def format_validation_error(exc: ValidationError, what: str, root: type[BaseMode
                 lines.append(f"{path}: {msg}")
             continue
         if kind == "extra_forbidden":
-            allowed = _allowed(loc, root)
-            msg = "unknown field" + (f" (allowed: {', '.join(allowed)})" if allowed else "")
+            msg = unknown_field(str(loc[-1]), _allowed(loc, root) or [])
         elif kind == "missing":
             msg = "required field is missing"
         else:
@@ -689,8 +690,8 @@ def format_validation_error(exc: ValidationError, what: str, root: type[BaseMode
             if isinstance(value, (str, int, float, bool)) or value is None:
                 msg = f"{msg}, got {value!r}"
         lines.append(f"{_path(loc) or '<top>'}: {msg}")
-    shown = lines[:_MAX_ERRORS]
+    shown = [" ".join(line.split()) for line in lines[:_MAX_ERRORS]]
     if len(lines) > _MAX_ERRORS:
         shown.append(f"... and {len(lines) - _MAX_ERRORS} more")
-    head = f"{what}: " if len(shown) == 1 else f"{what}:\n  "
-    return head + "\n  ".join(shown)
+    head = f"{what}: " if len(shown) == 1 else f"{what}: {len(lines)} problems: "
+    return head + "; ".join(shown)
