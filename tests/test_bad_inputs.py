@@ -557,6 +557,13 @@ CASES: list[Case] = [
     c("tune-space-unknown-param", "tune", "t.yaml", "--genotype", "{genotype}", "--out", "study",
       words="optimiser.lr", setup=yaml_file("t.yaml", tune_with(params={
           "optimiser.lr": {"type": "float", "low": 0.1, "high": 0.2}}))),
+    c("tune-space-two-unknown-params", "tune", "t.yaml", "--genotype", "{genotype}", "--out",
+      "study", words="2 problems: params.optimiser.lr", setup=yaml_file("t.yaml", tune_with(params={
+          "optimiser.lr": {"type": "float", "low": 0.1, "high": 0.2},
+          "los.rib": {"type": "float", "low": 0.1, "high": 0.2}}))),
+    c("tune-space-param-typo-field", "tune", "t.yaml", "--genotype", "{genotype}", "--out",
+      "study", words="did you mean 'log'?", setup=yaml_file("t.yaml", tune_with(params={
+          "optimizer.lr": {"type": "float", "low": 0.1, "high": 0.2, "lg": True}}))),
     c("tune-space-low-above-high", "tune", "t.yaml", "--genotype", "{genotype}", "--out", "study",
       words="low", setup=yaml_file("t.yaml", tune_with(params={
           "optimizer.lr": {"type": "float", "low": 0.2, "high": 0.1}}))),

@@ -220,7 +220,7 @@ def test_field_type_mismatch():
     ({"type": "float", "low": 0.1, "high": 0.5, "log": True, "step": 0.1}, "params.loss.triplet_margin.step: cannot be combined"),
     ({"type": "float", "low": 0.1, "high": 0.5, "step": 0.0}, "params.loss.triplet_margin.step: Input should be greater than 0"),
     ({"type": "float", "low": "a", "high": 0.5}, "params.loss.triplet_margin.low: Input should be a valid number"),
-    ({"type": "float", "low": 0.1, "high": 0.5, "lg": True}, "params.loss.triplet_margin.lg: unknown field (allowed: type, low, high, log, step)"),
+    ({"type": "float", "low": 0.1, "high": 0.5, "lg": True}, "params.loss.triplet_margin.lg: unknown field; did you mean 'log'? (allowed: type, low, high, log, step)"),
     ({"type": "float", "high": 0.5}, "params.loss.triplet_margin.low: required field is missing"),
     ({"type": "normal", "low": 0.1}, "params.loss.triplet_margin.type: unknown distribution type 'normal' (allowed: float, int, categorical)"),
     ({"low": 0.1, "high": 0.5}, "params.loss.triplet_margin.type: required field is missing"),

@@ -68,7 +68,7 @@ from typing import Annotated, Any, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
 
-from nas_reid.errors import UserError
+from nas_reid.errors import UserError, unknown_field
 from nas_reid.evaluation.evaluate import METRIC_KEYS
 from nas_reid.space.config import format_validation_error, read_yaml_mapping
 
@@ -344,8 +344,8 @@ def _validate(data: dict[str, Any], where: str) -> TuneSpace:
         raise TuneSpaceError(format_validation_error(_clean(exc), what, TuneSpace)) from None
     problems = _check_keys(space)
     if problems:
-        head = f"{what}: " if len(problems) == 1 else f"{what}:\n  "
-        raise TuneSpaceError(head + "\n  ".join(problems))
+        head = f"{what}: " if len(problems) == 1 else f"{what}: {len(problems)} problems: "
+        raise TuneSpaceError(head + "; ".join(problems))
     return space
 
 
@@ -360,7 +360,7 @@ def _clean(exc: ValidationError) -> ValidationError:
                 model, loc = _PARAM_MODELS[loc[2]], loc[:2] + loc[3:]
                 if kind == "extra_forbidden":
                     kind, ctx = "value_error", {"error": ValueError(
-                        f"unknown field (allowed: {', '.join(model.model_fields)})")}
+                        unknown_field(str(loc[-1]), list(model.model_fields)))}
             elif kind in ("union_tag_invalid", "union_tag_not_found"):
                 value = err["input"].get("type") if isinstance(err["input"], dict) else None
                 problem = ("required field is missing" if kind == "union_tag_not_found"
