@@ -697,10 +697,10 @@ def genotype_notebooks(spec, out, compare, notebooks, timeout) -> None:
 @click.option("--seed", type=int, default=0, show_default=True, help="TPE sampler seed.")
 @click.option("--early-stopping", type=click.Choice(["asha", "median", "none"]), default="asha",
               show_default=True,
-              help="Stop poor trials early on their per-epoch validation metric: ASHA (ray: "
-              "ASHAScheduler; optuna: SuccessiveHalvingPruner) or the median rule (ray: "
-              "MedianStoppingRule; optuna: MedianPruner). Grace period and reduction factor: "
-              "the tune space's early_stopping.")
+              help="Stop poor trials early on their per-epoch validation metric: ASHA "
+              "(asynchronous successive halving) or the median rule, the same rule in both "
+              "backends. Grace period (default: the recipe's warm-up plus a quarter of the "
+              "epochs) and reduction factor: the tune space's early_stopping.")
 @click.option("--storage", default=None, metavar="URL",
               help="Optuna storage, any RDB URL (optuna-dashboard URL shows it). Default: "
               "sqlite:///<out>/study.db.")

@@ -33,9 +33,13 @@ SPACE = tiny_tune_space("tiny_tune")
 PNG = b"\x89PNG\r\n\x1a\n"
 
 
-def study(dataset, out, **kwargs) -> StudyResult:
+def study(dataset, out, space=SPACE, **kwargs) -> StudyResult:
     kwargs.setdefault("recipe", "bot")
-    return run_study(SPACE, tiny_genotype(), dataset, out_dir=out, **kwargs)
+    return run_study(space, tiny_genotype(), dataset, out_dir=out, **kwargs)
+
+
+EARLY = {**SPACE, "early_stopping": {"grace_period": 1}}
+"""Stops after epoch 1 (the default grace period of SPACE's two epochs is both)."""
 
 
 def trials_of(out: Path, name: str = "tiny_tune") -> list:
@@ -229,7 +233,7 @@ def fake_retrain(values: dict[int, float], epochs: int = 3):
 def test_the_median_pruner_prunes_a_poor_trial(tmp_path, dataset, monkeypatch):
     monkeypatch.setattr(loop, "retrain", fake_retrain({0: 0.9, 1: 0.8, 2: 0.1}))
     out = tmp_path / "study"
-    result = study(dataset, out, trials=3, early_stopping="median")
+    result = study(dataset, out, EARLY, trials=3, early_stopping="median")
     assert (result.n_complete, result.n_pruned, result.n_failed) == (2, 1, 0)
     assert states(out) == ["COMPLETE", "COMPLETE", "PRUNED"]
     assert result.best_value == pytest.approx(0.9)
@@ -242,12 +246,12 @@ def test_the_median_pruner_prunes_a_poor_trial(tmp_path, dataset, monkeypatch):
 def test_asha_prunes_early_but_never_at_the_last_epoch(tmp_path, dataset, monkeypatch):
     monkeypatch.setattr(loop, "retrain", fake_retrain({0: 0.9, 1: 0.8, 2: 0.1}))
     out = tmp_path / "asha"
-    study(dataset, out, trials=3, early_stopping="asha")
+    study(dataset, out, EARLY, trials=3, early_stopping="asha")
     assert states(out) == ["COMPLETE", "PRUNED", "PRUNED"]  # top 1/2 of each rung goes on
     assert [r["epochs"] for r in rows(out)] == ["3", "1", "1"]
     monkeypatch.setattr(loop, "retrain", fake_retrain({0: 0.9, 1: 0.8, 2: 0.1}, epochs=1))
     out = tmp_path / "one_epoch"
-    study(dataset, out, trials=3, early_stopping="asha")
+    study(dataset, out, EARLY, trials=3, early_stopping="asha")
     assert states(out) == ["COMPLETE"] * 3
 
 

@@ -181,7 +181,8 @@ def test_eval_every_is_the_tuners():
 
 def test_validation_and_early_stopping_defaults_and_bounds(example):
     assert example.validation.fraction == 0.25 and example.validation.seed == 0
-    assert example.early_stopping.grace_period == 1 and example.early_stopping.reduction_factor == 2
+    assert example.early_stopping.grace_period is None  # the default: see the objective's
+    assert example.early_stopping.reduction_factor == 2
     assert "validation.fraction: Input should be less than 1" in error(with_("validation", {"fraction": 1.0}))
     assert "early_stopping.reduction_factor: Input should be greater than or equal to 2" in error(
         with_("early_stopping", {"reduction_factor": 1}))

@@ -4,9 +4,9 @@
 ``TPESampler`` and runs each trial (:class:`~nas_reid.hpo.objective.Objective`: a retrain, or
 a search and a retrain, scored on a validation split of the training identities) in
 ``<out_dir>/trials/<trial number>/``. Every epoch's validation metric goes to the pruner
-(``early_stopping``: ``asha``, Optuna's ``SuccessiveHalvingPruner``; ``median``, its
-``MedianPruner``; ``none``), with the tune space's ``early_stopping`` grace period and
-reduction factor. The study lives in an Optuna RDB storage (default
+(``early_stopping``: ``asha``, ``median`` or ``none``, the rule of :mod:`nas_reid.hpo.pruning`
+that the Ray backend's scheduler applies too), with the tune space's ``early_stopping`` grace
+period and reduction factor. The study lives in an Optuna RDB storage (default
 ``sqlite:///<out_dir>/study.db``).
 
 Failures and resume. A trial that raises is recorded as ``FAIL`` (with its error) and the
@@ -33,7 +33,8 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from nas_reid.errors import UserError
-from nas_reid.hpo.objective import RETRAIN_DIR
+from nas_reid.hpo.objective import RETRAIN_DIR, Objective
+from nas_reid.hpo.pruning import optuna_pruner
 from nas_reid.hpo.report import StudyResult, optuna_trial_info, summarize, write_outputs
 from nas_reid.hpo.space import TuneSpace
 from nas_reid.hpo.study import (
@@ -51,19 +52,13 @@ from nas_reid.hpo.study import (
 TRIALS_DIR = "trials"
 
 
-def make_pruner(early_stopping: str, space: TuneSpace) -> Any:
-    """Optuna's pruner for ``asha``, ``median`` or ``none`` with the space's ``early_stopping``."""
-    import optuna
-
-    cfg = space.early_stopping
-    if early_stopping == "asha":
-        return optuna.pruners.SuccessiveHalvingPruner(
-            min_resource=cfg.grace_period, reduction_factor=cfg.reduction_factor)
-    if early_stopping == "median":
-        return optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=cfg.grace_period)
-    if early_stopping == "none":
-        return optuna.pruners.NopPruner()
-    raise UserError(f"early stopping: unknown {early_stopping!r} (choose from {', '.join(EARLY_STOPPING)})")
+def make_pruner(early_stopping: str, objective: Objective) -> Any:
+    """The Optuna pruner of ``asha``, ``median`` or ``none``: the rule of
+    :mod:`nas_reid.hpo.pruning`, as the Ray backend's scheduler applies it."""
+    if early_stopping not in EARLY_STOPPING:
+        raise UserError(f"early stopping: unknown {early_stopping!r} (choose from "
+                        f"{', '.join(EARLY_STOPPING)})")
+    return optuna_pruner(objective.stopping_rule(early_stopping))
 
 
 def run_study(space: TuneSpace | str | os.PathLike | Mapping[str, Any], genotype: Any = None,
@@ -108,7 +103,7 @@ def run_study(space: TuneSpace | str | os.PathLike | Mapping[str, Any], genotype
     with SetupGuard() as guard:
         guard.make_folder(out)
         study = open_study(url, name, space.direction, resume=resume, guard=guard,
-                           pruner=make_pruner(early_stopping, space))
+                           pruner=make_pruner(early_stopping, objective))
         write_settings(out, settings)
     study.sampler = optuna.samplers.TPESampler(
         seed=sampler_seed(seed, len(study.get_trials(deepcopy=False))))

@@ -9,10 +9,10 @@ scored on a validation split of the training identities), with
 - ``TuneConfig(metric, mode, search_alg=OptunaSearch(...), scheduler=..., num_samples,
   max_concurrent_trials)``: Optuna's seeded ``TPESampler`` over the tune space's distributions,
   writing into the Optuna study of the run's RDB storage (default ``sqlite:///<out>/study.db``,
-  so ``optuna-dashboard`` reads it); the scheduler is ``ASHAScheduler`` (``asha``) or
-  ``MedianStoppingRule`` (``median``) on the ``epoch`` each trial reports, with the tune space's
-  ``early_stopping`` grace period and reduction factor, or none (``none``). A trial the scheduler
-  stops before its last epoch is recorded in Optuna as ``PRUNED``;
+  so ``optuna-dashboard`` reads it); the scheduler (:class:`RuleScheduler`) stops trials by
+  the rule of :mod:`nas_reid.hpo.pruning` (``asha``, ``median`` or ``none``) on the ``epoch``
+  each trial reports, as the Optuna backend's pruner does. A trial the scheduler stops before
+  its last epoch is recorded in Optuna as ``PRUNED``;
 - ``RunConfig(name, storage_path, failure_config=FailureConfig(max_failures=0),
   checkpoint_config=CheckpointConfig(num_to_keep=1))``: a trial that raises is recorded as
   failed (Ray ``ERROR``, Optuna ``FAIL``) and the others go on.
@@ -54,10 +54,12 @@ from typing import Any, Iterator, Mapping, Sequence
 from urllib.parse import urlsplit
 
 from ray import tune
+from ray.tune.schedulers import FIFOScheduler, TrialScheduler
 from ray.tune.search.optuna import OptunaSearch
 
 from nas_reid.errors import UserError
 from nas_reid.hpo.objective import RETRAIN_DIR, Objective
+from nas_reid.hpo.pruning import StoppingRule
 from nas_reid.hpo.report import StudyResult, TrialInfo, summarize, write_outputs
 from nas_reid.hpo.space import TuneSpace
 from nas_reid.hpo.study import (
@@ -138,17 +140,33 @@ class _Searcher(OptunaSearch):
         super().on_trial_complete(trial_id, result=result, error=error)
 
 
-def _scheduler(early_stopping: str, objective: Objective) -> Any:
-    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, MedianStoppingRule
+class RuleScheduler(FIFOScheduler):
+    """Stops a trial by a :class:`~nas_reid.hpo.pruning.StoppingRule` on each result's
+    ``epoch`` and ``metric``, against the results of the other trials it has seen at that
+    epoch (the Optuna backend's pruner applies the same rule)."""
 
-    cfg = objective.space.early_stopping
-    if early_stopping == "asha":
-        return ASHAScheduler(time_attr="epoch", max_t=objective.max_epochs,
-                             grace_period=cfg.grace_period, reduction_factor=cfg.reduction_factor)
-    if early_stopping == "median":
-        return MedianStoppingRule(time_attr="epoch", grace_period=cfg.grace_period,
-                                  min_samples_required=2)
-    return FIFOScheduler()
+    def __init__(self, rule: StoppingRule, metric: str) -> None:
+        super().__init__()
+        self.rule, self.result_key = rule, metric
+        self.seen: dict[int, dict[str, float]] = {}
+
+    def on_trial_result(self, tune_controller: Any, trial: Any, result: dict) -> str:
+        epoch, value = result.get("epoch"), result.get(self.result_key)
+        if epoch is None or value is None:
+            return TrialScheduler.CONTINUE
+        at = self.seen.setdefault(int(epoch), {})
+        others = [v for trial_id, v in at.items() if trial_id != trial.trial_id]
+        at[trial.trial_id] = float(value)
+        if self.rule.stops(int(epoch), float(value), others):
+            return TrialScheduler.STOP
+        return TrialScheduler.CONTINUE
+
+    def debug_string(self) -> str:
+        return f"nas-reid early stopping: {self.rule.rule}"
+
+
+def _scheduler(early_stopping: str, objective: Objective) -> Any:
+    return RuleScheduler(objective.stopping_rule(early_stopping), objective.metric)
 
 
 # ------------------------------------------------------------------------------ Ray itself

@@ -12,7 +12,7 @@ A tune space is one YAML file (``search_spaces/tune/*.yaml``)::
       batch.k: {type: int, low: 2, high: 8, step: 2}
     fixed: {epochs: 5, lr_schedule.warmup_epochs: 1}   # applied to every trial
     validation: {fraction: 0.25, seed: 0}              # the held-out identities (default)
-    early_stopping: {grace_period: 1, reduction_factor: 2}   # ASHA / median (default)
+    early_stopping: {grace_period: 2, reduction_factor: 2}   # ASHA / median
 
 Distributions (Optuna's, see :meth:`TuneSpace.distributions`):
 
@@ -45,8 +45,10 @@ run is given. For ``target: retrain`` such fields belong in ``fixed``.
 
 ``validation``: the share (``fraction``, default 0.25) of the training identities held out to
 score the trials, drawn with ``seed`` (default 0). ``early_stopping``: the epochs every trial
-runs before it can be stopped (``grace_period``, default 1) and ASHA's ``reduction_factor``
-(default 2; the median rule does not use it).
+runs before it can be stopped (``grace_period``; default the retrain recipe's learning-rate
+warm-up plus a quarter of the epochs, so no trial is judged on its warm-up) and ASHA's
+``reduction_factor`` (default 2; the median rule does not use it); both backends apply the
+same rule (:mod:`nas_reid.hpo.pruning`).
 
 :meth:`TuneSpace.overrides` turns one trial's values into the nested overrides of that trial
 (``fixed`` merged with the values); for retrain targets the result is validated as a ``bot``
@@ -208,8 +210,9 @@ class ValidationConfig(_Model):
 class EarlyStoppingConfig(_Model):
     """ASHA / median stopping on the epochs (see the backends)."""
 
-    grace_period: int = Field(default=1, ge=1)
-    """Epochs every trial runs before it can be stopped."""
+    grace_period: int | None = Field(default=None, ge=1)
+    """Epochs every trial runs before it can be stopped; default (null): the recipe's
+    learning-rate warm-up plus a quarter of the epochs (:mod:`nas_reid.hpo.pruning`)."""
     reduction_factor: int = Field(default=2, ge=2)
     """ASHA: the share ``1 / reduction_factor`` of the trials at a rung goes on."""
 
