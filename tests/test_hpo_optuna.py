@@ -255,6 +255,27 @@ def test_asha_prunes_early_but_never_at_the_last_epoch(tmp_path, dataset, monkey
     assert states(out) == ["COMPLETE"] * 3
 
 
+def test_pruned_trials_lose_their_checkpoints_and_finished_ones_keep_them(tmp_path, dataset,
+                                                                         monkeypatch):
+    fake = fake_retrain({0: 0.9, 1: 0.8, 2: 0.1})
+
+    def with_checkpoints(genotype, data, *, out_dir, on_epoch, **kwargs):
+        def hook(record):  # as the real retrain: the epoch's checkpoint first, then the report
+            (Path(out_dir) / "checkpoints").mkdir(parents=True, exist_ok=True)
+            (Path(out_dir) / "checkpoints" / "last.pt").write_bytes(b"a retrain state")
+            on_epoch(record)
+
+        return fake(genotype, data, out_dir=out_dir, on_epoch=hook, **kwargs)
+
+    monkeypatch.setattr(loop, "retrain", with_checkpoints)
+    out = tmp_path / "study"
+    study(dataset, out, EARLY, trials=3, early_stopping="asha")
+    assert states(out) == ["COMPLETE", "PRUNED", "PRUNED"]
+    left = sorted(str(p.relative_to(out)) for p in (out / "trials").rglob("*.pt"))
+    assert left == ["trials/0/retrain/checkpoints/last.pt"]
+    assert (out / "trials" / "1" / "retrain").is_dir()  # the run folder itself stays
+
+
 def test_bad_inputs_are_user_errors_and_leave_nothing(tmp_path, dataset):
     def fails(match, space=SPACE, genotype="default", **kwargs):
         kwargs.setdefault("out_dir", tmp_path / "out")

@@ -19,6 +19,9 @@ user attribute names the trial it continues; interrupted trials do not count tow
 outside ``<out_dir>/trials`` is written or removed: a recorded folder that lies elsewhere
 (symbolic links resolved; an edited study, a moved folder) is left alone with a warning.
 
+Disk. After every trial the checkpoints of the pruned trials' retrains are removed (a pruned
+trial never resumes; its run folder keeps its config and metrics), as the Ray backend does.
+
 Files: see :mod:`nas_reid.hpo.report` (``trials.csv``, ``best.yaml``, ``best_trial.yaml``, the
 plots, rewritten after every trial) and :mod:`nas_reid.hpo.study` (``tune.yaml``). Bad inputs
 raise :class:`~nas_reid.errors.UserError` before anything is written; a failure before the
@@ -28,6 +31,7 @@ first trial leaves nothing behind.
 from __future__ import annotations
 
 import os
+import shutil
 import warnings
 from pathlib import Path
 from typing import Any, Mapping
@@ -48,6 +52,7 @@ from nas_reid.hpo.study import (
     sampler_seed,
     write_settings,
 )
+from nas_reid.train.checkpoint import LAST
 
 TRIALS_DIR = "trials"
 
@@ -148,6 +153,7 @@ def run_study(space: TuneSpace | str | os.PathLike | Mapping[str, Any], genotype
         return value
 
     def write(study: optuna.Study, _trial: Any = None) -> None:
+        _drop_pruned_checkpoints(study, out / TRIALS_DIR)
         info = {t.number: optuna_trial_info(t) for t in study.get_trials(deepcopy=False)}
         write_outputs(study, objective, out, info, plots=False)
 
@@ -188,6 +194,19 @@ def _continued_folder(study: Any, number: int, trials_dir: Path) -> Path:
     warnings.warn(f"trial {number}: its recorded folder {recorded} is outside {trials_dir}; it is "
                   f"left alone and the trial continues in {default}", stacklevel=2)
     return default
+
+
+def _drop_pruned_checkpoints(study: Any, trials_dir: Path) -> None:
+    """Remove the checkpoints of every pruned trial's retrain (inside ``trials_dir`` only): a
+    pruned trial never resumes, and each is a whole retrain state (~170 MB for ResNet-18 with
+    Adam). Its run folder keeps its config, genotype and metrics."""
+    for t in study.get_trials(deepcopy=False):
+        run_dir = t.user_attrs.get("run_dir")
+        if t.state.name != "PRUNED" or run_dir is None:
+            continue
+        checkpoints = Path(run_dir) / LAST.parent
+        if checkpoints.is_dir() and _inside(checkpoints, trials_dir):
+            shutil.rmtree(checkpoints, ignore_errors=True)
 
 
 def _interrupted(trial: Any) -> bool:
