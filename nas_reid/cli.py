@@ -691,7 +691,8 @@ def genotype_notebooks(spec, out, compare, notebooks, timeout) -> None:
               "bot otherwise; mobile_synthetic / mobile for a mobile (mobilenetv2) backbone.")
 @click.option("--backend", type=click.Choice(["ray", "optuna"]), default="ray", show_default=True,
               help="ray: Ray Tune schedules the trials (in parallel, locally or on a cluster); "
-              "optuna: one trial after another in this process.")
+              "optuna: one trial after another in this process, a line on stderr per trial "
+              "and epoch.")
 @click.option("--trials", type=click.IntRange(min=1), default=8, show_default=True,
               help="Trials the study holds in the end (with --resume the finished ones count).")
 @click.option("--seed", type=int, default=0, show_default=True, help="TPE sampler seed.")
@@ -817,7 +818,8 @@ def tune_cmd(ctx, tune_space, genotype, search_space, data, root, recipe, backen
             if ctx.get_parameter_source(option) not in (click.core.ParameterSource.DEFAULT, None):
                 raise UserError(f"--{option.replace('_', '-')} is for --backend ray")
         _set_threads(threads, device)
-        result = run_study(tune_space, data=data, device=device, progress=False, **common)
+        result = run_study(tune_space, data=data, device=device, progress=False, echo=True,
+                           **common)
     else:
         from .hpo import run_tune
 

@@ -243,6 +243,24 @@ def test_the_median_pruner_prunes_a_poor_trial(tmp_path, dataset, monkeypatch):
     assert none.n_complete == 3
 
 
+def test_echo_says_each_trial_and_epoch_as_it_goes(tmp_path, dataset, monkeypatch, capsys):
+    monkeypatch.setattr(loop, "retrain", fake_retrain({0: 0.9, 1: 0.8}))
+    out = tmp_path / "study"
+    study(dataset, out, EARLY, trials=2, early_stopping="asha", echo=True)
+    lines = capsys.readouterr().err.splitlines()
+    assert lines[0].startswith("trial 0: optimizer.lr=") and lines[0].endswith(
+        f"; in {out / 'trials' / '0'}")
+    assert lines[1:5] == ["trial 0 epoch 1/3: validation mAP 90.0 %, loss 1.000",
+                          "trial 0 epoch 2/3: validation mAP 90.0 %, loss 1.000",
+                          "trial 0 epoch 3/3: validation mAP 90.0 %, loss 1.000",
+                          "trial 0 complete: validation mAP 90.0 %"]
+    assert lines[5].startswith("trial 1: ")
+    assert lines[6:8] == ["trial 1 epoch 1/3: validation mAP 80.0 %, loss 1.000",
+                          "trial 1 pruned at epoch 1 (mAP 80.0 %)"]
+    study(dataset, tmp_path / "quiet", EARLY, trials=1)
+    assert "trial 0" not in capsys.readouterr().err  # the library is quiet unless asked
+
+
 def test_asha_prunes_early_but_never_at_the_last_epoch(tmp_path, dataset, monkeypatch):
     monkeypatch.setattr(loop, "retrain", fake_retrain({0: 0.9, 1: 0.8, 2: 0.1}))
     out = tmp_path / "asha"

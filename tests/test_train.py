@@ -153,9 +153,11 @@ def test_epochs_keep_a_schedule_the_user_sets_and_say_what_they_change(tmp_path,
     saved = yaml.safe_load((out / "config.yaml").read_text())["recipe"]
     assert (saved["epochs"], saved["lr_schedule"]["warmup_epochs"],
             saved["lr_schedule"]["milestones"]) == (3, 0, [2])
+    err = capsys.readouterr().err
     assert ("--epochs 3: recipe 'synthetic' is written for 20 epochs; its learning-rate schedule "
-            "is scaled to 3: warm-up 2 -> 0 epoch(s), milestones [12, 17] -> [2]"
-            in capsys.readouterr().err)
+            "is scaled to 3: warm-up 2 -> 0 epoch(s), milestones [12, 17] -> [2]" in err)
+    assert f"retrain run folder: {out} (new, 3 epochs)" in err  # said before the first epoch
+    assert f"  curves: tensorboard --logdir {out / 'tensorboard'}" in err
 
 
 def test_recipe_files_are_read_safely(tmp_path):

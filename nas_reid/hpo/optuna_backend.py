@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import sys
 import warnings
 from pathlib import Path
 from typing import Any, Mapping
@@ -71,7 +72,7 @@ def run_study(space: TuneSpace | str | os.PathLike | Mapping[str, Any], genotype
               search_space: Any = None, recipe: Any = None, root: str | os.PathLike | None = None,
               seed: int = 0, storage: str | None = None, study_name: str | None = None,
               resume: bool = False, early_stopping: str = "asha", device: str = "cpu",
-              progress: bool = False) -> StudyResult:
+              progress: bool = False, echo: bool = False) -> StudyResult:
     """Run (or, with ``resume``, continue) an Optuna study of ``trials`` trials.
 
     Args:
@@ -93,6 +94,8 @@ def run_study(space: TuneSpace | str | os.PathLike | Mapping[str, Any], genotype
         early_stopping: ``asha``, ``median`` or ``none`` (see the module doc).
         device: where the trials train (``cpu`` or ``cuda``).
         progress: Optuna's progress bar (each trial's training is always quiet).
+        echo: one line on stderr when a trial starts (its values and folder), after each of
+            its epochs (the metric in %, the loss) and when it ends (complete, pruned, failed).
     """
     import optuna
 
@@ -127,29 +130,39 @@ def run_study(space: TuneSpace | str | os.PathLike | Mapping[str, Any], genotype
                 trial.report(value, step)
         trial.set_user_attr("run_dir", str(work / RETRAIN_DIR))
         trial.set_user_attr("status", "running")  # stays so if the session ends in the trial
+        name = f"trial {trial.number}" + (f" (continues {continues})" if continues is not None
+                                          else "")
+        shown = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
+                          for k, v in values.items())
+        _echo(echo, f"{name}: {shown}; in {work}")
 
         def report(metrics: dict[str, Any]) -> None:
             trial.report(metrics[metric], metrics["epoch"])
+            _echo(echo, f"{name} epoch {metrics['epoch']}/{metrics['epochs']}: validation "
+                        f"{metric} {100 * metrics[metric]:.1f} %, loss {metrics['loss']:.3f}")
             if metrics["epoch"] < metrics["epochs"] and trial.should_prune():
                 raise optuna.TrialPruned(f"pruned at epoch {metrics['epoch']} "
-                                         f"({metric} {metrics[metric]:.4f})")
+                                         f"({metric} {100 * metrics[metric]:.1f} %)")
 
         try:
             if not _inside(work, out / TRIALS_DIR):
                 raise UserError(f"trial folder {work} leads outside {out / TRIALS_DIR} "
                                 f"(to {work.resolve()}); it is left alone")
             value = objective.run(values, work, report, resume=continues is not None)
-        except optuna.TrialPruned:
+        except optuna.TrialPruned as exc:
             trial.set_user_attr("status", "done")
+            _echo(echo, f"{name} {exc}")
             raise
         except Exception as exc:
             trial.set_user_attr("status", "done")
             trial.set_user_attr("error", f"{type(exc).__name__}: {exc}")
+            _echo(echo, f"{name} failed: {type(exc).__name__}: {exc}")
             raise
         except BaseException:  # Ctrl-C: Optuna records FAIL; --resume continues the trial
             trial.set_user_attr("error", "interrupted")
             raise
         trial.set_user_attr("status", "done")
+        _echo(echo, f"{name} complete: validation {metric} {100 * value:.1f} %")
         return value
 
     def write(study: optuna.Study, _trial: Any = None) -> None:
@@ -168,6 +181,11 @@ def run_study(space: TuneSpace | str | os.PathLike | Mapping[str, Any], genotype
     files, skipped = write_outputs(study, objective, out, info)
     return summarize(study, objective, backend="optuna", storage=url, out=out, files=files,
                      skipped=skipped, interrupted=interrupted)
+
+
+def _echo(enabled: bool, text: str) -> None:
+    if enabled:
+        print(text, file=sys.stderr, flush=True)
 
 
 def _inside(path: Path, folder: Path) -> bool:

@@ -94,6 +94,7 @@ from nas_reid import __version__
 from nas_reid.data import ReIDDataset, resolve_dataset
 from nas_reid.decisions import DecisionReport, decision_report
 from nas_reid.errors import UserError
+from nas_reid.feedback import announce_data, run_folder_lines, say
 from nas_reid.genotype import Genotype, derive_genotype
 from nas_reid.losses import CrossEntropyLabelSmooth, RIBLoss, TripletLoss
 from nas_reid.ops.dcs import dcs_keep_ratios
@@ -346,7 +347,9 @@ class _Search(ResumableRun):
         self.epochs, self.seed = sched.epochs, sched.seed
 
         # -- the data
-        ds = resolve_dataset(data, root, saved["search"]["data"] if saved is not None else None)
+        saved_data = saved["search"]["data"] if saved is not None else None
+        announce_data(self.progress, data, root, saved_data)
+        ds = resolve_dataset(data, root, saved_data)
         self.data_ref = {"name": ds.name, "root": str(ds.root)}
         p, k = sched.batch.p, sched.batch.k
         self.split: IdentitySplit = split_identities(ds.train, sched.heldout_fraction, self.seed,
@@ -441,6 +444,9 @@ class _Search(ResumableRun):
                 "from": sched.cost.latency.table or "measured at the search's start",
                 "entries": len(self.latency_table.entries),
                 **{k: meta.get(k) for k in ("batch", "warmup", "repeats", "threads", "torch", "date")}}
+        for line in run_folder_lines(self.out, "search", self.epoch if ckpt is not None else None,
+                                     self.epochs):
+            say(self.progress, line)
 
     # -- helpers
 
@@ -723,6 +729,8 @@ class _Search(ResumableRun):
                       purge_step=self.step + 1 if self.ckpt is not None else None)
 
     def _rib_images(self) -> tuple[list, tuple[int, int]]:
+        say(self.progress, f"set-up: fitting the RIB's input clusters on the "
+                           f"{len(self.split.weight):,} weight-share images ...")
         return self.split.weight, self.space.input_size
 
     @property

@@ -69,6 +69,7 @@ from nas_reid.data.transforms import build_transforms
 from nas_reid.errors import UserError
 from nas_reid.evaluation.evaluate import EvaluationResult, evaluate_model, write_results
 from nas_reid.evaluation.features import extract
+from nas_reid.feedback import announce_data, run_folder_lines, say
 from nas_reid.genotype import Genotype
 from nas_reid.losses import CenterLoss, CrossEntropyLabelSmooth, RIBLoss, TripletLoss
 from nas_reid.precision import Precision
@@ -273,6 +274,7 @@ class _Retrain(ResumableRun):
         self.reference = reference
 
         # -- the data and the recipe
+        announce_data(self.progress, data, root, saved["data"] if saved is not None else None)
         ds = resolve_dataset(data, root, saved["data"] if saved is not None else None)
         self.data_ref = {"name": ds.name, "root": str(ds.root)}
         self.dataset = ds
@@ -378,8 +380,9 @@ class _Retrain(ResumableRun):
                       "out_dir": str(self.out), "package_version": __version__,
                       "torch_version": str(torch.__version__)},
         }
-        for note in self.notes if self.progress else ():
-            tqdm.write(note, file=sys.stderr)
+        for line in [*self.notes, *run_folder_lines(
+                self.out, "retrain", self.epoch if ckpt is not None else None, self.epochs)]:
+            say(self.progress, line)
 
     # -- helpers
 
@@ -594,6 +597,8 @@ class _Retrain(ResumableRun):
                           purge_step=self.step + 1 if self.ckpt is not None else None)
 
     def _rib_images(self) -> tuple[list, tuple[int, int]]:
+        say(self.progress, f"set-up: fitting the RIB's input clusters on the "
+                           f"{len(self.dataset.train):,} training images ...")
         return self.dataset.train, self.genotype.input_size
 
     timed = True  # images_per_second
