@@ -718,7 +718,9 @@ def genotype_notebooks(spec, out, compare, notebooks, timeout) -> None:
               "RAY_AUTH_MODE=token and its token in the environment.")
 @click.option("--storage-path", default=None, metavar="PATH|URI",
               help="Ray: where trials persist (checkpoints, results); give storage every node "
-              "reaches on a cluster. Default: <out>/ray.")
+              "reaches on a cluster, and only trusted users can write (--resume unpickles Ray's "
+              "tuner.pkl from it, which runs any code the file holds; it refuses any path but "
+              "the one the study was created with). Default: <out>/ray.")
 @click.option("--cpus-per-trial", type=click.FloatRange(min=0, min_open=True), default=1.0,
               show_default=True, help="Ray: CPUs of each trial (its torch threads, rounded down).")
 @click.option("--gpus-per-trial", type=click.FloatRange(min=0), default=0.0, show_default=True,

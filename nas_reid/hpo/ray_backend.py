@@ -31,6 +31,11 @@ Cluster. ``address`` (or ``RAY_ADDRESS``): ``auto`` (the cluster this machine be
 machine's CPUs, no dashboard) and shut down at the end. If Ray is already initialised in this
 process, that connection is used. The cluster's nodes need nas-reid installed.
 
+Trust. ``Tuner.restore`` unpickles the experiment's ``tuner.pkl`` from the storage path, and
+unpickling runs whatever code the file names: the storage path must be storage only trusted
+users write to. A resumed run uses only the storage path its study was created with (recorded
+in the Optuna study; :func:`_check_storage_path`) and refuses any other.
+
 Resume. Ctrl-C (SIGINT) stops the experiment with its state saved (Tune's own handling; the
 result says ``interrupted``); ``resume=True`` restores it with ``Tuner.restore`` (unfinished
 trials continue from their checkpoints, failed ones stay failed, finished ones are not run
@@ -76,6 +81,8 @@ from nas_reid.hpo.study import (
 TRIAL_KEY = "trial_number"
 """The config entry that carries a trial's Optuna number (names its folder)."""
 RAY_DIR = "ray"
+STORAGE_PATH_ATTR = "nas_reid_ray_storage_path"
+"""The Optuna study's user attribute recording the Ray storage path it was created with."""
 WORK_DIR = "nas-reid-work"
 CONNECT_TIMEOUT_S = 5.0
 
@@ -284,6 +291,27 @@ def _storage_path(storage_path: str | os.PathLike | None, out: Path) -> str:
     return text if "://" in text else str(Path(text).expanduser().resolve())
 
 
+def _check_storage_path(spath: str, saved: Mapping[str, Any], url: str, name: str) -> None:
+    """Raise :class:`UserError` unless ``spath`` is the storage path the study was created
+    with: the one its Optuna study records (:data:`STORAGE_PATH_ATTR`), else, for a study
+    older than that record, the one ``tune.yaml`` holds. ``Tuner.restore`` unpickles
+    ``tuner.pkl`` from there, which runs whatever code the file holds: a resumed run trusts
+    no other path (an edited ``tune.yaml`` or ``--storage-path`` included)."""
+    import optuna
+
+    recorded = None
+    try:
+        study = optuna.load_study(study_name=name, storage=url)
+        recorded = study.user_attrs.get(STORAGE_PATH_ATTR)
+    except Exception:  # noqa: BLE001 - a storage that does not open is reported by open_study
+        pass
+    recorded = recorded or (saved.get("ray") or {}).get("storage_path")
+    if recorded is not None and recorded != spath:
+        raise UserError(f"--storage-path {spath} is not the storage path study {name!r} was "
+                        f"created with ({recorded}); a resume unpickles Ray's tuner.pkl from "
+                        "it, so only the study's own is used")
+
+
 def _experiment_name(study_name: str, index: int) -> str:
     return study_name if index == 0 else f"{study_name}-{index + 1}"
 
@@ -348,6 +376,7 @@ def run_tune(space: TuneSpace | str | os.PathLike | Mapping[str, Any], genotype:
     experiments: list[dict[str, Any]] = []
     if resume:
         saved = read_settings(out)
+        _check_storage_path(spath, saved, url, name)
         check_same({k: v for k, v in saved.items() if k != "experiments"}, settings, out)
         experiments = list(saved.get("experiments") or [])
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
@@ -360,6 +389,8 @@ def run_tune(space: TuneSpace | str | os.PathLike | Mapping[str, Any], genotype:
         with SetupGuard() as guard:
             guard.make_folder(out)
             study = open_study(url, name, space.direction, resume=resume, guard=guard)
+            if not resume:
+                study.set_user_attr(STORAGE_PATH_ATTR, spath)
             if not resume and tune.Tuner.can_restore(f"{spath}/{_experiment_name(name, 0)}"):
                 raise UserError(f"--storage-path {spath} already holds a Ray experiment named "
                                 f"{name!r}; choose another --study-name or --storage-path")
