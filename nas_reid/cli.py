@@ -1,7 +1,8 @@
 """The ``nas-reid`` command line: a thin shell over the library's public functions.
 
 Every :class:`~nas_reid.errors.UserError` raised below a command becomes one line on stderr
-(``Error: ...``) and exit code 2, with no traceback; click's own usage errors exit 2 as well.
+(``Error: ...``) and exit code 2, with no traceback; so does each of click's own usage errors
+(an unknown option, a value out of range), with a pointer to the command's ``--help``.
 Ctrl-C exits 130 after one line (an :class:`~nas_reid.errors.Interrupted`'s message: where the
 command stopped and how to continue).
 Heavy imports (torch, the generators) happen inside the commands so ``--help`` stays fast.
@@ -20,19 +21,70 @@ from .errors import Interrupted, UserError
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
+TOP_FIELDS = {
+    "search space": ("name", "input", "backbone", "cells", "ops", "sampling", "schedule"),
+    "tune space": ("name", "target", "metric", "params", "fixed", "retrain", "validation",
+                   "early_stopping"),
+    "recipe": ("name", "epochs", "batch", "augment", "optimizer", "lr_schedule", "loss",
+               "grad_clip", "eval", "precision", "deterministic", "seed"),
+}
+"""The top-level fields of the YAML files the commands read (tests hold them to the models)."""
+
 
 class _UserFacingError(click.ClickException):
     exit_code = 2
 
 
+def _early_typo(spec, what: str) -> None:
+    """Raise UserError for a misspelt top-level field of the YAML file ``spec`` (a ``what`` of
+    :data:`TOP_FIELDS`), worded as the full check words it, before the heavy imports that
+    check needs; anything else (not a file, not YAML, other problems) is left to it."""
+    if spec is None or not Path(spec).expanduser().is_file():
+        return
+    import yaml
+
+    from .errors import unknown_field
+
+    path = Path(spec).expanduser()
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (yaml.YAMLError, UnicodeDecodeError, OSError):
+        return
+    allowed = TOP_FIELDS[what]
+    problems = [f"{key}: {unknown_field(key, allowed)}" for key in
+                (data if isinstance(data, dict) else ()) if key not in allowed]
+    if problems:
+        many = f"{len(problems)} problems: " if len(problems) > 1 else ""
+        raise UserError(f"{what} {path}: {many}{'; '.join(problems)}")
+
+
+def _one_line(exc: click.UsageError) -> click.ClickException:
+    """click's usage error (usage, a hint, the message: four lines) as one line; a group
+    called without a command still prints its help."""
+    if isinstance(exc, click.exceptions.NoArgsIsHelpError):
+        return exc
+    path = exc.ctx.command_path if exc.ctx is not None else "nas-reid"
+    message = " ".join(exc.format_message().split())  # a Choice's list comes on new lines
+    return _UserFacingError(f"{message} (see {path} --help)")
+
+
 class _Group(click.Group):
-    """A click group whose commands report UserError as a clean exit-2 message."""
+    """A click group whose commands report UserError and click's usage errors as one clean
+    exit-2 line."""
+
+    def make_context(self, info_name, args, parent=None, **extra):
+        try:
+            return super().make_context(info_name, args, parent=parent, **extra)
+        except click.UsageError as exc:
+            raise _one_line(exc) from None
 
     def invoke(self, ctx: click.Context):
         try:
             return super().invoke(ctx)
         except UserError as exc:
             raise _UserFacingError(str(exc)) from None
+        except click.UsageError as exc:
+            raise _one_line(exc) from None
         except KeyboardInterrupt as exc:  # Ctrl-C: what the command kept and how to go on
             click.echo(str(exc) if isinstance(exc, Interrupted) else "interrupted", err=True)
             ctx.exit(130)
@@ -70,15 +122,28 @@ def _dataset_options(fn):
         help="Dataset folder, or a folder that holds it under its usual name. "
         "Optional for synthreid (default: the cached built-in benchmark).",
     )(fn)
+    fn = click.option(  # the old name, hidden: --data as on search / retrain / evaluate / tune
+        "--dataset", "dataset_alias", type=click.Choice(DATASET_NAMES), default=None,
+        hidden=True,
+    )(fn)
     fn = click.option(
-        "--dataset", "dataset", required=True, type=click.Choice(DATASET_NAMES),
-        help="Which dataset layout to read.",
+        "--data", "dataset", type=click.Choice(DATASET_NAMES), default=None,
+        help="Which dataset layout to read (required).",
     )(fn)
     return fn
 
 
-def _load(dataset: str, root: Path | None, cuhk03_variant: str, msmt17_combine_val: bool,
-          flag: str = "--dataset"):
+def _dataset_name(dataset: str | None, alias: str | None) -> str:
+    """``--data``, or its old name ``--dataset``."""
+    if dataset is not None and alias is not None and dataset != alias:
+        raise UserError(f"--data {dataset} and --dataset {alias} disagree; give --data only")
+    if dataset is None and alias is None:
+        raise UserError("Missing option '--data' (the dataset layout to read: "
+                        f"{', '.join(DATASET_NAMES)})")
+    return dataset or alias
+
+
+def _load(dataset: str, root: Path | None, cuhk03_variant: str, msmt17_combine_val: bool):
     from .data import load_dataset
 
     options = {}
@@ -87,7 +152,7 @@ def _load(dataset: str, root: Path | None, cuhk03_variant: str, msmt17_combine_v
     if dataset == "msmt17" and msmt17_combine_val:
         options["combine_val"] = True
     if root is None and dataset != "synthreid":
-        raise UserError(f"--root is required for {flag} {dataset}")
+        raise UserError(f"--root is required for --data {dataset}")
     return load_dataset(dataset, root, **options), options
 
 
@@ -98,11 +163,12 @@ def data() -> None:
 
 @data.command("check", context_settings=CONTEXT)
 @_dataset_options
-def data_check(dataset, root, cuhk03_variant, msmt17_combine_val) -> None:
+def data_check(dataset, dataset_alias, root, cuhk03_variant, msmt17_combine_val) -> None:
     """Print ids / images / cameras per split and compare them with the official counts."""
     from .data.check import check_dataset, format_check
     from .data.registry import official_counts
 
+    dataset = _dataset_name(dataset, dataset_alias)
     ds, options = _load(dataset, root, cuhk03_variant, msmt17_combine_val)
     result = check_dataset(ds, official=official_counts(dataset, **options))
     click.echo(format_check(result))
@@ -139,13 +205,19 @@ def data_synth(out, ids, cameras, images_per_id, size, seed, workers, overwrite)
 @_dataset_options
 @click.option("--split", type=click.Choice(["train", "query", "gallery"]), default="train",
               show_default=True)
-@click.option("--out", type=click.Path(path_type=Path), required=True, help="PNG file to write.")
-@click.option("--ids", "num_ids", type=int, default=8, show_default=True, help="Identities (rows).")
-@click.option("--per-id", type=int, default=8, show_default=True, help="Images per identity.")
-def data_sheet(dataset, root, cuhk03_variant, msmt17_combine_val, split, out, num_ids, per_id) -> None:
+@click.option("--out", type=click.Path(path_type=Path), required=True,
+              help="PNG file to write (replaced if it exists).")
+@click.option("--ids", "num_ids", type=click.IntRange(min=1), default=8, show_default=True,
+              help="Identities (rows).")
+@click.option("--per-id", type=click.IntRange(min=1), default=8, show_default=True,
+              help="Images per identity.")
+def data_sheet(dataset, dataset_alias, root, cuhk03_variant, msmt17_combine_val, split, out,
+               num_ids, per_id) -> None:
     """Write a contact sheet PNG: one row of images per identity, labelled with pid and camera."""
     from .viz.contact_sheet import make_contact_sheet
 
+    dataset = _dataset_name(dataset, dataset_alias)
+    _writable_file(out, overwrite=True, example="sheet.png")
     ds, _ = _load(dataset, root, cuhk03_variant, msmt17_combine_val)
     path = make_contact_sheet(ds.split(split), out, ids=num_ids, per_id=per_id,
                               title=f"{ds.name} / {split}")
@@ -219,6 +291,7 @@ def search_cmd(space, overrides, data, root, epochs, device, out, resume, seed, 
     """
     import os
 
+    _early_typo(space, "search space")
     from .search import search
 
     _set_threads(threads, device)
@@ -285,13 +358,13 @@ def pretrain_cmd(backbone, size, last_stride, overrides, device, threads, worker
 
 
 # ------------------------------------------------------------------------------ latency-table
-def _writable_file(out: Path, overwrite: bool) -> None:
+def _writable_file(out: Path, overwrite: bool, example: str = "latency.json") -> None:
     """Raise UserError unless ``out`` can be written as a new file (or replaced), before the
     work that produces it: a temporary file is created (and removed) where it will go."""
     from .fileio import check_writable
 
     if out.is_dir():
-        raise UserError(f"--out {out} is a folder; give a file name (e.g. {out / 'latency.json'})")
+        raise UserError(f"--out {out} is a folder; give a file name (e.g. {out / example})")
     if out.exists() and not overwrite:
         raise UserError(f"--out {out} exists; add --overwrite to replace it")
     check_writable(out.expanduser().absolute().parent, f"--out {out}")
@@ -331,6 +404,7 @@ def latency_table_cmd(space, device, out, batch, warmup, repeats, threads, overw
     """
     import time
 
+    _early_typo(space, "search space")
     from .search.cost import latency_bounds
     from .search.latency import measure_table, measurement_device
     from .space import load_space
@@ -373,8 +447,10 @@ def latency_table_cmd(space, device, out, batch, warmup, repeats, threads, overw
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
               help="Override a recipe field, e.g. --set loss.rib=0.1 --set batch.p=8 (repeatable).")
 @click.option("--epochs", type=click.IntRange(min=1), default=None,
-              help="Override the recipe's epochs. With --resume: the run's new total, at least "
-              "the epochs it began (the schedules follow it from there on).")
+              help="Override the recipe's epochs; its learning-rate warm-up and step milestones "
+              "scale with them (said on stderr) unless --set gives them. With --resume: the "
+              "run's new total, at least the epochs it began (the schedules follow it from there "
+              "on).")
 @click.option("--seed", type=int, default=None, help="Override the recipe's seed.")
 @click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True,
               help="cuda: one GPU per process (torchrun --nproc_per_node N for several), bf16 "
@@ -408,6 +484,7 @@ def retrain_cmd(genotype, data, root, recipe, overrides, epochs, seed, device, o
     """
     import os
 
+    _early_typo(recipe, "recipe")
     from .evaluation.evaluate import format_results
     from .train.loop import retrain
 
@@ -477,7 +554,7 @@ def evaluate_cmd(checkpoint, data, root, cuhk03_variant, rerank, flip, out, rank
         data = saved.get("name")
         if root is None and saved.get("root"):
             root = Path(saved["root"])
-    ds, _ = _load(data, root, cuhk03_variant, False, flag="--data")
+    ds, _ = _load(data, root, cuhk03_variant, False)
     if out is None:
         run_dir = loaded.path.parent
         if run_dir.name == "checkpoints":
@@ -598,14 +675,14 @@ def genotype_diff(a, b, out, formats) -> None:
     """
     from .genotype_diff import diff_genotypes, format_diff
 
+    if out is not None and out.exists() and not out.is_dir():
+        raise UserError(f"--out {out} exists and is not a folder")
     diff = diff_genotypes(a, b)
     click.echo(format_diff(diff))
     if out is not None:
         from .viz.figures import save_figure
         from .viz.genotype_plots import plot_genotype_diff
 
-        if out.exists() and not out.is_dir():
-            raise UserError(f"--out {out} exists and is not a folder")
         out.mkdir(parents=True, exist_ok=True)
         for path in save_figure(plot_genotype_diff(diff), out / "diff", formats=formats):
             click.echo(f"wrote {path}")
@@ -658,16 +735,17 @@ def genotype_notebooks(spec, out, compare, notebooks, timeout) -> None:
               "bot otherwise; mobile_synthetic / mobile for a mobile (mobilenetv2) backbone.")
 @click.option("--backend", type=click.Choice(["ray", "optuna"]), default="ray", show_default=True,
               help="ray: Ray Tune schedules the trials (in parallel, locally or on a cluster); "
-              "optuna: one trial after another in this process.")
+              "optuna: one trial after another in this process, a line on stderr per trial "
+              "and epoch.")
 @click.option("--trials", type=click.IntRange(min=1), default=8, show_default=True,
               help="Trials the study holds in the end (with --resume the finished ones count).")
 @click.option("--seed", type=int, default=0, show_default=True, help="TPE sampler seed.")
 @click.option("--early-stopping", type=click.Choice(["asha", "median", "none"]), default="asha",
               show_default=True,
-              help="Stop poor trials early on their per-epoch validation metric: ASHA (ray: "
-              "ASHAScheduler; optuna: SuccessiveHalvingPruner) or the median rule (ray: "
-              "MedianStoppingRule; optuna: MedianPruner). Grace period and reduction factor: "
-              "the tune space's early_stopping.")
+              help="Stop poor trials early on their per-epoch validation metric: ASHA "
+              "(asynchronous successive halving) or the median rule, the same rule in both "
+              "backends. Grace period (default: the recipe's warm-up plus a quarter of the "
+              "epochs) and reduction factor: the tune space's early_stopping.")
 @click.option("--storage", default=None, metavar="URL",
               help="Optuna storage, any RDB URL (optuna-dashboard URL shows it). Default: "
               "sqlite:///<out>/study.db.")
@@ -684,7 +762,9 @@ def genotype_notebooks(spec, out, compare, notebooks, timeout) -> None:
               "RAY_AUTH_MODE=token and its token in the environment.")
 @click.option("--storage-path", default=None, metavar="PATH|URI",
               help="Ray: where trials persist (checkpoints, results); give storage every node "
-              "reaches on a cluster. Default: <out>/ray.")
+              "reaches on a cluster, and only trusted users can write (--resume unpickles Ray's "
+              "tuner.pkl from it, which runs any code the file holds; it refuses any path but "
+              "the one the study was created with). Default: <out>/ray.")
 @click.option("--cpus-per-trial", type=click.FloatRange(min=0, min_open=True), default=1.0,
               show_default=True, help="Ray: CPUs of each trial (its torch threads, rounded down).")
 @click.option("--gpus-per-trial", type=click.FloatRange(min=0), default=0.0, show_default=True,
@@ -719,6 +799,9 @@ def tune_cmd(ctx, tune_space, genotype, search_space, data, root, recipe, backen
     """
     from datetime import datetime
 
+    for spec, what in ((tune_space, "tune space"), (search_space, "search space"),
+                       (recipe, "recipe")):
+        _early_typo(spec, what)
     from .hpo.study import read_settings
 
     if resume:
@@ -782,7 +865,8 @@ def tune_cmd(ctx, tune_space, genotype, search_space, data, root, recipe, backen
                 raise UserError(f"--{option.replace('_', '-')} is for --backend ray")
         _set_threads(threads, device)
         with _tune_ctrl_c(out):
-            result = run_study(tune_space, data=data, device=device, progress=False, **common)
+            result = run_study(tune_space, data=data, device=device, progress=False, echo=True,
+                               **common)
     else:
         from .hpo import run_tune
 
@@ -823,7 +907,7 @@ def _print_study(result) -> None:
     if result.best_value is not None:
         shown = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
                           for k, v in result.best_params.items())
-        click.echo(f"best validation value {result.best_value:.4f}: {shown}")
+        click.echo(f"best validation {result.metric} {100 * result.best_value:.1f} %: {shown}")
     for name, path in result.files.items():
         click.echo(f"wrote {path}")
     for name, why in result.skipped.items():

@@ -78,7 +78,15 @@ from nas_reid.errors import UserError
 from nas_reid.fileio import atomic_write_text
 from nas_reid.ops import available_ops
 from nas_reid.space.backbone import POSITIONS, stage_shapes
-from nas_reid.space.config import SearchSpace, check_op, format_validation_error, scalar_params
+from nas_reid.space.config import (
+    SearchSpace,
+    canonical_params,
+    check_input_divides,
+    check_op,
+    format_validation_error,
+    input_stride,
+    scalar_params,
+)
 from nas_reid.space.mobile import MOBILE_BACKBONES, MobileArch, mobile_stage_shapes
 
 if TYPE_CHECKING:
@@ -255,6 +263,10 @@ class Genotype(_Model):
 
     @model_validator(mode="after")
     def _check(self) -> "Genotype":
+        b, mobile = self.backbone, self.backbone.mobile
+        check_input_divides(self.input.height, self.input.width,
+                            input_stride(b.last_stride, mobile.stages if mobile else None),
+                            b.name, b.last_stride)
         positions = [c.position for c in self.cells]
         for i, p in enumerate(positions):
             if p in positions[:i]:
@@ -397,6 +409,33 @@ class Genotype(_Model):
                 f"genotype {where}: derived from search space {self.space.name!r} with hash "
                 f"{self.space.hash}, but {named} has hash {expected}; the architecture space "
                 "(input, backbone, cells or ops) has changed")
+
+
+    def space_misfit(self, space: SearchSpace) -> str | None:
+        """What of this genotype's network no network of ``space`` has (the input size, the
+        backbone, a cell's position or node count, an edge's op and parameters), in words;
+        None when it is one of the space's networks (its hash may still differ)."""
+        if self.input_size != space.input_size:
+            return (f"input {self.input.height}x{self.input.width}, the space's is "
+                    f"{space.input.height}x{space.input.width}")
+        b, sb = self.backbone, space.backbone
+        if (b.name, b.last_stride) != (sb.name, sb.last_stride):
+            return (f"backbone {b.name} (last stride {b.last_stride}), the space's is {sb.name} "
+                    f"(last stride {sb.last_stride})")
+        candidates = {json.dumps([op.name, op.full_params()], sort_keys=True) for op in space.ops}
+        for cell in self.cells:
+            if cell.position not in space.cells.positions:
+                return (f"a cell at {cell.position}, the space's cells are at "
+                        f"{', '.join(space.cells.positions)}")
+            if cell.nodes != space.cells.nodes:
+                return (f"{cell.nodes} node(s) in the cell at {cell.position}, the space's cells "
+                        f"have {space.cells.nodes}")
+            for e in cell.edges:
+                if json.dumps([e.op, canonical_params(e.op, e.params)], sort_keys=True) \
+                        not in candidates:
+                    return (f"op {e.op} {dict(e.params)} on {cell.position} edge "
+                            f"{e.source}->{e.target} is not a candidate of the space")
+        return None
 
 
 def save_genotype(genotype: Genotype, path: str | os.PathLike) -> Path:

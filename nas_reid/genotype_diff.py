@@ -333,8 +333,14 @@ def _cost_change(what: str, a: tuple[int, int], b: tuple[int, int]) -> str:
 
 
 def format_diff(diff: GenotypeDiff) -> str:
-    """The text of ``nas-reid genotype diff``."""
-    lines = [f"A: {diff.name_a}", f"B: {diff.name_b}"]
+    """The text of ``nas-reid genotype diff``; its first line warns when A and B are different
+    networks around the cells (input size or backbone), so like cells cost differently."""
+    lines = []
+    around = [f"{f} {x} vs {y}" for f, x, y in diff.header if f in ("input", "backbone")]
+    if around:
+        lines.append(f"note: A and B are different networks around the cells ({'; '.join(around)}): "
+                     "compare their cells' ops; their costs follow the sizes")
+    lines += [f"A: {diff.name_a}", f"B: {diff.name_b}"]
     if diff.identical:
         lines.append("the two genotypes describe the same network")
     if diff.header:

@@ -238,7 +238,7 @@ def load_source(spec: str | os.PathLike | RunSource) -> RunSource:
     if run_dir is None:
         from nas_reid.space.reference import resolve_genotype
 
-        genotype, reference = resolve_genotype(text)
+        genotype, reference = resolve_genotype(text, strict=False)
         if reference is not None:
             return RunSource(text, genotype, reference, "reference", None, notes=[
                 f"{reference} is a reference genotype (hand-written from the paper): it has no "
@@ -262,6 +262,9 @@ def _load_run(spec: str, run_dir: Path) -> RunSource:
     finished = True
     if (run_dir / GENOTYPE_FILE).is_file():
         genotype = Genotype.from_json(run_dir / GENOTYPE_FILE)
+        from nas_reid.space.reference import check_space_hash
+
+        check_space_hash(genotype, str(run_dir / GENOTYPE_FILE), run_dir, strict=False)
     elif history:
         genotype = Genotype.from_dict(history[-1], where=f"{run_dir / HISTORY_FILE} (last line)")
         finished = False

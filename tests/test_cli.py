@@ -29,7 +29,7 @@ def test_data_check_prints_the_table_and_flags_the_count_mismatch(run, tmp_path)
 
 
 def test_missing_dataset_folder_is_one_message_and_exit_2(run, tmp_path):
-    result = run("data", "check", "--dataset", "dukemtmc", "--root", tmp_path / "nowhere")
+    result = run("data", "check", "--data", "dukemtmc", "--root", tmp_path / "nowhere")
     assert result.exit_code == 2
     assert "Error:" in result.output and "nowhere" in result.output
     assert "Traceback" not in result.output
@@ -44,8 +44,18 @@ def test_bad_file_name_is_named(run, tmp_path):
 
 
 def test_root_is_required_except_for_synthreid(run):
-    result = run("data", "check", "--dataset", "market1501")
-    assert result.exit_code == 2 and "--root is required" in result.output
+    result = run("data", "check", "--data", "market1501")
+    assert result.exit_code == 2 and "--root is required for --data market1501" in result.output
+
+
+def test_data_commands_take_data_as_every_command_does_and_dataset_still_works(run, tmp_path):
+    build_market(tmp_path)
+    for flag in ("--data", "--dataset"):
+        result = run("data", "check", flag, "market1501", "--root", tmp_path)
+        assert result.exit_code == 0 and "train" in result.output, result.output
+    for command in ("check", "sheet"):
+        shown = run("data", command, "--help").output
+        assert "--data " in shown and "--dataset" not in shown
 
 
 def test_synth_writes_a_market_layout_that_check_reads(run, tmp_path):
@@ -59,7 +69,7 @@ def test_synth_writes_a_market_layout_that_check_reads(run, tmp_path):
     assert f"{info['counts']['train']['images']:,}" in check.output
 
     sheet = tmp_path / "sheet.png"
-    drawn = run("data", "sheet", "--dataset", "synthreid", "--root", out, "--out", sheet,
+    drawn = run("data", "sheet", "--data", "synthreid", "--root", out, "--out", sheet,
                 "--ids", "3", "--per-id", "4")
     assert drawn.exit_code == 0, drawn.output
     with Image.open(sheet) as img:

@@ -278,6 +278,29 @@ def test_not_a_model_checkpoint(tmp_path, content):
         export_model(tmp_path / "missing.pt", "torchscript")
 
 
+@pytest.mark.parametrize("change, words", [
+    ("genotype", "missing: cells.layer3.ops.e0_1.theta.0.weight, cells.layer3.ops.e0_1.theta.1.weight, "
+                 "cells.layer3.ops.e0_1.theta.1.bias and 141 more)"),
+    ("num_classes", "other shape: head.classifier.weight [7, 512] (the network's: [9, 512])"),
+    ("extra", "unexpected: extra.weight"),
+])
+def test_weights_that_do_not_fit_the_genotype_name_the_first_keys(tmp_path, change, words):
+    from nas_reid.train.checkpoint import load_model
+
+    path = save_checkpoint(tmp_path / "m.pt", "baseline")
+    state = torch.load(path, weights_only=True)
+    if change == "genotype":
+        state["genotype"] = genotype("rga").to_json()
+    elif change == "num_classes":
+        state["num_classes"] = 9
+    else:
+        state["model"]["extra.weight"] = torch.zeros(2)
+    torch.save(state, path)
+    with pytest.raises(ModelCheckpointError, match="its weights do not fit its genotype") as info:
+        load_model(path)
+    assert words in str(info.value) and "\n" not in str(info.value)
+
+
 @pytest.mark.parametrize("fmt, opset, message", [
     ("tflite", None, "unknown export format 'tflite'"),
     ("ONNX", None, "unknown export format"),
@@ -295,7 +318,7 @@ def test_bad_format_or_opset(checkpoints, tmp_path, fmt, opset, message):
 def test_existing_output_needs_overwrite(checkpoints, tmp_path):
     out = tmp_path / "model.torchscript.pt"
     out.write_bytes(b"old")
-    with pytest.raises(ExportError, match="already exists.*overwrite"):
+    with pytest.raises(ExportError, match="already exists; add --overwrite to replace it$"):
         export_model(checkpoints["baseline"], "torchscript", out, check=False)
     assert out.read_bytes() == b"old"
     assert leftovers(tmp_path) == []

@@ -172,6 +172,8 @@ BAD = [
     (lambda d: d["probabilities"]["layer3"]["values"][0].__setitem__(0, 1.5), "probabilities must be in [0, 1]"),
     (lambda d: d["space"].update(hash="XYZ"), "space.hash"),
     (lambda d: d["input"].update(height=8), "input.height"),
+    (lambda d: d["input"].update(height=63), "input: 63x32 is not divisible by 16, the total stride "
+     "of resnet18 with last_stride 1; use multiples of 16 (e.g. 64x32)"),
 ]
 
 

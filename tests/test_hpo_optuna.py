@@ -33,9 +33,13 @@ SPACE = tiny_tune_space("tiny_tune")
 PNG = b"\x89PNG\r\n\x1a\n"
 
 
-def study(dataset, out, **kwargs) -> StudyResult:
+def study(dataset, out, space=SPACE, **kwargs) -> StudyResult:
     kwargs.setdefault("recipe", "bot")
-    return run_study(SPACE, tiny_genotype(), dataset, out_dir=out, **kwargs)
+    return run_study(space, tiny_genotype(), dataset, out_dir=out, **kwargs)
+
+
+EARLY = {**SPACE, "early_stopping": {"grace_period": 1}}
+"""Stops after epoch 1 (the default grace period of SPACE's two epochs is both)."""
 
 
 def trials_of(out: Path, name: str = "tiny_tune") -> list:
@@ -229,7 +233,7 @@ def fake_retrain(values: dict[int, float], epochs: int = 3):
 def test_the_median_pruner_prunes_a_poor_trial(tmp_path, dataset, monkeypatch):
     monkeypatch.setattr(loop, "retrain", fake_retrain({0: 0.9, 1: 0.8, 2: 0.1}))
     out = tmp_path / "study"
-    result = study(dataset, out, trials=3, early_stopping="median")
+    result = study(dataset, out, EARLY, trials=3, early_stopping="median")
     assert (result.n_complete, result.n_pruned, result.n_failed) == (2, 1, 0)
     assert states(out) == ["COMPLETE", "COMPLETE", "PRUNED"]
     assert result.best_value == pytest.approx(0.9)
@@ -239,16 +243,55 @@ def test_the_median_pruner_prunes_a_poor_trial(tmp_path, dataset, monkeypatch):
     assert none.n_complete == 3
 
 
+def test_echo_says_each_trial_and_epoch_as_it_goes(tmp_path, dataset, monkeypatch, capsys):
+    monkeypatch.setattr(loop, "retrain", fake_retrain({0: 0.9, 1: 0.8}))
+    out = tmp_path / "study"
+    study(dataset, out, EARLY, trials=2, early_stopping="asha", echo=True)
+    lines = capsys.readouterr().err.splitlines()
+    assert lines[0].startswith("trial 0: optimizer.lr=") and lines[0].endswith(
+        f"; in {out / 'trials' / '0'}")
+    assert lines[1:5] == ["trial 0 epoch 1/3: validation mAP 90.0 %, loss 1.000",
+                          "trial 0 epoch 2/3: validation mAP 90.0 %, loss 1.000",
+                          "trial 0 epoch 3/3: validation mAP 90.0 %, loss 1.000",
+                          "trial 0 complete: validation mAP 90.0 %"]
+    assert lines[5].startswith("trial 1: ")
+    assert lines[6:8] == ["trial 1 epoch 1/3: validation mAP 80.0 %, loss 1.000",
+                          "trial 1 pruned at epoch 1 (mAP 80.0 %)"]
+    study(dataset, tmp_path / "quiet", EARLY, trials=1)
+    assert "trial 0" not in capsys.readouterr().err  # the library is quiet unless asked
+
+
 def test_asha_prunes_early_but_never_at_the_last_epoch(tmp_path, dataset, monkeypatch):
     monkeypatch.setattr(loop, "retrain", fake_retrain({0: 0.9, 1: 0.8, 2: 0.1}))
     out = tmp_path / "asha"
-    study(dataset, out, trials=3, early_stopping="asha")
+    study(dataset, out, EARLY, trials=3, early_stopping="asha")
     assert states(out) == ["COMPLETE", "PRUNED", "PRUNED"]  # top 1/2 of each rung goes on
     assert [r["epochs"] for r in rows(out)] == ["3", "1", "1"]
     monkeypatch.setattr(loop, "retrain", fake_retrain({0: 0.9, 1: 0.8, 2: 0.1}, epochs=1))
     out = tmp_path / "one_epoch"
-    study(dataset, out, trials=3, early_stopping="asha")
+    study(dataset, out, EARLY, trials=3, early_stopping="asha")
     assert states(out) == ["COMPLETE"] * 3
+
+
+def test_pruned_trials_lose_their_checkpoints_and_finished_ones_keep_them(tmp_path, dataset,
+                                                                         monkeypatch):
+    fake = fake_retrain({0: 0.9, 1: 0.8, 2: 0.1})
+
+    def with_checkpoints(genotype, data, *, out_dir, on_epoch, **kwargs):
+        def hook(record):  # as the real retrain: the epoch's checkpoint first, then the report
+            (Path(out_dir) / "checkpoints").mkdir(parents=True, exist_ok=True)
+            (Path(out_dir) / "checkpoints" / "last.pt").write_bytes(b"a retrain state")
+            on_epoch(record)
+
+        return fake(genotype, data, out_dir=out_dir, on_epoch=hook, **kwargs)
+
+    monkeypatch.setattr(loop, "retrain", with_checkpoints)
+    out = tmp_path / "study"
+    study(dataset, out, EARLY, trials=3, early_stopping="asha")
+    assert states(out) == ["COMPLETE", "PRUNED", "PRUNED"]
+    left = sorted(str(p.relative_to(out)) for p in (out / "trials").rglob("*.pt"))
+    assert left == ["trials/0/retrain/checkpoints/last.pt"]
+    assert (out / "trials" / "1" / "retrain").is_dir()  # the run folder itself stays
 
 
 def test_bad_inputs_are_user_errors_and_leave_nothing(tmp_path, dataset):
@@ -338,7 +381,9 @@ def test_cli_tune_runs_resumes_and_fails_cleanly(tmp_path, data_root, monkeypatc
             "--out", "study", "--threads", "1"]
     done = run(*args)
     assert done.exit_code == 0, done.output
-    assert "1 complete" in done.output and "best validation value" in done.output
+    assert "1 complete" in done.output
+    best = yaml.safe_load((tmp_path / "study" / "best_trial.yaml").read_text())["value"]
+    assert f"best validation mAP {100 * best:.1f} %: " in done.output  # a percentage, as search
     assert f"wrote {Path('study') / 'best.yaml'}" in done.output
     assert "optuna-dashboard sqlite:///" in done.output
     load_recipe(tmp_path / "study" / "best.yaml")
@@ -388,3 +433,51 @@ def test_bad_trial_values_fail_the_trial_not_the_study(tmp_path, dataset, monkey
 
         Objective.build(space, dataset, genotype=tiny_genotype(), recipe="bot").recipe_overrides(
             {"lr_schedule.warmup_epochs": 5})
+
+
+def _record_run_dir(out: Path, number: int, run_dir: Path, name: str = "tiny_tune") -> None:
+    """Point trial ``number``'s recorded ``run_dir`` elsewhere (an edited study, another
+    machine's path): Optuna does not update a finished trial, so the database is edited."""
+    import sqlite3
+
+    trial_id = trials_of(out, name)[number]._trial_id
+    with sqlite3.connect(out / "study.db") as db:
+        changed = db.execute("UPDATE trial_user_attributes SET value_json = ? WHERE trial_id = ? "
+                             "AND key = 'run_dir'", (json.dumps(str(run_dir)), trial_id)).rowcount
+    assert changed == 1
+
+
+@pytest.mark.parametrize("where", ["outside", "symlink"])
+def test_resume_never_touches_a_recorded_folder_outside_out(tmp_path, dataset, monkeypatch, where):
+    real = fake_retrain({0: 0.5, 1: 0.4, 2: 0.3, 3: 0.2})
+    calls = []
+
+    def interrupted_once(genotype, data, *, out_dir, on_epoch, **kwargs):
+        calls.append(Path(out_dir))
+        if len(calls) == 2:  # Ctrl-C in trial 1
+            raise KeyboardInterrupt
+        return real(genotype, data, out_dir=out_dir, on_epoch=on_epoch, **kwargs)
+
+    monkeypatch.setattr(loop, "retrain", interrupted_once)
+    out = tmp_path / "study"
+    assert study(dataset, out, trials=2, early_stopping="none").interrupted
+    victim = tmp_path / "victim"
+    (victim / "retrain").mkdir(parents=True)
+    (victim / "keep.txt").write_text("mine")
+    (victim / "retrain" / "keep.txt").write_text("mine")
+    if where == "outside":
+        _record_run_dir(out, 1, victim / "retrain")
+    else:  # the trial's own folder replaced by a link to another one
+        import shutil
+
+        shutil.rmtree(out / "trials" / "1")
+        (out / "trials" / "1").symlink_to(victim, target_is_directory=True)
+    with pytest.warns(UserWarning, match="outside"):
+        again = study(dataset, out, trials=2, early_stopping="none", resume=True)
+    assert sorted(p.name for p in victim.rglob("*")) == ["keep.txt", "keep.txt", "retrain"]
+    assert not any(victim in p.parents or p == victim for p in calls[2:])
+    if where == "outside":
+        assert again.n_complete == 2 and calls[2].is_relative_to(out / "trials")
+    else:  # nowhere inside --out is left for it: the continuation fails, the folder is kept
+        assert states(out) == ["COMPLETE", "FAIL", "FAIL"] and "outside" in rows(out)[2]["error"]
+        assert again.n_failed == 2  # the interrupted trial 1 and its continuation

@@ -147,6 +147,41 @@ def test_ray_client_to_another_machine_needs_shared_storage(tmp_path, data_root,
 # ------------------------------------------------------------------------------ real Ray runs
 
 
+def test_resume_trusts_only_the_storage_path_the_study_was_created_with(tmp_path, dataset, run,
+                                                                      monkeypatch):
+    """Tuner.restore unpickles tuner.pkl from the storage path: a resume must not take another
+    one, whether given by --storage-path or by an edited tune.yaml (Ray never starts)."""
+    from nas_reid.hpo import ray_backend
+    from nas_reid.hpo.study import run_settings, write_settings
+
+    def no_ray(*args, **kwargs):
+        raise AssertionError("Ray started")
+
+    monkeypatch.setattr(ray_backend, "ray_session", no_ray)
+    out = tmp_path / "study"
+    out.mkdir()
+    url = f"sqlite:///{out / 'study.db'}"
+    own = str((out / "ray").resolve())
+    optuna.create_study(study_name="ray_tune", storage=url, direction="maximize").set_user_attr(
+        ray_backend.STORAGE_PATH_ATTR, own)
+    objective = Objective.build(SPACE, dataset, genotype=tiny_genotype(), recipe="bot")
+    elsewhere = str(tmp_path / "elsewhere")
+    ray = {"storage_path": elsewhere, "cpus_per_trial": 1.0, "gpus_per_trial": 0.0,
+           "max_concurrent": None}
+    write_settings(out, {**run_settings(objective, backend="ray", study_name="ray_tune",
+                                        storage=url, seed=0, early_stopping="asha", trials=1,
+                                        ray=ray), "experiments": []})
+    common = dict(genotype=tiny_genotype(), data=dataset, recipe="bot", out_dir=out, trials=1)
+    with pytest.raises(UserError, match=f"--storage-path {elsewhere} is not the storage path "
+                       f"study 'ray_tune' was created with \\({own}\\)"):
+        run_tune(SPACE, resume=True, storage_path=elsewhere, **common)
+    edited = run("tune", "--resume", "--out", out)  # tune.yaml names another storage path
+    assert edited.exit_code == 2 and "is not the storage path study" in edited.output
+    assert edited.output.count("\n") == 1
+    shown = run("tune", "--help").output
+    assert "only trusted users can write" in " ".join(shown.split())
+
+
 def test_resources_a_trial_cannot_get(local_ray):
     with pytest.raises(UserError, match="asks for 64 CPU and 0.5 GPU per trial but the Ray "
                                         "cluster has 2 CPU and 0 GPU"):

@@ -181,7 +181,8 @@ def test_eval_every_is_the_tuners():
 
 def test_validation_and_early_stopping_defaults_and_bounds(example):
     assert example.validation.fraction == 0.25 and example.validation.seed == 0
-    assert example.early_stopping.grace_period == 1 and example.early_stopping.reduction_factor == 2
+    assert example.early_stopping.grace_period is None  # the default: see the objective's
+    assert example.early_stopping.reduction_factor == 2
     assert "validation.fraction: Input should be less than 1" in error(with_("validation", {"fraction": 1.0}))
     assert "early_stopping.reduction_factor: Input should be greater than or equal to 2" in error(
         with_("early_stopping", {"reduction_factor": 1}))
@@ -220,7 +221,7 @@ def test_field_type_mismatch():
     ({"type": "float", "low": 0.1, "high": 0.5, "log": True, "step": 0.1}, "params.loss.triplet_margin.step: cannot be combined"),
     ({"type": "float", "low": 0.1, "high": 0.5, "step": 0.0}, "params.loss.triplet_margin.step: Input should be greater than 0"),
     ({"type": "float", "low": "a", "high": 0.5}, "params.loss.triplet_margin.low: Input should be a valid number"),
-    ({"type": "float", "low": 0.1, "high": 0.5, "lg": True}, "params.loss.triplet_margin.lg: unknown field (allowed: type, low, high, log, step)"),
+    ({"type": "float", "low": 0.1, "high": 0.5, "lg": True}, "params.loss.triplet_margin.lg: unknown field; did you mean 'log'? (allowed: type, low, high, log, step)"),
     ({"type": "float", "high": 0.5}, "params.loss.triplet_margin.low: required field is missing"),
     ({"type": "normal", "low": 0.1}, "params.loss.triplet_margin.type: unknown distribution type 'normal' (allowed: float, int, categorical)"),
     ({"low": 0.1, "high": 0.5}, "params.loss.triplet_margin.type: required field is missing"),

@@ -262,7 +262,8 @@ def test_the_latency_fields_validate_and_stay_out_of_the_hash(tmp_path):
         ("metric", "joules", r"schedule\.cost\.metric: Input should be 'flops' or 'latency'"),
         ("latency", {"repeats": 0}, r"schedule\.cost\.latency\.repeats: Input should be greater"),
         ("latency", {"device": "tpu"}, r"schedule\.cost\.latency\.device: String should match"),
-        ("latency", {"batches": 2}, r"schedule\.cost\.latency\.batches: unknown field \(allowed: "
+        ("latency", {"batches": 2}, r"schedule\.cost\.latency\.batches: unknown field; did you "
+                                    r"mean 'batch'\? \(allowed: "
                                     r"batch, warmup, repeats, table, device\)"),
     ]:
         with pytest.raises(SpaceError, match=message):

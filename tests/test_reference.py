@@ -235,3 +235,84 @@ def test_pyproject_ships_every_subpackage_and_data_file():
     missed = [f for f in files if not any(
         fnmatch.fnmatch(f, pat) and f.count("/") == pat.count("/") for pat in patterns)]
     assert missed == [], "add package-data patterns for these files"
+
+
+# ------------------------------------------------------------------------------ space hashes
+
+
+def _search_run(folder: Path, *, hash_of=None, op=("se", {"reduction": 8}), name="tiny") -> Path:
+    """A search run folder as far as a genotype spec needs: config.yaml with the tiny space,
+    genotype.json recording ``hash_of``'s hash (default the space's own) with ``op`` on layer4."""
+    import yaml
+
+    from tests.tiny import tiny_genotype, tiny_space
+
+    folder.mkdir(parents=True)
+    space = load_space(tiny_space())
+    (folder / "config.yaml").write_text(yaml.safe_dump({"space": space.resolved()}))
+    data = tiny_genotype(ops=(("layer4", *op),)).to_dict()
+    data["space"] = {"name": name, "hash": (hash_of or space).canonical_hash()}
+    Genotype.from_dict(data).save(folder / "genotype.json")
+    return folder
+
+
+def test_space_misfit_names_what_no_network_of_the_space_has():
+    from tests.tiny import tiny_genotype, tiny_space
+
+    space = load_space(tiny_space())
+    assert tiny_genotype().space_misfit(space) is None
+    assert "input 64x32, the space's is 128x64" in tiny_genotype().space_misfit(
+        load_space({**tiny_space(), "input": {"height": 128, "width": 64}}))
+    assert "backbone resnet18" in tiny_genotype().space_misfit(
+        load_space({**tiny_space(), "backbone": {"name": "resnet50", "last_stride": 1}}))
+    assert "op se {'reduction': 4} on layer4 edge 0->1 is not a candidate" in tiny_genotype(
+        ops=(("layer4", "se", {"reduction": 4}),)).space_misfit(space)
+    assert "a cell at layer2" in tiny_genotype(ops=(("layer2", "eca", {}),)).space_misfit(space)
+
+
+def test_a_genotype_whose_hash_matches_its_run_space_is_taken_quietly(tmp_path, recwarn):
+    run = _search_run(tmp_path / "run")
+    genotype, _ = resolve_genotype(run)
+    assert genotype.cells[0].edges[0].op == "se" and not recwarn.list
+
+
+def test_a_space_hash_that_differs_but_fits_the_space_is_a_warning(tmp_path):
+    from nas_reid.space.reference import SpaceMismatchWarning
+    from tests.tiny import tiny_space
+
+    other = load_space({**tiny_space(), "ops": ["identity", {"name": "se", "params": {"reduction": 8}}]})
+    run = _search_run(tmp_path / "run", hash_of=other)
+    for spec in (run, run / "genotype.json"):
+        with pytest.warns(SpaceMismatchWarning, match=f"is not that of the search space of its run "
+                          f"{run}.*network is one of that space's"):
+            resolve_genotype(spec)
+
+
+def test_a_space_hash_that_differs_with_another_network_is_refused_where_it_is_built(tmp_path, run):
+    from nas_reid.space.reference import SpaceMismatchWarning
+    from tests.tiny import tiny_space
+
+    other = load_space({**tiny_space(), "ops": ["identity", {"name": "se", "params": {"reduction": 4}}]})
+    folder = _search_run(tmp_path / "run", hash_of=other, op=("se", {"reduction": 4}))
+    with pytest.raises(GenotypeError, match="none of that space's: op se .* is not a candidate"):
+        resolve_genotype(folder)
+    result = run("retrain", "--genotype", folder, "--out", tmp_path / "retrain")
+    assert result.exit_code == 2 and not (tmp_path / "retrain").exists()
+    assert result.output.count("\n") == 1 and "is not a candidate of the space" in result.output
+    with pytest.warns(SpaceMismatchWarning, match="none of that space's"):  # looking is harmless
+        shown = run("genotype", "show", folder)
+    assert shown.exit_code == 0, shown.output
+
+
+def test_a_shipped_space_name_with_another_hash_is_a_warning(tmp_path):
+    from nas_reid.space.reference import SpaceMismatchWarning
+    from tests.tiny import tiny_genotype
+
+    data = tiny_genotype().to_dict()
+    data["space"] = {"name": "cpu_small", "hash": "0123456789abcdef"}
+    Genotype.from_dict(data).save(tmp_path / "g.json")
+    with pytest.warns(SpaceMismatchWarning, match="shipped search space 'cpu_small'"):
+        resolve_genotype(tmp_path / "g.json")
+    data["space"]["hash"] = load_space(default_space_path()).canonical_hash()
+    Genotype.from_dict(data).save(tmp_path / "g.json")
+    resolve_genotype(tmp_path / "g.json")  # the hash of the shipped space: nothing said

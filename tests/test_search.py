@@ -134,8 +134,10 @@ def test_metrics_jsonl_has_the_documented_keys(finished):
     final = epochs[-1]["decisions"]["decisions"]
     assert [d["choice"] for d in final] == [c.edges[0].op for c in finished.genotype.cells]
     assert finished.decisions.as_dict() == epochs[-1]["decisions"]
-    # tau follows the space's schedule at epoch / epochs; the cosine lr halves at epoch 2 of 2
-    assert [r["tau"] for r in epochs] == pytest.approx([5.0, 2.75])
+    # tau runs from the space's start in the first architecture epoch to its end in the last
+    # (until issue 20.7 it stopped at epoch / epochs: 2.75 here, never 0.5); the cosine lr
+    # halves at epoch 2 of 2
+    assert [r["tau"] for r in epochs] == pytest.approx([5.0, 0.5])
     assert [r["lr"]["weights"] for r in epochs] == pytest.approx([0.05, 0.025])
     assert epochs[-1]["genotype"] == finished.genotype.summary()
 
@@ -389,6 +391,59 @@ def test_cli_tiny_search_prints_where_the_genotype_is(cli, tmp_path, data_root):
     assert "held-out mAP" in result.output
     assert "choices: 0 of 2 settled: the search updated the architecture in 1 epoch" in result.output
     assert result.output.count("not settled: layer") == 2 and "sampling.tau.end" in result.output
+
+
+@pytest.mark.slow
+def test_a_terminal_sees_the_set_up_phases_and_the_progress_bar(tmp_path, data_root):
+    """``nas-reid search`` in its own process on a pseudo-terminal, as a user runs it: the run
+    folder, the TensorBoard command and the cluster fit are said before epoch 1, and tqdm
+    draws its bar (it draws none when stderr is not a terminal)."""
+    import fcntl
+    import pty
+    import re
+    import select
+    import struct
+    import termios
+
+    script = Path(sys.executable).with_name("nas-reid")
+    if not script.is_file():
+        pytest.skip("the nas-reid console script is not installed beside this Python")
+    space = write_space(tmp_path, tiny_space())
+    master, slave = pty.openpty()
+    # a terminal's size, as a real one has (tqdm sizes its bar to it; 0 columns draw nothing)
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 120, 0, 0))
+    child = subprocess.Popen([str(script), "search", "--space", str(space), "--data", "synthreid",
+                              "--root", str(data_root), "--out", "run", "--threads", "1"],
+                             cwd=tmp_path, stdin=slave, stdout=slave, stderr=slave,
+                             env=dict(os.environ))
+    os.close(slave)
+    chunks = []
+    try:
+        while True:
+            ready, _, _ = select.select([master], [], [], 300)
+            if not ready:
+                pytest.fail("no output for 300 s: " + b"".join(chunks).decode(errors="replace"))
+            try:
+                chunk = os.read(master, 4096)
+            except OSError:  # EIO: the child closed the terminal
+                break
+            if not chunk:
+                break
+            chunks.append(chunk)
+    finally:
+        os.close(master)
+        code = child.wait(timeout=60)
+    text = b"".join(chunks).decode(errors="replace")
+    assert code == 0, text
+    lines = [part.strip() for line in text.splitlines() for part in line.split("\r")]
+    folder = lines.index("search run folder: run (new, 2 epochs)")
+    assert lines[folder + 1] == "curves: tensorboard --logdir run/tensorboard"
+    cluster = next(i for i, line in enumerate(lines) if line.startswith(
+        "set-up: fitting the RIB's input clusters on the "))
+    first_epoch = next(i for i, line in enumerate(lines) if line.startswith("epoch 1/2  loss"))
+    assert folder < cluster < first_epoch  # the set-up is said before the first epoch ends
+    assert re.search(r"epoch 1/2: +\d+%\|.*\| *\d+/\d+ .*step/s", text), text  # the bar
+    assert "genotype: run/genotype.json" in text
 
 
 def test_cli_set_overrides_fields_of_the_space(cli, tmp_path, data_root):

@@ -120,13 +120,17 @@ BAD = [
     ({"backbone": {"name": "resnet34"}}, "backbone.name", "resnet34"),
     ({"backbone": {"name": "resnet18", "last_stride": 3}}, "backbone.last_stride", "3"),
     ({"input": {"height": 64}}, "input.width", "missing"),
+    ({"input": {"height": 63, "width": 32}}, "input", "63x32 is not divisible by 16"),
+    ({"input": {"height": 48, "width": 32}, "backbone": {"name": "resnet18", "last_stride": 2}},
+     "input", "48x32 is not divisible by 32, the total stride of resnet18 with last_stride 2"),
     ({"sampling": {"strategy": "dirichlet"}}, "sampling.strategy", "dirichlet"),
     ({"sampling": {"tau": {"start": -1.0}}}, "sampling.tau.start", "greater than 0"),
     ({"schedule": {"epochs": 3, "warmup_epochs": 3}}, "schedule.warmup_epochs", "no architecture epoch"),
     ({"schedule": {"arch": {"betas": [0.5]}}}, "schedule.arch.betas", "at least 2"),
     ({"schedule": {"heldout_fraction": 1.5}}, "schedule.heldout_fraction", "less than 1"),
     ({"schedule": {"loss": {"rib_beta": 0}}}, "schedule.loss.rib_beta", "greater than 0"),
-    ({"sampeling": {"strategy": "gumbel"}}, "sampeling", "unknown field (allowed: name, input"),
+    ({"sampeling": {"strategy": "gumbel"}}, "sampeling",
+     "unknown field; did you mean 'sampling'? (allowed: name, input"),
 ]
 
 
@@ -274,6 +278,11 @@ def test_tau_schedules():
     assert exp.sampling.tau.at(0.5) == pytest.approx(2.0) and exp.sampling.tau.at(1) == pytest.approx(0.5)
     const = load_space(small(sampling={"tau": {"start": 2.0, "schedule": "constant"}}))
     assert const.sampling.tau.at(0.7) == 2.0
+    # by epoch: start through the warm-up and in the first architecture epoch, end in the last
+    assert [tau.at_epoch(e, 12, 2) for e in range(12)] == pytest.approx(
+        [8.0, 8.0] + [8.0 - 7.5 * k / 9 for k in range(10)])  # 9 steps from epoch 2 to 11
+    assert tau.at_epoch(11, 12, 2) == 0.5 and tau.at_epoch(0, 1) == 0.5  # one epoch: the last
+    assert [tau.at_epoch(e, 3, 2) for e in range(3)] == [8.0, 8.0, 0.5]
 
 
 # ------------------------------------------------------------------------------ backbone

@@ -120,6 +120,49 @@ def test_bad_recipes_name_the_field(overrides, match):
         load_recipe("bot", overrides)
 
 
+@pytest.mark.parametrize("name, epochs, warmup, milestones", [
+    ("synthetic", 3, 0, [2]),        # 20 epochs, warm-up 2, milestones 12, 17
+    ("synthetic", 40, 4, [24, 34]),
+    ("bot", 40, 3, [13, 23]),        # 120 epochs, warm-up 10, milestones 40, 70
+    ("bot", 1, 0, []),
+    ("synthetic", 20, 2, [12, 17]),  # its own epochs: nothing changes, nothing said
+])
+def test_epochs_scale_the_warmup_and_the_milestones(name, epochs, warmup, milestones):
+    from nas_reid.train.recipe import scaled_to
+
+    recipe = load_recipe(name)
+    overrides, note = scaled_to(recipe, epochs)
+    scaled = load_recipe(name, overrides)
+    assert scaled.epochs == epochs and scaled.lr_schedule.warmup_epochs == warmup
+    assert scaled.lr_schedule.milestones == milestones
+    if epochs == recipe.epochs:
+        assert note is None
+    else:
+        assert note.startswith(f"--epochs {epochs}: recipe {name!r} is written for "
+                               f"{recipe.epochs} epochs") and f"-> {warmup} epoch(s)" in note
+
+
+def test_epochs_keep_a_schedule_the_user_sets_and_say_what_they_change(tmp_path, dataset, capsys):
+    from nas_reid.train.recipe import scaled_to
+
+    kept, note = scaled_to(load_recipe("synthetic"), 3, keep={"lr_schedule": {"warmup_epochs": 1}})
+    assert kept == {"epochs": 3, "lr_schedule": {"milestones": [2]}} and "warm-up" not in note
+    cosine = load_recipe("bot", ["lr_schedule.decay=cosine"])
+    assert scaled_to(cosine, 60)[0] == {"epochs": 60, "lr_schedule": {"warmup_epochs": 5}}
+    # a retrain told --epochs 3 of the synthetic recipe runs the scaled schedule and says so
+    out = tmp_path / "run"
+    retrain(tiny_genotype(), dataset, recipe="synthetic", overrides=["batch.p=2"], epochs=3,
+            out_dir=out, progress=True, max_steps=0)
+    saved = yaml.safe_load((out / "config.yaml").read_text())["recipe"]
+    assert (saved["epochs"], saved["lr_schedule"]["warmup_epochs"],
+            saved["lr_schedule"]["milestones"]) == (3, 0, [2])
+    err = capsys.readouterr().err
+    assert ("--epochs 3: recipe 'synthetic' is written for 20 epochs; its learning-rate schedule "
+            "is scaled to 3: warm-up 2 -> 0 epoch(s), milestones [12, 17] -> [2]" in err)
+    assert f"retrain run folder: {out} (new, 3 epochs)" in err  # said before the first epoch
+    assert f"  curves: tensorboard --logdir {out / 'tensorboard'}" in err
+
+
 def test_recipe_files_are_read_safely(tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text("epochs: [1,\n")

@@ -1,3 +1,5 @@
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -64,3 +66,27 @@ def test_image_dataset_reads_and_names_a_broken_file(tmp_path):
     assert img.shape == (3, 32, 16) and (pid, cam, idx) == (0, 0, 0)
     with pytest.raises(DatasetError, match="0002_c1s1_000001_00.jpg"):
         ds[1]
+
+
+@pytest.mark.parametrize("loader", ["plain", "stream"])
+def test_a_broken_file_read_in_a_worker_process_is_one_line_naming_it(tmp_path, loader):
+    from nas_reid.data.streams import BatchStream, plain_loader
+
+    items = []
+    for pid in range(2):
+        for i in range(2):
+            path = tmp_path / f"{pid + 1:04d}_c{i + 1}s1_000001_00.jpg"
+            _image().save(path)
+            items.append((str(path), pid, i))
+    bad = Path(items[1][0])
+    bad.write_bytes(b"")  # zero bytes
+    if loader == "plain":
+        batches = plain_loader(items, (32, 16), batch_size=4, num_workers=1)
+    else:
+        batches = BatchStream(items, (32, 16), p=2, k=2, seed=0, stream=0,
+                              num_workers=1).epoch_batches(0)
+    with pytest.raises(DatasetError) as caught:
+        list(batches)
+    message = str(caught.value)
+    assert message.startswith(f"cannot read image {bad}") and "\n" not in message
+    assert "Traceback" not in message and "worker" not in message

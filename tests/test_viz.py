@@ -249,6 +249,12 @@ def test_the_diff_finds_every_kind_of_change():
     assert [f for f, _, _ in diff.header] == ["input", "backbone"]
     assert not diff.identical
     text = format_diff(diff)
+    assert text.splitlines()[0] == (
+        "note: A and B are different networks around the cells (input 64x32 vs 128x64; "
+        "backbone resnet18 (last stride 1) vs resnet50 (last stride 1)): compare their cells' "
+        "ops; their costs follow the sizes")
+    small = genotype([("layer4", 1, [(0, 1, "se", {})])])
+    assert format_diff(diff_genotypes(small, a)).startswith("A: ")  # same sizes: no note
     for line in ("layer1  only in B: 0->1 eca", "layer2  only in A: 0->1 se",
                  "0->1 se params: reduction 8 -> 16", "1->2 op: eca -> cbam_c",
                  "layer4  same cell (other size, so another cost)", "input     64x32  ->  128x64",
@@ -301,6 +307,33 @@ def test_op_colours_are_the_same_in_every_figure(run_dir):
     probs = viz.plot_arch_probabilities(src)
     for tick in probs.axes[0].get_xticklabels():
         assert to_hex(tick.get_color()) == to_hex(op_color(src.op_of(tick.get_text())))
+
+
+def test_arch_probabilities_scale_around_uniform_and_tell_the_choice_from_its_runner_up():
+    """A search's probabilities lie close to uniform (here 1/4 = 0.25, within 0.17-0.32): the
+    colours span the data around uniform, not 0..1, and the labels tell 0.3141 from 0.3138."""
+    from nas_reid.viz.genotype_plots import probability_decimals, probability_scale
+
+    g = genotype([("layer3", 1, [(0, 1, "se", {})]), ("layer4", 1, [(0, 1, "eca", {})])])
+    ops = ["identity", "se", "eca", "cbam_c"]
+    probs = {"layer3": {"ops": ops, "edges": [[0, 1]], "values": [[0.2, 0.3141, 0.3138, 0.1721]]},
+             "layer4": {"ops": ops, "edges": [[0, 1]], "values": [[0.24, 0.25, 0.27, 0.24]]}}
+    fig = viz.plot_arch_probabilities(g, probabilities=probs)
+    ax, bar = fig.axes
+    norm = ax.images[0].norm
+    assert norm.vcenter == 0.25  # white is uniform
+    assert (norm.vmin, norm.vmax) == pytest.approx((0.1721, 0.3279))  # 0.25 -+ the widest gap
+    # 3 decimals would print the chosen se and its runner-up eca alike (0.314): 4 are used
+    assert [t.get_text() for t in ax.texts] == ["0.2000", "0.3141", "0.3138", "0.1721",
+                                                "0.2400", "0.2500", "0.2700", "0.2400"]
+    assert [t.get_text() for t in bar.get_yticklabels()] == ["0.172", "0.250 uniform", "0.328"]
+    assert any(list(line.get_ydata()) == [0.25, 0.25] for line in bar.lines)  # uniform marked
+    assert "white: uniform 1/4" in bar.get_ylabel()
+    assert probability_decimals([[0.163, 0.157, 0.1]]) == 3  # the issue's "0.16 and 0.16"
+    assert probability_decimals([[0.16341, 0.16338]]) == 5
+    assert probability_decimals([[0.5, 0.5]]) == 6  # a tie never separates
+    assert probability_scale([[0.9, 0.1]], 0.5) == pytest.approx((0.1, 0.9))
+    assert probability_scale([[0.25, 0.25]], 0.25) == pytest.approx((0.249, 0.251))
 
 
 def test_cells_have_distinct_nodes_and_labels_that_do_not_overlap():

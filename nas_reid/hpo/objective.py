@@ -42,6 +42,7 @@ from typing import Any, Callable, Mapping
 from nas_reid.data import ReIDDataset, resolve_dataset
 from nas_reid.errors import UserError
 from nas_reid.genotype import Genotype
+from nas_reid.hpo.pruning import StoppingRule, default_grace_period
 from nas_reid.hpo.space import (
     METRICS,
     SEARCH_SECTIONS,
@@ -228,6 +229,30 @@ class Objective:
                  else self.space.retrain_overrides())
         return int(fixed.get("epochs", self.recipe.epochs))
 
+    @property
+    def grace_period(self) -> int:
+        """The epochs every trial runs before it can be stopped: the tune space's
+        ``early_stopping.grace_period``, else the retrain recipe's longest learning-rate
+        warm-up (over the parameters' ends) plus a quarter of :attr:`max_epochs`."""
+        given = self.space.early_stopping.grace_period
+        if given is not None:
+            return given
+        warmups = []
+        for values in [{}] + (self.space.corner_values() if self.target == "retrain" else []):
+            try:
+                recipe = load_recipe(self.recipe, merge(self._overrides_unchecked(values),
+                                                        EVERY_EPOCH))
+            except (RecipeError, TuneSpaceError):
+                continue
+            warmups.append(recipe.lr_schedule.warmup_epochs)
+        return default_grace_period(max(warmups, default=0), self.max_epochs)
+
+    def stopping_rule(self, early_stopping: str) -> StoppingRule:
+        """The early stopping of ``asha``, ``median`` or ``none`` for this study's trials."""
+        return StoppingRule(early_stopping, self.grace_period,
+                            self.space.early_stopping.reduction_factor, self.max_epochs,
+                            self.space.metric.mode)
+
     def best_config(self, values: Mapping[str, Any], name: str) -> dict[str, Any]:
         """The complete config a trial's values stand for, named ``name``: the retrain recipe
         (target retrain; loadable by ``load_recipe``) or the search space (target search;
@@ -279,7 +304,7 @@ class Objective:
                                 f"identities (P for the weights, P held out) but a trial has {n_train} "
                                 "(the training identities less the validation share)")
         grace = self.space.early_stopping.grace_period
-        if grace > self.max_epochs:
+        if grace is not None and grace > self.max_epochs:
             raise TuneSpaceError(f"tune space {self.space.name!r}: early_stopping.grace_period="
                                  f"{grace} is more than the {self.max_epochs} epochs of a trial")
 

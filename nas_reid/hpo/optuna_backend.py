@@ -4,9 +4,9 @@
 ``TPESampler`` and runs each trial (:class:`~nas_reid.hpo.objective.Objective`: a retrain, or
 a search and a retrain, scored on a validation split of the training identities) in
 ``<out_dir>/trials/<trial number>/``. Every epoch's validation metric goes to the pruner
-(``early_stopping``: ``asha``, Optuna's ``SuccessiveHalvingPruner``; ``median``, its
-``MedianPruner``; ``none``), with the tune space's ``early_stopping`` grace period and
-reduction factor. The study lives in an Optuna RDB storage (default
+(``early_stopping``: ``asha``, ``median`` or ``none``, the rule of :mod:`nas_reid.hpo.pruning`
+that the Ray backend's scheduler applies too), with the tune space's ``early_stopping`` grace
+period and reduction factor. The study lives in an Optuna RDB storage (default
 ``sqlite:///<out_dir>/study.db``).
 
 Failures and resume. A trial that raises is recorded as ``FAIL`` (with its error) and the
@@ -16,7 +16,12 @@ leaves it ``RUNNING``) is recorded as ``FAIL`` and, with ``resume=True``, contin
 resumes its retrain from its last checkpoint in the same folder (after Ctrl-C: the step it
 stopped at; Optuna's line on the interrupted trial carries no traceback) (its ``continues``
 user attribute names the trial it continues; interrupted trials do not count toward
-``trials``). ``resume`` assumes no other process is running trials of this study.
+``trials``). ``resume`` assumes no other process is running trials of this study. Nothing
+outside ``<out_dir>/trials`` is written or removed: a recorded folder that lies elsewhere
+(symbolic links resolved; an edited study, a moved folder) is left alone with a warning.
+
+Disk. After every trial the checkpoints of the pruned trials' retrains are removed (a pruned
+trial never resumes; its run folder keeps its config and metrics), as the Ray backend does.
 
 Files: see :mod:`nas_reid.hpo.report` (``trials.csv``, ``best.yaml``, ``best_trial.yaml``, the
 plots, rewritten after every trial) and :mod:`nas_reid.hpo.study` (``tune.yaml``). Bad inputs
@@ -29,11 +34,15 @@ from __future__ import annotations
 import logging
 import os
 import re
+import shutil
+import sys
+import warnings
 from pathlib import Path
 from typing import Any, Mapping
 
 from nas_reid.errors import UserError
-from nas_reid.hpo.objective import RETRAIN_DIR
+from nas_reid.hpo.objective import RETRAIN_DIR, Objective
+from nas_reid.hpo.pruning import optuna_pruner
 from nas_reid.hpo.report import StudyResult, optuna_trial_info, summarize, write_outputs
 from nas_reid.hpo.space import TuneSpace
 from nas_reid.hpo.study import (
@@ -47,23 +56,18 @@ from nas_reid.hpo.study import (
     sampler_seed,
     write_settings,
 )
+from nas_reid.train.checkpoint import LAST
 
 TRIALS_DIR = "trials"
 
 
-def make_pruner(early_stopping: str, space: TuneSpace) -> Any:
-    """Optuna's pruner for ``asha``, ``median`` or ``none`` with the space's ``early_stopping``."""
-    import optuna
-
-    cfg = space.early_stopping
-    if early_stopping == "asha":
-        return optuna.pruners.SuccessiveHalvingPruner(
-            min_resource=cfg.grace_period, reduction_factor=cfg.reduction_factor)
-    if early_stopping == "median":
-        return optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=cfg.grace_period)
-    if early_stopping == "none":
-        return optuna.pruners.NopPruner()
-    raise UserError(f"early stopping: unknown {early_stopping!r} (choose from {', '.join(EARLY_STOPPING)})")
+def make_pruner(early_stopping: str, objective: Objective) -> Any:
+    """The Optuna pruner of ``asha``, ``median`` or ``none``: the rule of
+    :mod:`nas_reid.hpo.pruning`, as the Ray backend's scheduler applies it."""
+    if early_stopping not in EARLY_STOPPING:
+        raise UserError(f"early stopping: unknown {early_stopping!r} (choose from "
+                        f"{', '.join(EARLY_STOPPING)})")
+    return optuna_pruner(objective.stopping_rule(early_stopping))
 
 
 def run_study(space: TuneSpace | str | os.PathLike | Mapping[str, Any], genotype: Any = None,
@@ -71,7 +75,7 @@ def run_study(space: TuneSpace | str | os.PathLike | Mapping[str, Any], genotype
               search_space: Any = None, recipe: Any = None, root: str | os.PathLike | None = None,
               seed: int = 0, storage: str | None = None, study_name: str | None = None,
               resume: bool = False, early_stopping: str = "asha", device: str = "cpu",
-              progress: bool = False) -> StudyResult:
+              progress: bool = False, echo: bool = False) -> StudyResult:
     """Run (or, with ``resume``, continue) an Optuna study of ``trials`` trials.
 
     Args:
@@ -93,6 +97,8 @@ def run_study(space: TuneSpace | str | os.PathLike | Mapping[str, Any], genotype
         early_stopping: ``asha``, ``median`` or ``none`` (see the module doc).
         device: where the trials train (``cpu`` or ``cuda``).
         progress: Optuna's progress bar (each trial's training is always quiet).
+        echo: one line on stderr when a trial starts (its values and folder), after each of
+            its epochs (the metric in %, the loss) and when it ends (complete, pruned, failed).
     """
     import optuna
 
@@ -108,7 +114,7 @@ def run_study(space: TuneSpace | str | os.PathLike | Mapping[str, Any], genotype
     with SetupGuard() as guard:
         guard.make_folder(out)
         study = open_study(url, name, space.direction, resume=resume, guard=guard,
-                           pruner=make_pruner(early_stopping, space))
+                           pruner=make_pruner(early_stopping, objective))
         write_settings(out, settings)
     study.sampler = optuna.samplers.TPESampler(
         seed=sampler_seed(seed, len(study.get_trials(deepcopy=False))))
@@ -122,36 +128,48 @@ def run_study(space: TuneSpace | str | os.PathLike | Mapping[str, Any], genotype
         values = space.suggest(trial)
         work = out / TRIALS_DIR / str(trial.number)
         if continues is not None:  # the interrupted trial's folder and the epochs it reported
-            old = study.trials[continues]
-            run_dir = old.user_attrs.get("run_dir")  # absent if killed before it was set
-            work = Path(run_dir).parent if run_dir else out / TRIALS_DIR / str(continues)
-            for step, value in sorted(old.intermediate_values.items()):
+            work = _continued_folder(study, continues, out / TRIALS_DIR)
+            for step, value in sorted(study.trials[continues].intermediate_values.items()):
                 trial.report(value, step)
         trial.set_user_attr("run_dir", str(work / RETRAIN_DIR))
         trial.set_user_attr("status", "running")  # stays so if the session ends in the trial
+        name = f"trial {trial.number}" + (f" (continues {continues})" if continues is not None
+                                          else "")
+        shown = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
+                          for k, v in values.items())
+        _echo(echo, f"{name}: {shown}; in {work}")
 
         def report(metrics: dict[str, Any]) -> None:
             trial.report(metrics[metric], metrics["epoch"])
+            _echo(echo, f"{name} epoch {metrics['epoch']}/{metrics['epochs']}: validation "
+                        f"{metric} {100 * metrics[metric]:.1f} %, loss {metrics['loss']:.3f}")
             if metrics["epoch"] < metrics["epochs"] and trial.should_prune():
                 raise optuna.TrialPruned(f"pruned at epoch {metrics['epoch']} "
-                                         f"({metric} {metrics[metric]:.4f})")
+                                         f"({metric} {100 * metrics[metric]:.1f} %)")
 
         try:
+            if not _inside(work, out / TRIALS_DIR):
+                raise UserError(f"trial folder {work} leads outside {out / TRIALS_DIR} "
+                                f"(to {work.resolve()}); it is left alone")
             value = objective.run(values, work, report, resume=continues is not None)
-        except optuna.TrialPruned:
+        except optuna.TrialPruned as exc:
             trial.set_user_attr("status", "done")
+            _echo(echo, f"{name} {exc}")
             raise
         except Exception as exc:
             trial.set_user_attr("status", "done")
             trial.set_user_attr("error", f"{type(exc).__name__}: {exc}")
+            _echo(echo, f"{name} failed: {type(exc).__name__}: {exc}")
             raise
         except BaseException:  # Ctrl-C: Optuna records FAIL; --resume continues the trial
             trial.set_user_attr("error", "interrupted")
             raise
         trial.set_user_attr("status", "done")
+        _echo(echo, f"{name} complete: validation {metric} {100 * value:.1f} %")
         return value
 
     def write(study: optuna.Study, _trial: Any = None) -> None:
+        _drop_pruned_checkpoints(study, out / TRIALS_DIR)
         info = {t.number: optuna_trial_info(t) for t in study.get_trials(deepcopy=False)}
         write_outputs(study, objective, out, info, plots=False)
 
@@ -166,6 +184,50 @@ def run_study(space: TuneSpace | str | os.PathLike | Mapping[str, Any], genotype
     files, skipped = write_outputs(study, objective, out, info)
     return summarize(study, objective, backend="optuna", storage=url, out=out, files=files,
                      skipped=skipped, interrupted=interrupted)
+
+
+def _echo(enabled: bool, text: str) -> None:
+    if enabled:
+        print(text, file=sys.stderr, flush=True)
+
+
+def _inside(path: Path, folder: Path) -> bool:
+    """Whether ``path`` lies strictly inside ``folder``, symbolic links resolved."""
+    return path.resolve().is_relative_to(folder.resolve()) and path.resolve() != folder.resolve()
+
+
+def _continued_folder(study: Any, number: int, trials_dir: Path) -> Path:
+    """The folder in which the interrupted trial ``number`` continues: the one its ``run_dir``
+    records if that lies inside ``trials_dir``; else (an edited study, a folder moved, a link
+    out) ``trials_dir/<the first trial of its chain of continuations>``, with a warning: a
+    resumed study writes and removes nothing outside its own folder."""
+    trials = study.get_trials(deepcopy=False)
+    first = number
+    while trials[first].user_attrs.get("continues") is not None:
+        first = int(trials[first].user_attrs["continues"])
+    default = trials_dir / str(first)
+    run_dir = trials[number].user_attrs.get("run_dir")  # absent if killed before it was set
+    if run_dir is None:
+        return default
+    recorded = Path(run_dir).parent
+    if _inside(recorded, trials_dir):
+        return recorded
+    warnings.warn(f"trial {number}: its recorded folder {recorded} is outside {trials_dir}; it is "
+                  f"left alone and the trial continues in {default}", stacklevel=2)
+    return default
+
+
+def _drop_pruned_checkpoints(study: Any, trials_dir: Path) -> None:
+    """Remove the checkpoints of every pruned trial's retrain (inside ``trials_dir`` only): a
+    pruned trial never resumes, and each is a whole retrain state (~170 MB for ResNet-18 with
+    Adam). Its run folder keeps its config, genotype and metrics."""
+    for t in study.get_trials(deepcopy=False):
+        run_dir = t.user_attrs.get("run_dir")
+        if t.state.name != "PRUNED" or run_dir is None:
+            continue
+        checkpoints = Path(run_dir) / LAST.parent
+        if checkpoints.is_dir() and _inside(checkpoints, trials_dir):
+            shutil.rmtree(checkpoints, ignore_errors=True)
 
 
 def _interrupted(trial: Any) -> bool:

@@ -9,10 +9,10 @@ scored on a validation split of the training identities), with
 - ``TuneConfig(metric, mode, search_alg=OptunaSearch(...), scheduler=..., num_samples,
   max_concurrent_trials)``: Optuna's seeded ``TPESampler`` over the tune space's distributions,
   writing into the Optuna study of the run's RDB storage (default ``sqlite:///<out>/study.db``,
-  so ``optuna-dashboard`` reads it); the scheduler is ``ASHAScheduler`` (``asha``) or
-  ``MedianStoppingRule`` (``median``) on the ``epoch`` each trial reports, with the tune space's
-  ``early_stopping`` grace period and reduction factor, or none (``none``). A trial the scheduler
-  stops before its last epoch is recorded in Optuna as ``PRUNED``;
+  so ``optuna-dashboard`` reads it); the scheduler (:class:`RuleScheduler`) stops trials by
+  the rule of :mod:`nas_reid.hpo.pruning` (``asha``, ``median`` or ``none``) on the ``epoch``
+  each trial reports, as the Optuna backend's pruner does. A trial the scheduler stops before
+  its last epoch is recorded in Optuna as ``PRUNED``;
 - ``RunConfig(name, storage_path, failure_config=FailureConfig(max_failures=0),
   checkpoint_config=CheckpointConfig(num_to_keep=1))``: a trial that raises is recorded as
   failed (Ray ``ERROR``, Optuna ``FAIL``) and the others go on.
@@ -30,6 +30,11 @@ Cluster. ``address`` (or ``RAY_ADDRESS``): ``auto`` (the cluster this machine be
 ``ray://HOST:PORT`` (Ray Client) or ``HOST:PORT``; without one a local Ray is started (all the
 machine's CPUs, no dashboard) and shut down at the end. If Ray is already initialised in this
 process, that connection is used. The cluster's nodes need nas-reid installed.
+
+Trust. ``Tuner.restore`` unpickles the experiment's ``tuner.pkl`` from the storage path, and
+unpickling runs whatever code the file names: the storage path must be storage only trusted
+users write to. A resumed run uses only the storage path its study was created with (recorded
+in the Optuna study; :func:`_check_storage_path`) and refuses any other.
 
 Resume. Ctrl-C (SIGINT) stops the experiment with its state saved (Tune's own handling; the
 result says ``interrupted``); ``resume=True`` restores it with ``Tuner.restore`` (unfinished
@@ -54,10 +59,12 @@ from typing import Any, Iterator, Mapping, Sequence
 from urllib.parse import urlsplit
 
 from ray import tune
+from ray.tune.schedulers import FIFOScheduler, TrialScheduler
 from ray.tune.search.optuna import OptunaSearch
 
 from nas_reid.errors import UserError
 from nas_reid.hpo.objective import RETRAIN_DIR, Objective
+from nas_reid.hpo.pruning import StoppingRule
 from nas_reid.hpo.report import StudyResult, TrialInfo, summarize, write_outputs
 from nas_reid.hpo.space import TuneSpace
 from nas_reid.hpo.study import (
@@ -74,6 +81,8 @@ from nas_reid.hpo.study import (
 TRIAL_KEY = "trial_number"
 """The config entry that carries a trial's Optuna number (names its folder)."""
 RAY_DIR = "ray"
+STORAGE_PATH_ATTR = "nas_reid_ray_storage_path"
+"""The Optuna study's user attribute recording the Ray storage path it was created with."""
 WORK_DIR = "nas-reid-work"
 CONNECT_TIMEOUT_S = 5.0
 
@@ -138,17 +147,33 @@ class _Searcher(OptunaSearch):
         super().on_trial_complete(trial_id, result=result, error=error)
 
 
-def _scheduler(early_stopping: str, objective: Objective) -> Any:
-    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, MedianStoppingRule
+class RuleScheduler(FIFOScheduler):
+    """Stops a trial by a :class:`~nas_reid.hpo.pruning.StoppingRule` on each result's
+    ``epoch`` and ``metric``, against the results of the other trials it has seen at that
+    epoch (the Optuna backend's pruner applies the same rule)."""
 
-    cfg = objective.space.early_stopping
-    if early_stopping == "asha":
-        return ASHAScheduler(time_attr="epoch", max_t=objective.max_epochs,
-                             grace_period=cfg.grace_period, reduction_factor=cfg.reduction_factor)
-    if early_stopping == "median":
-        return MedianStoppingRule(time_attr="epoch", grace_period=cfg.grace_period,
-                                  min_samples_required=2)
-    return FIFOScheduler()
+    def __init__(self, rule: StoppingRule, metric: str) -> None:
+        super().__init__()
+        self.rule, self.result_key = rule, metric
+        self.seen: dict[int, dict[str, float]] = {}
+
+    def on_trial_result(self, tune_controller: Any, trial: Any, result: dict) -> str:
+        epoch, value = result.get("epoch"), result.get(self.result_key)
+        if epoch is None or value is None:
+            return TrialScheduler.CONTINUE
+        at = self.seen.setdefault(int(epoch), {})
+        others = [v for trial_id, v in at.items() if trial_id != trial.trial_id]
+        at[trial.trial_id] = float(value)
+        if self.rule.stops(int(epoch), float(value), others):
+            return TrialScheduler.STOP
+        return TrialScheduler.CONTINUE
+
+    def debug_string(self) -> str:
+        return f"nas-reid early stopping: {self.rule.rule}"
+
+
+def _scheduler(early_stopping: str, objective: Objective) -> Any:
+    return RuleScheduler(objective.stopping_rule(early_stopping), objective.metric)
 
 
 # ------------------------------------------------------------------------------ Ray itself
@@ -266,6 +291,27 @@ def _storage_path(storage_path: str | os.PathLike | None, out: Path) -> str:
     return text if "://" in text else str(Path(text).expanduser().resolve())
 
 
+def _check_storage_path(spath: str, saved: Mapping[str, Any], url: str, name: str) -> None:
+    """Raise :class:`UserError` unless ``spath`` is the storage path the study was created
+    with: the one its Optuna study records (:data:`STORAGE_PATH_ATTR`), else, for a study
+    older than that record, the one ``tune.yaml`` holds. ``Tuner.restore`` unpickles
+    ``tuner.pkl`` from there, which runs whatever code the file holds: a resumed run trusts
+    no other path (an edited ``tune.yaml`` or ``--storage-path`` included)."""
+    import optuna
+
+    recorded = None
+    try:
+        study = optuna.load_study(study_name=name, storage=url)
+        recorded = study.user_attrs.get(STORAGE_PATH_ATTR)
+    except Exception:  # noqa: BLE001 - a storage that does not open is reported by open_study
+        pass
+    recorded = recorded or (saved.get("ray") or {}).get("storage_path")
+    if recorded is not None and recorded != spath:
+        raise UserError(f"--storage-path {spath} is not the storage path study {name!r} was "
+                        f"created with ({recorded}); a resume unpickles Ray's tuner.pkl from "
+                        "it, so only the study's own is used")
+
+
 def _experiment_name(study_name: str, index: int) -> str:
     return study_name if index == 0 else f"{study_name}-{index + 1}"
 
@@ -330,6 +376,7 @@ def run_tune(space: TuneSpace | str | os.PathLike | Mapping[str, Any], genotype:
     experiments: list[dict[str, Any]] = []
     if resume:
         saved = read_settings(out)
+        _check_storage_path(spath, saved, url, name)
         check_same({k: v for k, v in saved.items() if k != "experiments"}, settings, out)
         experiments = list(saved.get("experiments") or [])
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
@@ -342,6 +389,8 @@ def run_tune(space: TuneSpace | str | os.PathLike | Mapping[str, Any], genotype:
         with SetupGuard() as guard:
             guard.make_folder(out)
             study = open_study(url, name, space.direction, resume=resume, guard=guard)
+            if not resume:
+                study.set_user_attr(STORAGE_PATH_ATTR, spath)
             if not resume and tune.Tuner.can_restore(f"{spath}/{_experiment_name(name, 0)}"):
                 raise UserError(f"--storage-path {spath} already holds a Ray experiment named "
                                 f"{name!r}; choose another --study-name or --storage-path")

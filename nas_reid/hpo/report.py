@@ -74,6 +74,8 @@ class StudyResult:
     """Plots left out: name -> why."""
     interrupted: bool = False
     """The run stopped before all its trials finished (``resume=True`` continues it)."""
+    metric: str = "mAP"
+    """The validation metric ``best_value`` is (a fraction)."""
 
 
 def best_trial(study: Any) -> Any:
@@ -198,4 +200,5 @@ def summarize(study: Any, objective: Objective, *, backend: str, storage: str, o
         n_complete=states.count(ts.COMPLETE), n_pruned=states.count(ts.PRUNED),
         n_failed=states.count(ts.FAIL),
         n_unfinished=states.count(ts.RUNNING) + states.count(ts.WAITING),
-        out_dir=out, files=files, skipped=skipped, interrupted=interrupted)
+        out_dir=out, files=files, skipped=skipped, interrupted=interrupted,
+        metric=objective.metric)

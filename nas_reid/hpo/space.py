@@ -12,7 +12,7 @@ A tune space is one YAML file (``search_spaces/tune/*.yaml``)::
       batch.k: {type: int, low: 2, high: 8, step: 2}
     fixed: {epochs: 5, lr_schedule.warmup_epochs: 1}   # applied to every trial
     validation: {fraction: 0.25, seed: 0}              # the held-out identities (default)
-    early_stopping: {grace_period: 1, reduction_factor: 2}   # ASHA / median (default)
+    early_stopping: {grace_period: 2, reduction_factor: 2}   # ASHA / median
 
 Distributions (Optuna's, see :meth:`TuneSpace.distributions`):
 
@@ -45,8 +45,10 @@ run is given. For ``target: retrain`` such fields belong in ``fixed``.
 
 ``validation``: the share (``fraction``, default 0.25) of the training identities held out to
 score the trials, drawn with ``seed`` (default 0). ``early_stopping``: the epochs every trial
-runs before it can be stopped (``grace_period``, default 1) and ASHA's ``reduction_factor``
-(default 2; the median rule does not use it).
+runs before it can be stopped (``grace_period``; default the retrain recipe's learning-rate
+warm-up plus a quarter of the epochs, so no trial is judged on its warm-up) and ASHA's
+``reduction_factor`` (default 2; the median rule does not use it); both backends apply the
+same rule (:mod:`nas_reid.hpo.pruning`).
 
 :meth:`TuneSpace.overrides` turns one trial's values into the nested overrides of that trial
 (``fixed`` merged with the values); for retrain targets the result is validated as a ``bot``
@@ -68,7 +70,7 @@ from typing import Annotated, Any, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
 
-from nas_reid.errors import UserError
+from nas_reid.errors import UserError, unknown_field
 from nas_reid.evaluation.evaluate import METRIC_KEYS
 from nas_reid.space.config import format_validation_error, read_yaml_mapping
 
@@ -208,8 +210,9 @@ class ValidationConfig(_Model):
 class EarlyStoppingConfig(_Model):
     """ASHA / median stopping on the epochs (see the backends)."""
 
-    grace_period: int = Field(default=1, ge=1)
-    """Epochs every trial runs before it can be stopped."""
+    grace_period: int | None = Field(default=None, ge=1)
+    """Epochs every trial runs before it can be stopped; default (null): the recipe's
+    learning-rate warm-up plus a quarter of the epochs (:mod:`nas_reid.hpo.pruning`)."""
     reduction_factor: int = Field(default=2, ge=2)
     """ASHA: the share ``1 / reduction_factor`` of the trials at a rung goes on."""
 
@@ -344,8 +347,8 @@ def _validate(data: dict[str, Any], where: str) -> TuneSpace:
         raise TuneSpaceError(format_validation_error(_clean(exc), what, TuneSpace)) from None
     problems = _check_keys(space)
     if problems:
-        head = f"{what}: " if len(problems) == 1 else f"{what}:\n  "
-        raise TuneSpaceError(head + "\n  ".join(problems))
+        head = f"{what}: " if len(problems) == 1 else f"{what}: {len(problems)} problems: "
+        raise TuneSpaceError(head + "; ".join(problems))
     return space
 
 
@@ -360,7 +363,7 @@ def _clean(exc: ValidationError) -> ValidationError:
                 model, loc = _PARAM_MODELS[loc[2]], loc[:2] + loc[3:]
                 if kind == "extra_forbidden":
                     kind, ctx = "value_error", {"error": ValueError(
-                        f"unknown field (allowed: {', '.join(model.model_fields)})")}
+                        unknown_field(str(loc[-1]), list(model.model_fields)))}
             elif kind in ("union_tag_invalid", "union_tag_not_found"):
                 value = err["input"].get("type") if isinstance(err["input"], dict) else None
                 problem = ("required field is missing" if kind == "union_tag_not_found"

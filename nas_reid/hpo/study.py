@@ -32,6 +32,10 @@ from nas_reid.hpo.objective import Objective
 SETTINGS_FILE = "tune.yaml"
 STUDY_DB = "study.db"
 EARLY_STOPPING = ("asha", "median", "none")
+RECORD_KEYS = ("backend", "study", "storage", "seed", "early_stopping", "trials", "device", "data",
+               "validation", "target", "tune_space", "genotype", "reference", "search_space",
+               "recipe", "ray")
+"""What ``tune.yaml`` holds (a Ray run adds ``experiments``)."""
 CHANGEABLE = ("trials",)
 """Settings a resumed run may change."""
 
@@ -111,9 +115,18 @@ def read_settings(out: Path) -> dict[str, Any]:
     path = out / SETTINGS_FILE
     if not path.is_file():
         raise UserError(f"--resume: {out} holds no tuning run ({SETTINGS_FILE} is missing)")
-    data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise UserError(f"--resume: {path} is not valid YAML ({reason})") from None
     if not isinstance(data, dict) or "backend" not in data:
         raise UserError(f"--resume: {path} is not the record of a tuning run")
+    missing = [key for key in RECORD_KEYS if key not in data]
+    if missing or not isinstance(data["data"], dict) or not {"name", "root"} <= set(data["data"]):
+        shown = ", ".join(missing) or "data.name / data.root"
+        raise UserError(f"--resume: {path} lacks {shown}; it is not a whole record of a tuning "
+                        "run (do not edit it)")
     return data
 
 

@@ -20,9 +20,10 @@ First-order DARTS (and GDAS when the space samples with ``gumbel``), per step:
    forward goes through the bare supernet and the architecture gradients are averaged over the
    ranks with one all-reduce (in the weight step DDP averages every gradient itself).
 
-Temperature. At the start of every epoch the supernet's Gumbel temperature is set to
-``sampling.tau.at(epoch / epochs)`` (GDAS: linear 10 -> 0.1 by default); the ``softmax``
-strategy ignores it. DCS ops keep their own mask temperature (the op parameter ``tau``): it is
+Temperature. At the start of every epoch the supernet's Gumbel temperature is set by
+``sampling.tau`` over the architecture epochs (GDAS: linear 10 -> 0.1 by default): ``start``
+during the warm-up and in the first architecture epoch, ``end`` in the last
+(:meth:`~nas_reid.space.config.TauConfig.at_epoch`); the ``softmax`` strategy ignores it. DCS ops keep their own mask temperature (the op parameter ``tau``): it is
 part of the op as recorded in the genotype and retrained, and the probability that a channel
 is kept does not depend on it (only the smoothness of its gradient does), so the search does
 not anneal it. Their keep ratios are logged.
@@ -93,6 +94,7 @@ from nas_reid import __version__
 from nas_reid.data import ReIDDataset, resolve_dataset
 from nas_reid.decisions import DecisionReport, decision_report
 from nas_reid.errors import UserError
+from nas_reid.feedback import announce_data, run_folder_lines, say
 from nas_reid.genotype import Genotype, derive_genotype
 from nas_reid.losses import CrossEntropyLabelSmooth, RIBLoss, TripletLoss
 from nas_reid.ops.dcs import dcs_keep_ratios
@@ -329,7 +331,9 @@ class _Search(ResumableRun):
         self.epochs, self.seed = sched.epochs, sched.seed
 
         # -- the data
-        ds = resolve_dataset(data, root, saved["search"]["data"] if saved is not None else None)
+        saved_data = saved["search"]["data"] if saved is not None else None
+        announce_data(self.progress, data, root, saved_data)
+        ds = resolve_dataset(data, root, saved_data)
         self.data_ref = {"name": ds.name, "root": str(ds.root)}
         p, k = sched.batch.p, sched.batch.k
         self.split: IdentitySplit = split_identities(ds.train, sched.heldout_fraction, self.seed,
@@ -439,6 +443,9 @@ class _Search(ResumableRun):
                 "from": sched.cost.latency.table or "measured at the search's start",
                 "entries": len(self.latency_table.entries),
                 **{k: meta.get(k) for k in ("batch", "warmup", "repeats", "threads", "torch", "date")}}
+        for line in run_folder_lines(self.out, "search", self.epoch if ckpt is not None else None,
+                                     self.epochs):
+            say(self.progress, line)
 
     # -- helpers
 
@@ -597,7 +604,8 @@ class _Search(ResumableRun):
 
     def _start_epoch(self) -> None:
         """Temperature and RIB clusters of a fresh epoch (a mid-epoch resume has both)."""
-        self.net.set_temperature(self.space.sampling.tau.at(self.epoch / self.epochs))
+        self.net.set_temperature(self.space.sampling.tau.at_epoch(
+            self.epoch, self.epochs, self.space.schedule.warmup_epochs))
         if self.rib is not None:
             broadcast_buffers(self.net, self.world)
             self.net.eval()
@@ -724,6 +732,8 @@ class _Search(ResumableRun):
                       purge_step=self.step + 1 if self.ckpt is not None else None)
 
     def _rib_images(self) -> tuple[list, tuple[int, int]]:
+        say(self.progress, f"set-up: fitting the RIB's input clusters on the "
+                           f"{len(self.split.weight):,} weight-share images ...")
         return self.split.weight, self.space.input_size
 
     @property

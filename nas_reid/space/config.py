@@ -18,6 +18,8 @@ becomes one :class:`SpaceError` that names the file and each bad field by its pa
 (``ops[2].params.c_ratio``, ``cells.positions[1]``). Op parameters are checked by building every
 candidate for every cell position's ``(C, H, W)`` (on the ``meta`` device: no memory, no time),
 so a parameter that only fails at some size (an RGA ratio, a DCS window) is caught at load time.
+The input height and width must be multiples of the backbone's total stride
+(:func:`input_stride`: 16 for a ResNet with last stride 1), so every stage halves them exactly.
 
 Canonical hash. :meth:`SearchSpace.canonical_hash` is the sha256 (first 16 hex digits) of the
 sorted-key JSON of what defines the architecture space: ``input``, ``backbone`` name and last
@@ -51,7 +53,7 @@ import torch
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
 
-from nas_reid.errors import UserError
+from nas_reid.errors import UserError, unknown_field
 from nas_reid.precision import PrecisionConfig
 from nas_reid.ops import OpError, available_ops, build_op, op_params
 from nas_reid.space.mobile import MOBILE_BACKBONES, MobileConfig, mobile_stage_shapes
@@ -61,6 +63,13 @@ HASH_VERSION = 1
 
 POSITIONS = ("layer1", "layer2", "layer3", "layer4")
 _MAX_ERRORS = 10
+
+RIB_BETA = 300.0
+"""Default sharpness of RIB's soft cluster assignments. The authors' code uses 1, where the
+assignments of unit vectors (squared distances in [0, 4]) to 150 clusters are nearly uniform and
+the bound carries nothing: measured with bench/rib_sharpness.py on the built-in benchmark's
+pretrained baseline (ResNet-18, 128x64, 20 epochs), I(F;Y) = 0.0000 nats at beta 1, 0.003 at
+10, 0.03 at 30, 0.66 at 100, 4.50 at 300 and 4.73 at 1000 (ceiling log 150 = 5.01)."""
 
 SYNTHETIC_WEIGHTS, NO_WEIGHTS = "synthetic", "none"
 WEIGHT_NAMES = (SYNTHETIC_WEIGHTS, NO_WEIGHTS)
@@ -190,6 +199,33 @@ class OpSpec(_Model):
         return canonical_params(self.name, self.params)
 
 
+def input_stride(last_stride: int, stages: list[Any] | None = None) -> int:
+    """Input pixels per pixel of the backbone's last feature map, per side: 16 x ``last_stride``
+    for a ResNet (stem conv, max-pool, layer2 .. layer4); for a mobile backbone (its
+    ``stages``) the stem conv's 2 times every stage's first stride."""
+    if stages is None:
+        return 16 * int(last_stride)
+    from nas_reid.space.mobile import effective_stride
+
+    stride = 2
+    for stage in stages:
+        stride *= effective_stride(stage, last_stride)
+    return stride
+
+
+def check_input_divides(height: int, width: int, stride: int, backbone: str,
+                        last_stride: int) -> None:
+    """Raise ``ValueError`` (a validator's message, field ``input``) unless the backbone's
+    total ``stride`` divides the input size (every stage then halves it exactly)."""
+    if height % stride or width % stride:
+        def near(n: int) -> int:
+            return max(stride, round(n / stride) * stride)
+
+        raise ValueError(f"input: {height}x{width} is not divisible by {stride}, the total stride "
+                         f"of {backbone} with last_stride {last_stride}; use multiples of "
+                         f"{stride} (e.g. {near(height)}x{near(width)})")
+
+
 def canonical_params(name: str, params: dict[str, Any]) -> dict[str, Any]:
     """Every parameter of op ``name``: ``params`` over the defaults, keys sorted, an integer
     given for a float parameter written as a float (so ``tau: 1`` and ``tau: 1.0`` are one op)."""
@@ -219,6 +255,15 @@ class TauConfig(_Model):
         if self.schedule == "linear":
             return self.start + (self.end - self.start) * p
         return self.start * (self.end / self.start) ** p
+
+    def at_epoch(self, epoch: int, epochs: int, warmup: int = 0) -> float:
+        """Temperature of 0-based ``epoch`` of ``epochs``: ``start`` up to the first
+        architecture epoch (``warmup``), ``end`` in the last (``epochs - 1``; a single
+        architecture epoch is the last), :meth:`at` the epoch's share of the way between."""
+        span = epochs - 1 - warmup
+        if epoch < warmup:
+            return self.at(0.0)
+        return self.at(1.0 if span <= 0 else (epoch - warmup) / span)
 
 
 class SamplingConfig(_Model):
@@ -277,9 +322,8 @@ def _check_betas(betas: list[float]) -> list[float]:
 
 class LossConfig(_Model):
     """Loss weights: ID (label-smoothed CE) + triplet + RIB (IBB, off for the first
-    ``rib_warmup`` fraction of the epochs; papers.md 2.3). ``rib_beta`` is the sharpness of the
-    soft cluster assignments, softmax(-beta * ||v - c||^2) on unit vectors: 1 in the authors'
-    code, where the assignments to many clusters are nearly uniform (see nas_reid.losses.rib)."""
+    ``rib_warmup`` fraction of the epochs). ``rib_beta`` is the sharpness of the soft cluster
+    assignments, softmax(-beta * ||v - c||^2) on unit vectors (:data:`RIB_BETA`)."""
 
     id: float = Field(default=1.0, ge=0)
     label_smoothing: float = Field(default=0.1, ge=0, lt=1)
@@ -287,7 +331,7 @@ class LossConfig(_Model):
     triplet_margin: float = Field(default=0.3, ge=0)
     rib: float = Field(default=0.1, ge=0)
     rib_warmup: float = Field(default=0.3, ge=0, lt=1)
-    rib_beta: float = Field(default=1.0, gt=0)
+    rib_beta: float = Field(default=RIB_BETA, gt=0)
 
 
 class LatencyConfig(_Model):
@@ -392,6 +436,14 @@ class SearchSpace(_Model):
         if isinstance(ops, list):
             return [{"name": op} if isinstance(op, str) else op for op in ops]
         return ops
+
+    @model_validator(mode="after")
+    def _input_divides(self) -> "SearchSpace":
+        bb = self.backbone
+        check_input_divides(self.input.height, self.input.width,
+                            input_stride(bb.last_stride, bb.mobile.stages if bb.mobile else None),
+                            bb.name, bb.last_stride)
+        return self
 
     @model_validator(mode="after")
     def _check_ops(self) -> "SearchSpace":
@@ -622,11 +674,13 @@ def _allowed(loc: tuple, root: type[BaseModel]) -> list[str] | None:
 
 
 def format_validation_error(exc: ValidationError, what: str, root: type[BaseModel]) -> str:
-    """One message for every error of ``exc``: ``"<what>: <path>: <problem>"`` (one per line).
+    """One line for every error of ``exc``: ``"<what>: <path>: <problem>"``, several joined
+    by ``"; "``.
 
-    Paths are written ``ops[2].params.c_ratio``; unknown fields list the allowed ones; a check
-    whose message starts with ``.`` or ``[`` names a sub-field of its own field, one whose
-    message starts with its full path is printed as is.
+    Paths are written ``ops[2].params.c_ratio``; an unknown field names the closest allowed one
+    (``did you mean 'sampling'?``) and lists them all; a check whose message starts with ``.``
+    or ``[`` names a sub-field of its own field, one whose message starts with its full path is
+    printed as is.
     """
     lines = []
     for err in exc.errors(include_url=False):
@@ -642,8 +696,7 @@ def format_validation_error(exc: ValidationError, what: str, root: type[BaseMode
                 lines.append(f"{path}: {msg}")
             continue
         if kind == "extra_forbidden":
-            allowed = _allowed(loc, root)
-            msg = "unknown field" + (f" (allowed: {', '.join(allowed)})" if allowed else "")
+            msg = unknown_field(str(loc[-1]), _allowed(loc, root) or [])
         elif kind == "missing":
             msg = "required field is missing"
         else:
@@ -651,8 +704,8 @@ def format_validation_error(exc: ValidationError, what: str, root: type[BaseMode
             if isinstance(value, (str, int, float, bool)) or value is None:
                 msg = f"{msg}, got {value!r}"
         lines.append(f"{_path(loc) or '<top>'}: {msg}")
-    shown = lines[:_MAX_ERRORS]
+    shown = [" ".join(line.split()) for line in lines[:_MAX_ERRORS]]
     if len(lines) > _MAX_ERRORS:
         shown.append(f"... and {len(lines) - _MAX_ERRORS} more")
-    head = f"{what}: " if len(shown) == 1 else f"{what}:\n  "
-    return head + "\n  ".join(shown)
+    head = f"{what}: " if len(shown) == 1 else f"{what}: {len(lines)} problems: "
+    return head + "; ".join(shown)

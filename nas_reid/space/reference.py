@@ -163,12 +163,69 @@ def make_reference(name: str) -> Genotype:
     }, where=f"reference {name!r}")
 
 
-def resolve_genotype(spec: str | os.PathLike) -> tuple[Genotype, str | None]:
+class SpaceMismatchWarning(UserWarning):
+    """A genotype's space hash is not that of its space, but its network is one of that space."""
+
+
+def space_mismatch(genotype: Genotype, where: str,
+                   run_dir: Path | None = None) -> tuple[str, bool] | None:
+    """How the space hash ``genotype`` records disagrees with its space: the search space of
+    its search run folder ``run_dir`` (its ``config.yaml``), else the shipped search space its
+    space name names. ``(message, differs)``, ``differs`` when its network is none of that
+    space's (:meth:`Genotype.space_misfit`); None when the hashes agree, the genotype records
+    no hash (hand-written, retargeted) or no such space is found."""
+    if genotype.space.hash is None:
+        return None
+    from nas_reid.space.config import SpaceError, load_space
+
+    space = None
+    if run_dir is not None and (run_dir / "config.yaml").is_file():
+        import yaml
+
+        try:
+            config = yaml.safe_load((run_dir / "config.yaml").read_text(encoding="utf-8"))
+            space = load_space(config["space"]) if isinstance(config, dict) and \
+                isinstance(config.get("space"), dict) else None
+        except (yaml.YAMLError, UnicodeDecodeError, UserError):
+            space = None
+        named = f"the search space of its run {run_dir}"
+    if space is None and genotype.space.name in shipped_space_names():
+        space = load_space(search_space_path(genotype.space.name))
+        named = f"the shipped search space {genotype.space.name!r}"
+    if space is None or space.canonical_hash() == genotype.space.hash:
+        return None
+    said = (f"genotype {where}: its space hash {genotype.space.hash} is not that of {named} "
+            f"({space.canonical_hash()})")
+    misfit = genotype.space_misfit(space)
+    if misfit is not None:
+        return f"{said}, and its network is none of that space's: {misfit}", True
+    return f"{said}; its network is one of that space's and is built from the genotype alone", False
+
+
+def check_space_hash(genotype: Genotype, where: str, run_dir: Path | None = None, *,
+                     strict: bool) -> None:
+    """:func:`space_mismatch` acted on: a :class:`GenotypeError` when the network differs and
+    ``strict`` (a command that builds it), else a :class:`SpaceMismatchWarning`."""
+    found = space_mismatch(genotype, where, run_dir)
+    if found is None:
+        return
+    message, differs = found
+    if differs and strict:
+        raise GenotypeError(f"{message}; set its space to null to use it anyway")
+    import warnings
+
+    warnings.warn(message, SpaceMismatchWarning, stacklevel=3)
+
+
+def resolve_genotype(spec: str | os.PathLike, *,
+                     strict: bool = True) -> tuple[Genotype, str | None]:
     """The genotype ``spec`` names, and its reference name (``None`` if it is not one).
 
     ``spec`` is, in this order: a genotype JSON file; a run folder (its ``genotype.json``); a
     reference name (:func:`reference_names`). A file that is a shipped reference file also
     gives its name. Anything else raises :class:`GenotypeError` listing the reference names.
+    A space hash that disagrees with the genotype's space is checked by
+    :func:`check_space_hash` (``strict``: for a command that builds the network).
     """
     if not isinstance(spec, (str, os.PathLike)):
         raise GenotypeError(f"genotype: expected a path or a reference name, got "
@@ -183,7 +240,10 @@ def resolve_genotype(spec: str | os.PathLike) -> tuple[Genotype, str | None]:
             raise GenotypeError(f"genotype {text}: a folder without {RUN_GENOTYPE} (not a finished "
                                 f"search run); reference names: {', '.join(reference_names())}")
     if text and path.is_file():
-        return Genotype.from_json(path), _reference_of(path)
+        genotype = Genotype.from_json(path)
+        check_space_hash(genotype, str(path), path.parent if path.name == RUN_GENOTYPE else None,
+                         strict=strict)
+        return genotype, _reference_of(path)
     if text in REFERENCES:
         return Genotype.from_json(reference_path(text)), text
     raise GenotypeError(f"genotype {text!r}: neither a genotype file, a run folder nor a "
@@ -259,13 +319,18 @@ def shipped_file(*parts: str) -> Path:
     return path
 
 
+def shipped_space_names() -> list[str]:
+    """The names of the shipped search spaces (``cpu_small``, ``mobile_cpu``, ...)."""
+    return sorted(p.stem for p in shipped_file("cpu_small.yaml").parent.glob("*.yaml"))
+
+
 def search_space_path(spec: str | os.PathLike) -> Path:
     """A search-space YAML path, or the name of a shipped one (``cpu_small``, ``mobile_cpu``)."""
     path = Path(spec).expanduser()
     if path.exists() or isinstance(spec, os.PathLike) or path.suffix or os.sep in str(spec):
         return path
     folder = shipped_file("cpu_small.yaml").parent
-    names = sorted(p.stem for p in folder.glob("*.yaml"))
+    names = shipped_space_names()
     if str(spec) not in names:
         raise UserError(f"search space {spec}: no such file, and not a shipped search space "
                         f"({', '.join(names)})")

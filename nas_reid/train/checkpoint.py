@@ -98,6 +98,25 @@ def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     return state
 
 
+def weights_misfit(expected: dict[str, torch.Tensor], weights: Any, shown: int = 3) -> str | None:
+    """How the state dict ``weights`` differs from a network's ``expected`` one, naming the
+    first ``shown`` keys of each kind (missing, unexpected, of another shape); None if it fits."""
+    if not isinstance(weights, dict) or not all(isinstance(v, torch.Tensor) for v in weights.values()):
+        return "the model entry is not a dict of tensors"
+    missing = [k for k in expected if k not in weights]
+    unexpected = [k for k in weights if k not in expected]
+    shapes = [f"{k} {list(weights[k].shape)} (the network's: {list(expected[k].shape)})"
+              for k in expected if k in weights and weights[k].shape != expected[k].shape]
+
+    def first(keys: list[str]) -> str:
+        more = f" and {len(keys) - shown} more" if len(keys) > shown else ""
+        return ", ".join(keys[:shown]) + more
+
+    parts = [f"{what}: {first(keys)}" for what, keys in (
+        ("missing", missing), ("unexpected", unexpected), ("other shape", shapes)) if keys]
+    return "; ".join(parts) or None
+
+
 def load_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> LoadedModel:
     """Rebuild the network of a model checkpoint from its genotype and load its weights."""
     state = read_checkpoint(path)
@@ -107,11 +126,10 @@ def load_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> L
     except GenotypeError as exc:
         raise ModelCheckpointError(f"checkpoint {where}: its genotype is invalid: {exc}") from None
     model = build_model(genotype, int(state["num_classes"]))
-    try:
-        model.load_state_dict(state["model"])
-    except RuntimeError as exc:
-        first = str(exc).strip().splitlines()[0]
+    misfit = weights_misfit(model.state_dict(), state["model"])
+    if misfit:
         raise ModelCheckpointError(f"checkpoint {where}: its weights do not fit its genotype "
-                                   f"({first})") from None
+                                   f"({misfit})")
+    model.load_state_dict(state["model"])
     model.to(device).eval()
     return LoadedModel(model, genotype, int(state["num_classes"]), where, state)

@@ -339,8 +339,7 @@ def _check_target(target: Path, checkpoint_file: Path, overwrite: bool) -> None:
     if target.exists() and target.resolve() == checkpoint_file.resolve():
         raise ExportError(f"output {target} is the checkpoint itself; choose another file")
     if target.exists() and not overwrite:
-        raise ExportError(f"output {target} already exists; pass overwrite=True (--overwrite) "
-                          "to replace it")
+        raise ExportError(f"output {target} already exists; add --overwrite to replace it")
 
 
 def _first_line(exc: BaseException) -> str:

@@ -69,6 +69,7 @@ from nas_reid.data.transforms import build_transforms
 from nas_reid.errors import UserError
 from nas_reid.evaluation.evaluate import EvaluationResult, evaluate_model, write_results
 from nas_reid.evaluation.features import extract
+from nas_reid.feedback import announce_data, run_folder_lines, say
 from nas_reid.genotype import Genotype
 from nas_reid.losses import CenterLoss, CrossEntropyLabelSmooth, RIBLoss, TripletLoss
 from nas_reid.precision import Precision
@@ -98,7 +99,14 @@ from nas_reid.train.checkpoint import (
     save_model_checkpoint,
 )
 from nas_reid.train.pretrain import file_sha256, resolve_backbone_weights
-from nas_reid.train.recipe import Recipe, default_recipe, load_recipe, merge, parse_overrides
+from nas_reid.train.recipe import (
+    Recipe,
+    default_recipe,
+    load_recipe,
+    merge,
+    parse_overrides,
+    scaled_to,
+)
 
 GENOTYPE_FILE = "genotype.json"
 RESULTS_FILE = "results.json"
@@ -158,10 +166,11 @@ def retrain(genotype: Genotype | str | os.PathLike | None = None,
             for a mobile backbone (:func:`~nas_reid.train.recipe.default_recipe`; the run's own
             with ``resume``).
         overrides: recipe overrides, ``{"loss": {"rib": 0.1}}`` or ``["loss.rib=0.1"]``.
-        epochs, seed: override the recipe's (a milestone at or after the new epochs is never
-            reached; the warm-up must stay shorter than the epochs); with ``resume``, ``epochs``
-            is a new total (at least the epochs begun), followed by every schedule from where
-            the run resumes (:mod:`nas_reid.resumable`).
+        epochs, seed: override the recipe's; ``epochs`` scales the recipe's warm-up and step
+            milestones with it (:func:`~nas_reid.train.recipe.scaled_to`, said on stderr with
+            ``progress``) unless ``overrides`` sets them. With ``resume``, ``epochs`` is a new
+            total (at least the epochs begun), followed by every schedule from where the run
+            resumes (:mod:`nas_reid.resumable`).
         device: ``cpu`` or ``cuda`` (``cuda:<local rank>`` under torchrun).
         resume: continue ``out_dir/checkpoints/last.pt`` (a finished run is returned as is;
             one without a checkpoint starts again from its ``config.yaml``). Without it,
@@ -208,6 +217,8 @@ class _Retrain(ResumableRun):
         self.num_workers, self.max_steps = int(num_workers), max_steps
         self.checkpoint_every, self.log_every = int(checkpoint_every), int(log_every)
         self.rerank = bool(rerank)
+        self.notes: list[str] = []
+        """What the set-up changed and says on stderr once nothing can fail any more."""
 
         # -- the run folder: decide everything before writing anything
         if out_dir is None:
@@ -259,6 +270,7 @@ class _Retrain(ResumableRun):
         self.reference = reference
 
         # -- the data and the recipe
+        announce_data(self.progress, data, root, saved["data"] if saved is not None else None)
         ds = resolve_dataset(data, root, saved["data"] if saved is not None else None)
         self.data_ref = {"name": ds.name, "root": str(ds.root)}
         self.dataset = ds
@@ -281,7 +293,7 @@ class _Retrain(ResumableRun):
                 extra = merge(extra, overrides if isinstance(overrides, Mapping)
                               else parse_overrides(list(overrides)))
             if epochs is not None:
-                extra["epochs"] = epochs
+                extra = merge(extra, self._epochs_overrides(recipe, extra, epochs))
             if seed is not None:
                 extra["seed"] = seed
             self.recipe = load_recipe(recipe, extra or None)
@@ -385,12 +397,28 @@ class _Retrain(ResumableRun):
             self._change_epochs(ckpt["training"]["config"]["recipe"]["epochs"])
         elif saved is not None:
             self._set_epochs_in_config(None)  # a restart from config.yaml may have --epochs
+        for line in [*self.notes, *run_folder_lines(
+                self.out, "retrain", self.epoch if ckpt is not None else None, self.epochs)]:
+            say(self.progress, line)
 
     # -- helpers
 
     def _say(self, text: str) -> None:
         if self.is_main:
             tqdm.write(text, file=sys.stderr)
+
+    def _epochs_overrides(self, recipe: Any, extra: dict[str, Any], epochs: int) -> dict[str, Any]:
+        """``--epochs``: the recipe's schedule scaled to them (:func:`scaled_to`; what changes
+        is kept in ``notes``, said once the run is set up); the plain ``epochs`` override when
+        the recipe does not load without it (its error comes from loading it with it)."""
+        try:
+            base = load_recipe(recipe, extra or None)
+        except UserError:
+            return {"epochs": epochs}
+        scaled, note = scaled_to(base, epochs, keep=extra)
+        if note:
+            self.notes.append(note)
+        return scaled
 
     @staticmethod
     def _zero_sums() -> dict[str, float]:
@@ -614,6 +642,8 @@ class _Retrain(ResumableRun):
                           purge_step=self.step + 1 if self.ckpt is not None else None)
 
     def _rib_images(self) -> tuple[list, tuple[int, int]]:
+        say(self.progress, f"set-up: fitting the RIB's input clusters on the "
+                           f"{len(self.dataset.train):,} training images ...")
         return self.dataset.train, self.genotype.input_size
 
     timed = True  # images_per_second

@@ -54,7 +54,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from nas_reid.errors import UserError
 from nas_reid.precision import PrecisionConfig
-from nas_reid.space.config import BatchConfig, format_validation_error, read_yaml_mapping
+from nas_reid.space.config import RIB_BETA, BatchConfig, format_validation_error, read_yaml_mapping
 
 RECIPE_NAMES = ("bot", "synthetic", "mobile", "mobile_synthetic", "pretrain_synthetic")
 
@@ -119,7 +119,7 @@ class LossConfig(_Model):
     center_lr: float = Field(default=0.5, gt=0)
     rib: float = Field(default=0.0, ge=0)
     rib_warmup: float = Field(default=0.3, ge=0, lt=1)
-    rib_beta: float = Field(default=1.0, gt=0)
+    rib_beta: float = Field(default=RIB_BETA, gt=0)
 
     @model_validator(mode="after")
     def _some_loss(self) -> "LossConfig":
@@ -186,6 +186,41 @@ def recipe_path(name: str) -> Path:
     from nas_reid.space.reference import shipped_file
 
     return shipped_file("recipes", f"{name}.yaml")
+
+
+def scaled_to(recipe: Recipe, epochs: int,
+              keep: Mapping[str, Any] | None = None) -> tuple[dict[str, Any], str | None]:
+    """The overrides that run ``recipe`` for ``epochs`` epochs with its learning-rate schedule
+    at the same shares of the run: the warm-up and the step milestones scaled by
+    ``epochs / recipe.epochs`` and rounded (the warm-up kept below ``epochs``; a milestone the
+    recipe never reached, or one that rounds to the end, dropped), unless ``keep`` (the
+    overrides the user gave, nested) sets them. Also a sentence naming what changed, or None."""
+    s, old = recipe.lr_schedule, recipe.epochs
+    given = (keep or {}).get("lr_schedule") or {}
+    given = given if isinstance(given, Mapping) else {}
+    out: dict[str, Any] = {"epochs": int(epochs)}
+    if epochs == old:
+        return out, None
+    schedule: dict[str, Any] = {}
+    changes = []
+    if "warmup_epochs" not in given:
+        warm = min(round(s.warmup_epochs * epochs / old), epochs - 1)
+        if warm != s.warmup_epochs:
+            schedule["warmup_epochs"] = warm
+            changes.append(f"warm-up {s.warmup_epochs} -> {warm} epoch(s)")
+    if "milestones" not in given and s.decay == "step":
+        miles = sorted({m for m in (round(m * epochs / old) for m in s.milestones if m < old)
+                        if 1 <= m < epochs})
+        if miles != list(s.milestones):
+            schedule["milestones"] = miles
+            changes.append(f"milestones {list(s.milestones)} -> {miles}")
+    if schedule:
+        out["lr_schedule"] = schedule
+    note = None
+    if changes:
+        note = (f"--epochs {epochs}: recipe {recipe.name!r} is written for {old} epochs; its "
+                f"learning-rate schedule is scaled to {epochs}: {', '.join(changes)}")
+    return out, note
 
 
 def parse_overrides(items: Sequence[str]) -> dict[str, Any]:

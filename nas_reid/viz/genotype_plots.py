@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING, Callable, Mapping
 
 import networkx as nx
 from matplotlib import colormaps
-from matplotlib.colors import to_rgb
+from matplotlib.colors import TwoSlopeNorm, to_rgb
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import FancyArrowPatch, Patch, Rectangle
@@ -224,6 +224,10 @@ def plot_arch_probabilities(genotype: "Genotype | RunSource | str | os.PathLike"
                             ) -> Figure:
     """Heatmap of softmax(alpha) per cell edge (rows) and candidate op (columns).
 
+    The colours diverge from the uniform probability 1/n (white, marked on the colour bar)
+    over the range of the data (:func:`probability_scale`), not 0..1, so that a search's small
+    departures from uniform show; each cell is labelled with enough decimals to tell every
+    edge's two largest candidates apart (:func:`probability_decimals`, at least 3).
     ``probabilities`` defaults to the genotype's own (those it was derived from); the chosen op
     of every kept edge is outlined in red. ``op_of`` maps a candidate label to its op name
     (labels are op names unless the space gives labels; :meth:`RunSource.op_of
@@ -264,23 +268,33 @@ def plot_arch_probabilities(genotype: "Genotype | RunSource | str | os.PathLike"
     fig = Figure(figsize=(2.4 + 0.75 * len(labels), 2.2 + 0.42 * len(rows)),
                  layout="constrained")
     ax = fig.subplots()
-    image = ax.imshow(values, cmap="viridis", vmin=0.0, vmax=1.0, aspect="auto")
+    uniform = 1.0 / len(labels)
+    low, high = probability_scale(values, uniform)
+    image = ax.imshow(values, cmap=PROBABILITY_CMAP, aspect="auto",
+                      norm=TwoSlopeNorm(vcenter=uniform, vmin=low, vmax=high))
     ax.set_xticks(range(len(labels)), labels, rotation=40, ha="right", fontsize=9)
     for tick, label in zip(ax.get_xticklabels(), labels):
         tick.set_color(op_color(op_name(label)))
         tick.set_fontweight("bold")
     ax.set_yticks(range(len(rows)), rows, fontsize=9)
     if len(rows) * len(labels) <= 600:
+        digits = probability_decimals(values)
         for r, row in enumerate(values):
             for k, v in enumerate(row):
-                ax.text(k, r, f"{v:.2f}", ha="center", va="center", fontsize=7.5,
-                        color="black" if v > 0.55 else "white")
+                half = high - uniform if v > uniform else uniform - low
+                far = abs(v - uniform) / half  # 1 at either end of the scale: a dark colour
+                ax.text(k, r, f"{v:.{digits}f}", ha="center", va="center", fontsize=7.5,
+                        color="white" if far > 0.6 else "black")
     for r, k in boxes:
         ax.add_patch(Rectangle((k - 0.5, r - 0.5), 1, 1, fill=False, ec="red", lw=2.0))
     for y in separators:
         ax.axhline(y, color="white", lw=2.5)
     colorbar = fig.colorbar(image, ax=ax, fraction=0.046, pad=0.03)
-    colorbar.set_label("softmax(alpha)", fontsize=9)
+    colorbar.set_label(f"softmax(alpha); white: uniform 1/{len(labels)}", fontsize=9)
+    colorbar.set_ticks(sorted({low, uniform, high}))
+    colorbar.set_ticklabels([f"{t:.3f}" + (" uniform" if t == uniform else "")
+                             for t in sorted({low, uniform, high})])
+    colorbar.ax.axhline(uniform, color="black", lw=1.2, ls="--")
     ax.set_xlabel("candidate op", fontsize=9)
     ax.set_ylabel("cell edge", fontsize=9)
     fig.legend(handles=[Patch(fill=False, ec="red", lw=2.0, label="chosen op")],
@@ -290,6 +304,28 @@ def plot_arch_probabilities(genotype: "Genotype | RunSource | str | os.PathLike"
                  + (f" (epoch {epoch})" if epoch is not None else ""), fontsize=11)
     _save(fig, path)
     return fig
+
+
+PROBABILITY_CMAP = "BrBG"
+"""Diverging: brown below uniform, white at it, green above (the chosen op's red outline stays
+visible on all three)."""
+
+
+def probability_scale(values: list[list[float]], uniform: float) -> tuple[float, float]:
+    """``(low, high)`` of the colour scale: uniform plus and minus the largest departure from it
+    in ``values`` (at least 0.001), kept within [0, 1]."""
+    spread = max([abs(v - uniform) for row in values for v in row] + [1e-3])
+    return max(0.0, uniform - spread), min(1.0, uniform + spread)
+
+
+def probability_decimals(values: list[list[float]], least: int = 3, most: int = 6) -> int:
+    """The fewest decimals (``least`` .. ``most``) at which every row's largest value and its
+    runner-up print differently (equal ones never do: ``most``)."""
+    for digits in range(least, most + 1):
+        if all(f"{a:.{digits}f}" != f"{b:.{digits}f}"
+               for a, b in (sorted(row, reverse=True)[:2] for row in values if len(row) > 1)):
+            return digits
+    return most
 
 
 # ------------------------------------------------------------------------------ cell costs
