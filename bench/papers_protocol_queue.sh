@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# The runs behind bench/results/papers_protocol.csv, in the order they were queued: the papers'
+# nine rows under the pretrained protocol seed by seed, each seed followed by the ablations of
+# RGA-SC (gates initialised near 1, new modules at 10x the learning rate, from scratch). Every
+# call skips the rows the CSV already has, so this script can be stopped and run again.
+#   bash bench/papers_protocol_queue.sh            # 2 trainings at a time, 1 thread each
+set -u
+cd "$(dirname "$0")/.."
+T="python bench/synthetic_table.py --jobs 2 --threads 1"
+for seed in 0 1 2; do
+    $T --seeds $seed
+    $T --seeds $seed --models rga_sc --gate-bias 3
+    $T --seeds $seed --models rga_sc --set optimizer.new_lr_mult=10
+    $T --seeds $seed --models baseline rga_sc --protocol scratch
+done
