@@ -25,8 +25,8 @@ TOP_FIELDS = {
     "search space": ("name", "input", "backbone", "cells", "ops", "sampling", "schedule"),
     "tune space": ("name", "target", "metric", "params", "fixed", "retrain", "validation",
                    "early_stopping"),
-    "recipe": ("name", "epochs", "batch", "augment", "optimizer", "lr_schedule", "loss",
-               "grad_clip", "eval", "precision", "deterministic", "seed"),
+    "recipe": ("name", "epochs", "batch", "augment", "backbone", "optimizer", "lr_schedule",
+               "loss", "grad_clip", "eval", "precision", "deterministic", "seed"),
 }
 """The top-level fields of the YAML files the commands read (tests hold them to the models)."""
 

@@ -349,6 +349,7 @@ class ResumableRun(ABC):
     def run(self) -> Any:
         created = self.is_main and self.ckpt is None and not self.out.exists()
         self.log = None
+        self.write_failed = False
         self.saved = (self.epoch, self.batch, self.step) if self.ckpt is not None else None
         session_start = time.monotonic()
         previous_handler = self._catch_ctrl_c()
@@ -391,7 +392,12 @@ class ResumableRun(ABC):
             if self.log is not None:
                 with contextlib.suppress(OSError):
                     self.log.close()
-            if created and not self.checkpoint_path.is_file():
+            disk = self.write_failed or (isinstance(exc, OSError) and exc.errno in DISK_ERRNOS)
+            if created and (not self.checkpoint_path.is_file() or (
+                    self.step == 0 and not disk and not isinstance(exc, KeyboardInterrupt))):
+                # a folder this call created holds nothing worth resuming before the first
+                # step (an unreadable image, a bad batch): leave nothing half-written. Ctrl-C
+                # and a failed write keep it, with the resume command printed.
                 shutil.rmtree(self.out, ignore_errors=True)
             if isinstance(exc, OSError) and exc.errno in DISK_ERRNOS:
                 raise self._write_failed(exc) from None
@@ -466,6 +472,7 @@ class ResumableRun(ABC):
     def _write_failed(self, exc: OSError) -> UserError:
         """The one line that ends a run a write failed in: the file, the reason, and where the
         run resumes from (or that it starts again)."""
+        self.write_failed = True
         where = exc.filename or self.checkpoint_path
         what = f"could not write {where} ({exc.strerror or exc})"
         if self.saved is None:

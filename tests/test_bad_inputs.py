@@ -49,7 +49,7 @@ class Case:
 
 
 SETUP_LINES = ("search run folder: ", "retrain run folder: ", "curves: tensorboard", "set-up: ",
-               "data: generating")
+               "data: generating", "--epochs ")
 
 
 # ------------------------------------------------------------------------------ files
@@ -151,10 +151,11 @@ def retrain_run(relative: str) -> Callable[[Path], None]:
 
 
 def search_run_checkpoint(relative: str) -> Callable[[Path], None]:
-    """A folder whose checkpoints/last.pt is a search checkpoint (not a model checkpoint)."""
+    """An unfinished search's folder: its config.yaml has a ``search`` section and its
+    checkpoints/last.pt is a search checkpoint (not a model checkpoint)."""
     def setup(folder: Path) -> None:
         (folder / relative / "checkpoints").mkdir(parents=True)
-        (folder / relative / "config.yaml").write_text("space: {}\n")
+        (folder / relative / "config.yaml").write_text("space: {}\nsearch: {epochs: 2}\n")
         torch.save({"space_hash": "0" * 16, "config": {}},
                    folder / relative / "checkpoints" / "last.pt")
     return setup
@@ -338,7 +339,7 @@ CASES: list[Case] = [
     # -- search: the run folder
     c("search-out-is-a-file", *SEARCH, words="run", setup=write("run", "x")),
     c("search-out-foreign", *SEARCH, words="holds no search run", setup=write("run/a.txt", "x")),
-    c("search-out-unfinished", *SEARCH, words="add --resume", setup=write("run/config.yaml", "{}")),
+    c("search-out-unfinished", *SEARCH, words="add --resume", setup=search_run_checkpoint("run")),
     c("search-resume-no-out", "search", "--resume", words="--resume needs --out"),
     c("search-resume-empty", *SEARCH, "--resume", words="no checkpoint",
       setup=lambda folder: (folder / "run").mkdir()),
@@ -484,7 +485,7 @@ CASES: list[Case] = [
     c("evaluate-future-version", "evaluate", "--checkpoint", "m.pt", words="version 9",
       setup=model_checkpoint("m.pt", lambda s: s.update(version=9))),
     c("evaluate-search-checkpoint", "evaluate", "--checkpoint", "m.pt",
-      words="a search checkpoint", setup=lambda folder: torch.save(
+      words="written by a search run", setup=lambda folder: torch.save(
           {"space_hash": "0" * 16}, folder / "m.pt")),
     c("evaluate-folder-without-checkpoint", "evaluate", "--checkpoint", "run",
       words="a folder without", setup=write("run/a.txt", "x")),

@@ -310,6 +310,7 @@ def test_a_shipped_space_name_with_another_hash_is_a_warning(tmp_path):
 
     data = tiny_genotype().to_dict()
     data["space"] = {"name": "cpu_small", "hash": "0123456789abcdef"}
+    data["input"] = {"height": 128, "width": 64}  # cpu_small's input: a network of that space
     Genotype.from_dict(data).save(tmp_path / "g.json")
     with pytest.warns(SpaceMismatchWarning, match="shipped search space 'cpu_small'"):
         resolve_genotype(tmp_path / "g.json")

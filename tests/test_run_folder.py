@@ -330,7 +330,7 @@ def test_the_temporary_files_of_a_killed_write_are_removed_on_resume(kind, tmp_p
            **({"space": None} if kind == "search" else {"genotype": None, "recipe": None}))
     assert [p for p in ours if p.exists()] == []
     assert all(p.exists() for p in theirs)
-    said = [line for line in capsys.readouterr().err.splitlines() if "temporary" in line]
+    said = [line for line in capsys.readouterr().err.splitlines() if line.startswith("removed ")]
     assert said == [f"removed 3 temporary files of an interrupted write from {out}"], said
 
 
@@ -528,18 +528,21 @@ def test_a_finished_run_extended_on_resume_says_what_changes_and_resumes_exactly
     done = resume(kind, whole, epochs=3, progress=True)
     assert done.finished and done.epochs == 3 and done.epochs_done == 3
     told = capsys.readouterr().err.splitlines()
+    assert told[0] == f"{kind} run folder: {whole} (resuming after epoch 2 of 3)", told
+    assert told[1].startswith("  curves: tensorboard --logdir "), told
+    told = told[2:]
     assert told[0] == (f"--epochs 3: the {kind} in {whole} now runs 3 epochs instead of 2, "
                        f"resumed at the end of epoch 2/3 (step {2 * STEPS[kind]}); from epoch 3 "
                        "on the schedules follow 3 epochs, the epochs done keep theirs:"), told
-    if kind == "search":  # tau 5 -> 0.5 linear, cosine lr 0.05 -> 0
-        assert told[1] == "  temperature, epoch 3: 2 (the run had ended)", told
+    if kind == "search":  # tau 5 -> 0.5 linear, reaching 0.5 in the last epoch; cosine lr 0.05 -> 0
+        assert told[1] == "  temperature, epoch 3: 0.5 (the run had ended)", told
         assert told[2] == "  weights lr, epoch 3: 0.0125 (the run had ended)", told
     else:
         assert told[1] == "  lr, epoch 3: 0.001 (the run had ended)", told
     records = [r for r in _lines(whole / "metrics.jsonl") if r["kind"] == "epoch"]
     assert [(r["epoch"], r["epochs"]) for r in records] == [(1, 2), (2, 2), (3, 3)]
     if kind == "search":
-        assert records[-1]["tau"] == pytest.approx(2.0)
+        assert records[-1]["tau"] == pytest.approx(0.5)
         assert records[-1]["lr"]["weights"] == pytest.approx(0.0125)
     config = yaml.safe_load((whole / "config.yaml").read_text())
     section, total = (("search", config["search"]["epochs"]) if kind == "search" else
@@ -565,14 +568,15 @@ def test_a_finished_run_extended_on_resume_says_what_changes_and_resumes_exactly
 
 def test_a_part_done_run_extended_follows_the_new_total_from_where_it_stopped(tmp_path, dataset):
     """Stopped in epoch 2 of 2 (step 6 of 8), extended to 4: the rest of epoch 2 runs at the
-    4-epoch schedule's values for epoch 2; epoch 1 keeps its own."""
+    4-epoch schedule's values for epoch 2; epoch 1 keeps its own. The temperature goes linearly
+    from 5 in the first epoch to 0.5 in the last (:meth:`TauConfig.at_epoch`)."""
     out = tmp_path / "run"
     run_search(out, dataset, max_steps=6)
     done = search(None, None, out_dir=out, resume=True, epochs=4, progress=False)
     assert done.finished and done.epochs_done == 4
     records = [r for r in _lines(out / "metrics.jsonl") if r["kind"] == "epoch"]
     assert [r["epochs"] for r in records] == [2, 4, 4, 4]
-    assert [r["tau"] for r in records] == pytest.approx([5.0, 3.875, 2.75, 1.625])
+    assert [r["tau"] for r in records] == pytest.approx([5.0, 3.5, 2.0, 0.5])
     cosine = [0.05 * (1 + math.cos(math.pi * e / 4)) / 2 for e in range(4)]
     assert [r["lr"]["weights"] for r in records] == pytest.approx([0.05, *cosine[1:]])
     with pytest.raises(UserError, match="already ran 4 epochs; give --epochs 4 or more"):

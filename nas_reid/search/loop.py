@@ -790,8 +790,8 @@ class _Search(ResumableRun):
     def _schedules(self) -> dict[str, Any]:
         schedules: dict[str, Any] = {}
         if self.space.sampling.strategy == "gumbel":
-            tau = self.space.sampling.tau
-            schedules["temperature"] = lambda e, n: tau.at(e / n)
+            tau, warmup = self.space.sampling.tau, self.space.schedule.warmup_epochs
+            schedules["temperature"] = lambda e, n: tau.at_epoch(e, n, warmup)
         w = self.space.schedule.weights
         if w.lr_schedule == "cosine":
             schedules["weights lr"] = lambda e, n: _cosine(w.lr, w.lr_min, e, n)
@@ -809,7 +809,8 @@ class _Search(ResumableRun):
                 group["lr"] = lr
             sched._last_lr = lrs
         if self.batch > 0:  # the rest of a part-done epoch
-            self.net.set_temperature(self.space.sampling.tau.at(self.epoch / self.epochs))
+            self.net.set_temperature(self.space.sampling.tau.at_epoch(
+                self.epoch, self.epochs, self.space.schedule.warmup_epochs))
 
     def _set_epochs_in_config(self, change: dict[str, Any] | None) -> None:
         self.config["space"]["schedule"]["epochs"] = self.config["search"]["epochs"] = self.epochs
