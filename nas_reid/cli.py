@@ -228,6 +228,34 @@ def data_sheet(dataset, dataset_alias, root, cuhk03_variant, msmt17_combine_val,
 SEARCH_DATASETS = ["synthreid", "market1501", "dukemtmc", "msmt17", "cuhk03", "occluded_duke"]
 
 
+DEVICE = click.Choice(["auto", "cpu", "cuda"])
+AUTO_HELP = "auto: cuda when torch sees a GPU, else cpu."
+WORKERS_HELP = "Default: 0 on cpu, on cuda min(8, the cores per process)."
+
+
+def _auto_device(ctx, param, value: str) -> str:
+    """``--device auto`` resolved at parse time: every command below sees cpu or cuda."""
+    if value != "auto":
+        return value
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def _default_workers(workers: int | None, device: str) -> int:
+    """``--workers``: as given; else 0 on cpu (a loader process would take the cores the
+    training threads use), on cuda min(8, the cores of this machine per torchrun process), so
+    that image decoding keeps up with the GPU."""
+    if workers is not None:
+        return workers
+    if device != "cuda":
+        return 0
+    import os
+
+    local = max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
+    return min(8, max(1, (os.cpu_count() or 1) // local))
+
+
 def _default_threads(device: str) -> int | None:
     """Half the CPU cores (at least 1), shared by the torchrun processes of this machine; on
     CUDA torch's own default."""
@@ -264,8 +292,9 @@ def _set_threads(threads: int | None, device: str) -> None:
 @click.option("--epochs", type=click.IntRange(min=1), default=None,
               help="Override the space's schedule.epochs. With --resume: the run's new total, "
               "at least the epochs it began (the schedules follow it from there on).")
-@click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True,
-              help="cuda: one GPU per process (torchrun --nproc_per_node N for several).")
+@click.option("--device", type=DEVICE, default="auto", show_default=True, callback=_auto_device,
+              help=f"{AUTO_HELP} cuda: one GPU per process (torchrun --nproc_per_node N for "
+              "several).")
 @click.option("--out", type=click.Path(path_type=Path), default=None,
               help="Run folder. Default: runs/search-<timestamp> under the current folder.")
 @click.option("--resume", is_flag=True,
@@ -275,8 +304,8 @@ def _set_threads(threads: int | None, device: str) -> None:
               help="torch CPU threads. Default on cpu: half the cores (a shared or busy machine "
               "runs small ops much faster with fewer threads). Results are reproducible for a "
               "given thread count.")
-@click.option("--workers", type=click.IntRange(min=0), default=0, show_default=True,
-              help="Image-loading worker processes (results do not depend on it).")
+@click.option("--workers", type=click.IntRange(min=0), default=None,
+              help=f"Image-loading worker processes (results do not depend on it). {WORKERS_HELP}")
 @click.option("--checkpoint-every", type=click.IntRange(min=0), default=0, show_default=True,
               help="Also checkpoint every N steps (0: once per epoch).")
 def search_cmd(space, overrides, data, root, epochs, device, out, resume, seed, threads, workers,
@@ -296,7 +325,8 @@ def search_cmd(space, overrides, data, root, epochs, device, out, resume, seed, 
 
     _set_threads(threads, device)
     result = search(space, data, root=root, out_dir=out, epochs=epochs, device=device,
-                    resume=resume, seed=seed, overrides=list(overrides), num_workers=workers,
+                    resume=resume, seed=seed, overrides=list(overrides),
+                    num_workers=_default_workers(workers, device),
                     checkpoint_every=checkpoint_every, progress=True)
     if int(os.environ.get("RANK", "0")) != 0:
         return
@@ -328,11 +358,12 @@ def search_cmd(space, overrides, data, root, epochs, device, out, resume, seed, 
 @click.option("--last-stride", type=click.Choice(["1", "2"]), default="1", show_default=True)
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
               help="Override a field of the pretrain_synthetic recipe (changes the cache key).")
-@click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True)
+@click.option("--device", type=DEVICE, default="auto", show_default=True, callback=_auto_device,
+              help=AUTO_HELP)
 @click.option("--threads", type=click.IntRange(min=1), default=None,
               help="torch CPU threads. Default on cpu: half the cores.")
-@click.option("--workers", type=click.IntRange(min=0), default=0, show_default=True,
-              help="Image-loading worker processes (results do not depend on it).")
+@click.option("--workers", type=click.IntRange(min=0), default=None,
+              help=f"Image-loading worker processes (results do not depend on it). {WORKERS_HELP}")
 def pretrain_cmd(backbone, size, last_stride, overrides, device, threads, workers) -> None:
     """Pretrain a backbone on the synthetic pretraining set, once per machine.
 
@@ -348,7 +379,8 @@ def pretrain_cmd(backbone, size, last_stride, overrides, device, threads, worker
     h, w = _parse_size(size)
     cached = find_pretrained(backbone, (h, w), int(last_stride), overrides=list(overrides))
     result = cached or pretrain(backbone, (h, w), int(last_stride), overrides=list(overrides),
-                                device=device, num_workers=workers, progress=True,
+                                device=device, num_workers=_default_workers(workers, device),
+                                progress=True,
                                 log=lambda text: click.echo(text, err=True))
     held = result.info["heldout"]
     click.echo(f"{'already pretrained' if cached else 'pretrained'}: {result.path}")
@@ -374,8 +406,8 @@ def _writable_file(out: Path, overwrite: bool, example: str = "latency.json") ->
 @click.option("--space", required=True, metavar="YAML|NAME",
               help="Search-space YAML or a shipped name (cpu_small, mobile_cpu, mobile_dnas, "
               "rga_dcs_ca).")
-@click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True,
-              help="Where to measure: the device the searched network will run on.")
+@click.option("--device", type=DEVICE, default="auto", show_default=True, callback=_auto_device,
+              help=f"{AUTO_HELP} Where to measure: the device the searched network will run on.")
 @click.option("--out", type=click.Path(path_type=Path), required=True,
               help="JSON file to write (atomically).")
 @click.option("--batch", type=click.IntRange(min=1), default=None,
@@ -452,8 +484,9 @@ def latency_table_cmd(space, device, out, batch, warmup, repeats, threads, overw
               "run's new total, at least the epochs it began (the schedules follow it from there "
               "on).")
 @click.option("--seed", type=int, default=None, help="Override the recipe's seed.")
-@click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True,
-              help="cuda: one GPU per process (torchrun --nproc_per_node N for several), bf16 "
+@click.option("--device", type=DEVICE, default="auto", show_default=True, callback=_auto_device,
+              help=f"{AUTO_HELP} cuda: one GPU per process (torchrun --nproc_per_node N for "
+              "several), bf16 "
               "and channels_last by default.")
 @click.option("--out", type=click.Path(path_type=Path), default=None,
               help="Run folder. Default: runs/retrain-<timestamp> under the current folder.")
@@ -468,8 +501,8 @@ def latency_table_cmd(space, device, out, batch, warmup, repeats, threads, overw
 @click.option("--rerank", is_flag=True, help="The final evaluation also reports re-ranking.")
 @click.option("--threads", type=click.IntRange(min=1), default=None,
               help="torch CPU threads. Default on cpu: half the cores.")
-@click.option("--workers", type=click.IntRange(min=0), default=0, show_default=True,
-              help="Image-loading worker processes (results do not depend on it).")
+@click.option("--workers", type=click.IntRange(min=0), default=None,
+              help=f"Image-loading worker processes (results do not depend on it). {WORKERS_HELP}")
 @click.option("--checkpoint-every", type=click.IntRange(min=0), default=0, show_default=True,
               help="Also checkpoint every N steps (0: once per epoch).")
 def retrain_cmd(genotype, data, root, recipe, overrides, epochs, seed, device, out, resume,
@@ -491,7 +524,8 @@ def retrain_cmd(genotype, data, root, recipe, overrides, epochs, seed, device, o
     _set_threads(threads, device)
     result = retrain(genotype, data, root=root, recipe=recipe, overrides=list(overrides),
                      out_dir=out, epochs=epochs, seed=seed, device=device, resume=resume,
-                     backbone_weights=backbone_weights, rerank=rerank, num_workers=workers,
+                     backbone_weights=backbone_weights, rerank=rerank,
+                     num_workers=_default_workers(workers, device),
                      checkpoint_every=checkpoint_every, progress=True)
     if int(os.environ.get("RANK", "0")) != 0:
         return
@@ -525,12 +559,13 @@ def retrain_cmd(genotype, data, root, recipe, overrides, epochs, seed, device, o
               "<checkpoint> in the run folder.")
 @click.option("--ranked", type=click.IntRange(min=0, max=64), default=8, show_default=True,
               help="Queries shown in ranked_lists.png (0: no picture).")
-@click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True,
-              help="cuda: the features are computed under bf16 autocast (as in training).")
+@click.option("--device", type=DEVICE, default="auto", show_default=True, callback=_auto_device,
+              help=f"{AUTO_HELP} cuda: the features are computed under bf16 autocast (as in "
+              "training).")
 @click.option("--threads", type=click.IntRange(min=1), default=None,
               help="torch CPU threads. Default on cpu: half the cores.")
-@click.option("--workers", type=click.IntRange(min=0), default=0, show_default=True,
-              help="Image-loading worker processes.")
+@click.option("--workers", type=click.IntRange(min=0), default=None,
+              help=f"Image-loading worker processes. {WORKERS_HELP}")
 def evaluate_cmd(checkpoint, data, root, cuhk03_variant, rerank, flip, out, ranked, device,
                  threads, workers) -> None:
     """Rank a dataset's query / gallery split with a trained model.
@@ -561,7 +596,7 @@ def evaluate_cmd(checkpoint, data, root, cuhk03_variant, rerank, flip, out, rank
             run_dir = run_dir.parent
         out = run_dir / "evaluation" / f"{ds.name}-{loaded.path.stem}{'-flip' if flip else ''}"
     result = evaluate_model(loaded.model, ds, device=dev, flip=flip, rerank=rerank,
-                            num_workers=workers,
+                            num_workers=_default_workers(workers, device),
                             autocast=torch.bfloat16 if dev.type == "cuda" else None)
     out.mkdir(parents=True, exist_ok=True)
     write_results(result, out / "results.json",
@@ -772,8 +807,9 @@ def genotype_notebooks(spec, out, compare, notebooks, timeout) -> None:
               "train on cuda.")
 @click.option("--max-concurrent", type=click.IntRange(min=1), default=None,
               help="Ray: at most this many trials at once. Default: as the resources allow.")
-@click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True,
-              help="Optuna backend: where the trials train (Ray: set by --gpus-per-trial).")
+@click.option("--device", type=DEVICE, default="auto", show_default=True, callback=_auto_device,
+              help=f"{AUTO_HELP} Optuna backend: where the trials train (Ray: set by "
+              "--gpus-per-trial).")
 @click.option("--threads", type=click.IntRange(min=1), default=None,
               help="torch CPU threads of a trial. Default: ray, --cpus-per-trial; optuna, half "
               "the cores.")
@@ -870,7 +906,8 @@ def tune_cmd(ctx, tune_space, genotype, search_space, data, root, recipe, backen
     else:
         from .hpo import run_tune
 
-        if device == "cuda" and not gpus_per_trial > 0:
+        explicit = ctx.get_parameter_source("device") != click.core.ParameterSource.DEFAULT
+        if device == "cuda" and explicit and not gpus_per_trial > 0:
             raise UserError("--backend ray trains on cuda when a trial has a GPU share: give "
                             "--gpus-per-trial (e.g. 1 or 0.5) instead of --device cuda")
         with _tune_ctrl_c(out):

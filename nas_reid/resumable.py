@@ -495,6 +495,8 @@ class ResumableRun(ABC):
         parts = ["nas-reid" if size == 1 else f"torchrun --nproc_per_node {size} -m nas_reid.cli",
                  self.kind, "--resume", "--out", shlex.quote(str(self.out))]
         if self.device.type == "cpu":
+            if torch.cuda.is_available():  # --device auto would take the GPU
+                parts += ["--device", "cpu"]
             parts += ["--threads", str(torch.get_num_threads())]
         else:
             parts += ["--device", self.device.type]

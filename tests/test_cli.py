@@ -105,3 +105,28 @@ def test_synthreid_folder_modified_after_generation_is_rejected(run, tmp_path):
     write_image(out / "query" / market_name(1, 1, 999))
     result = run("data", "check", "--dataset", "synthreid", "--root", out)
     assert result.exit_code == 2 and "manifest" in result.output
+
+
+@pytest.mark.parametrize("gpu", [False, True])
+def test_device_auto_is_the_default_and_takes_the_gpu_with_loader_workers(run, monkeypatch, gpu):
+    """--device defaults to auto: cuda when torch sees a GPU (then image loading gets worker
+    processes by default), else cpu with none; an explicit --workers always wins."""
+    import torch
+
+    import nas_reid.search
+
+    calls = []
+
+    def fake_search(space, data, **kwargs):
+        calls.append(kwargs)
+        raise SystemExit(0)
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: gpu)
+    monkeypatch.setattr(nas_reid.search, "search", fake_search)
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "1")
+    monkeypatch.setattr("os.cpu_count", lambda: 16)
+    assert run("search").exit_code == 0
+    assert run("search", "--workers", "0").exit_code == 0
+    assert run("search", "--device", "cpu").exit_code == 0
+    assert [(c["device"], c["num_workers"]) for c in calls] == (
+        [("cuda", 8), ("cuda", 0), ("cpu", 0)] if gpu else [("cpu", 0), ("cpu", 0), ("cpu", 0)])

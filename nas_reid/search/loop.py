@@ -1,6 +1,8 @@
 """The bilevel search: weights on one share of the identities, the architecture on the other.
 
-First-order DARTS (and GDAS when the space samples with ``gumbel``), per step:
+First-order DARTS (and GDAS when the space samples with ``gumbel``); the two steps themselves
+are :class:`nas_reid.search.bilevel.Bilevel`, this module builds their losses and runs them in a
+run folder. Per step:
 
 1. **Weight step** on a PK batch of the *weight-share* identities:
    ``id * CE_ls(logits) + triplet * batch_hard(feat) + rib_weight(epoch) * IBB(feat)``,
@@ -113,6 +115,7 @@ from nas_reid.runtime import (
     restore_rng_states,
     seed_all,
 )
+from nas_reid.search.bilevel import Bilevel, NonFiniteLoss
 from nas_reid.search.checkpoint import CHECKPOINT, load_checkpoint, save_checkpoint
 from nas_reid.search.cost import CostModel
 from nas_reid.search.data import (
@@ -404,6 +407,10 @@ class _Search(ResumableRun):
             self.model = nn.parallel.DistributedDataParallel(
                 self.net, device_ids=[device.index] if device.type == "cuda" else None,
                 find_unused_parameters=True)
+        self.bilevel = Bilevel(self.net, self.weight_opt, self.arch_opt, self._weight_loss,
+                               self._arch_loss, device=device, model=self.model,
+                               precision=self.precision, world_size=world.size,
+                               grad_clip=sched.weights.grad_clip)
 
         # -- the position in the search
         self.epoch, self.batch, self.step = 0, 0, 0
@@ -543,13 +550,9 @@ class _Search(ResumableRun):
 
     # -- the steps
 
-    def _weight_step(self, batch) -> dict[str, float]:
-        imgs, pids, _, index = batch
-        imgs = self.precision.images(imgs.to(self.device, non_blocking=True))
-        pids = pids.to(self.device)
+    def _weight_loss(self, out: dict, pids: torch.Tensor, index: torch.Tensor):
+        """ID (label-smoothed CE) + triplet on the features, + RIB once its warm-up is over."""
         cfg = self.loss_cfg
-        with self.precision.autocast(self.device.type):
-            out = self.model(imgs)
         feat = out["feat"].float()
         id_loss = self.id_loss(out["logits"].float(), pids)
         tri = self.triplet(feat, pids)
@@ -558,47 +561,23 @@ class _Search(ResumableRun):
         if self.rib_weight > 0:
             rib_value = self.rib(feat, pids, index.to(self.device))
             total = total + self.rib_weight * rib_value
-        if not torch.isfinite(total):
-            raise UserError(f"the weight loss became {total.item()} at epoch {self.epoch + 1}, step "
-                            f"{self.step + 1}; lower schedule.weights.lr (the last checkpoint in "
-                            f"{self.out} is from before)")
-        self.weight_opt.zero_grad(set_to_none=True)
-        total.backward()
-        clip = self.space.schedule.weights.grad_clip
-        if clip is not None:
-            nn.utils.clip_grad_norm_(self.weights, clip)
-        self.weight_opt.step()
-        for a in self.arch:  # the weight loss's architecture gradients are not used
-            a.grad = None
-        return {"total": total.item(), "id": id_loss.item(), "triplet": tri.item(),
-                "rib": rib_value.item()}
+        return total, {"id": id_loss, "triplet": tri, "rib": rib_value}
 
-    def _arch_step(self, batch) -> dict[str, float]:
-        imgs, pids, _, _ = batch
-        imgs = self.precision.images(imgs.to(self.device, non_blocking=True))
-        pids = pids.to(self.device)
-        for q in self.weights:
-            q.requires_grad_(False)
+    def _arch_loss(self, out: dict, pids: torch.Tensor):
+        """Triplet on the normalised BN features of held-out identities, + the cost term."""
+        task = self.triplet(F.normalize(out["feat_bn"].float(), dim=1), pids)
+        loss = task
+        if self.cost is not None and self.cost.config.form != "none":
+            loss = self.cost.loss(task, self.cost.expected(self.net))
+        return task, loss
+
+    def _weight_step(self, batch) -> dict[str, float]:
         try:
-            with self.precision.autocast(self.device.type):
-                out = self.net(imgs)
-            task = self.triplet(F.normalize(out["feat_bn"].float(), dim=1), pids)
-            loss = task
-            if self.cost is not None and self.cost.config.form != "none":
-                loss = self.cost.loss(task, self.cost.expected(self.net))
-            self.arch_opt.zero_grad(set_to_none=True)
-            loss.backward()
-        finally:
-            for q in self.weights:
-                q.requires_grad_(True)
-        if self.world.size > 1:
-            for a in self.arch:
-                if a.grad is None:
-                    a.grad = torch.zeros_like(a)
-                dist.all_reduce(a.grad)
-                a.grad /= self.world.size
-        self.arch_opt.step()
-        return {"triplet": task.item(), "total": loss.item()}
+            return self.bilevel.weight_step(batch)
+        except NonFiniteLoss as e:
+            raise UserError(f"the weight loss became {e.value} at epoch {self.epoch + 1}, step "
+                            f"{self.step + 1}; lower schedule.weights.lr (the last checkpoint in "
+                            f"{self.out} is from before)") from None
 
     # -- epochs
 
@@ -742,7 +721,7 @@ class _Search(ResumableRun):
 
     def _train_step(self, batch) -> tuple[Any, dict[str, str]]:
         losses = self._weight_step(batch)
-        arch = self._arch_step(self.heldout_stream.next()) if self.arch_on else None
+        arch = self.bilevel.arch_step(self.heldout_stream.next()) if self.arch_on else None
         self._accumulate(losses, arch)
         return (losses, arch), {"loss": f"{losses['total']:.3f}",
                                 "arch": f"{arch['triplet']:.3f}" if arch else "-",
