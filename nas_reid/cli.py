@@ -665,7 +665,8 @@ def genotype_show(spec) -> None:
     """Print a genotype: its backbone (a searched backbone stage by stage: width, kernel,
     expansion, kept blocks), its cells and edges, parameters and FLOPs of the backbone, each cell
     and the whole network, op counts, probabilities, provenance, which choices a search run had
-    settled (unchanged over its last 3 architecture epochs), and the run's final figures."""
+    settled (unchanged over its last 3 architecture epochs, with a margin above twice its
+    epoch-to-epoch movement), and the run's final figures."""
     from .genotype_report import format_summary
 
     click.echo(format_summary(spec))

@@ -29,22 +29,31 @@ behind the value and the runner-up:
 Only epochs that updated the architecture count (after ``warmup_epochs``: before them the
 argmax is that of the initial parameters). A decision is **settled** when its value was the
 same over the last :data:`SETTLE_EPOCHS` such epochs (every one of them when the search had
-fewer: then it is not settled); ``held_since`` is the first epoch of its final run of equal
-values and ``changes`` the number of times it changed over the architecture epochs. The margin
-(``probability - runner_up_probability``) is reported beside, not used in the rule: how large a
-margin is meaningful depends on the space's number of candidates and on the architecture
-learning rate, whereas a choice that keeps changing is plainly not made.
+fewer: then it is not settled) **and** its final margin (``probability -
+runner_up_probability``) is more than :data:`NOISE_MULTIPLE` times the margin's own
+epoch-to-epoch movement over those epochs (the mean absolute change of the choice's signed
+margin, negative in an epoch where another candidate led): a margin that two epochs of the
+search's usual movement could close is not a decision, however long the argmax held.
+``held_since`` is the first epoch of the final run of equal values, ``changes`` the number of
+times the value changed over the architecture epochs, and ``confidence`` the final margin over
+that movement (``inf`` for a margin that did not move). How large a margin means anything
+depends on the space's number of candidates and on the architecture learning rate; its movement
+is measured in the same units, so their ratio does not.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field
 from typing import Any, Iterable, Sequence
 
 from nas_reid.genotype import Genotype
 
 SETTLE_EPOCHS = 3
-"""A decision is settled when it held over the last this many architecture-updating epochs."""
+"""A decision is settled when it held over the last this many architecture-updating epochs..."""
+
+NOISE_MULTIPLE = 2.0
+"""... and its final margin exceeds this many times its mean epoch-to-epoch movement."""
 
 
 @dataclass(frozen=True)
@@ -74,6 +83,16 @@ class Decision:
     settled: bool
     capped: bool = False
     """The skip cap replaced this (``identity``) choice in the exported genotype."""
+    movement: float | None = None
+    """Mean absolute epoch-to-epoch change of the choice's signed margin over the last
+    ``window`` architecture epochs (None: no probabilities, or fewer than two such epochs)."""
+
+    @property
+    def confidence(self) -> float | None:
+        """The final margin in units of its movement (inf: it did not move)."""
+        if self.margin is None or self.movement is None:
+            return None
+        return math.inf if self.movement == 0 else self.margin / self.movement
 
     @property
     def margin(self) -> float | None:
@@ -90,11 +109,17 @@ class Decision:
                 else "no architecture epoch")
         changed = f"changed {self.changes} time{'s' if self.changes != 1 else ''}"
         cap = "; replaced by the skip cap" if self.capped else ""
-        return f"{self.key}: {self.choice}{p}{vs} ({held}, {changed}{cap})"
+        conf = self.confidence
+        moved = ("" if conf is None else "; margin steady" if math.isinf(conf)
+                 else f"; margin {conf:.1f}x its epoch-to-epoch movement")
+        return f"{self.key}: {self.choice}{p}{vs} ({held}, {changed}{moved}{cap})"
 
     def as_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["margin"] = None if self.margin is None else round(self.margin, 6)
+        d["movement"] = None if self.movement is None else round(self.movement, 6)
+        conf = self.confidence
+        d["confidence"] = None if conf is None else (None if math.isinf(conf) else round(conf, 3))
         return d
 
 
@@ -116,7 +141,8 @@ class DecisionReport:
         return [d for d in self.decisions if not d.settled]
 
     def summary(self) -> str:
-        """``2 of 3 settled (unchanged over the last 3 architecture epochs)``."""
+        """``2 of 3 settled (unchanged over the last 3 architecture epochs, margin above 2x its
+        movement)``."""
         n = len(self.decisions)
         if not n:
             return "none to make"
@@ -125,7 +151,7 @@ class DecisionReport:
             return (f"0 of {n} settled: the search updated the architecture in {k} epoch"
                     f"{'s' if k != 1 else ''}, fewer than the {self.window} a choice must hold for")
         return (f"{len(self.settled)} of {n} settled (unchanged over the last {self.window} "
-                "architecture epochs)")
+                f"architecture epochs, margin above {NOISE_MULTIPLE:g}x its movement)")
 
     def as_dict(self) -> dict[str, Any]:
         """The metrics record's ``decisions``."""
@@ -204,6 +230,16 @@ def decision_values(genotype: Genotype, keys: Iterable[str] | None = None) -> di
 # ------------------------------------------------------------------------------------- report
 
 
+def _signed_margin(v: DecisionValue, choice: str) -> float | None:
+    """How far ``choice`` led (positive) or trailed (negative) in one epoch: its probability
+    minus the best other candidate's; where it was neither first nor second, minus the gap
+    between those two (it trailed by at least that much)."""
+    if v.probability is None or v.runner_up_probability is None:
+        return None
+    gap = v.probability - v.runner_up_probability
+    return gap if v.value == choice else -gap
+
+
 def decision_report(history: Sequence[Genotype], warmup_epochs: int,
                     window: int = SETTLE_EPOCHS) -> DecisionReport:
     """The decisions of the last genotype of ``history`` (one genotype per epoch, in order), over
@@ -228,8 +264,15 @@ def decision_report(history: Sequence[Genotype], warmup_epochs: int,
             if value != now.value:
                 break
             held_since, held = n, held + 1
-        settled = len(seen) >= window and held >= window
+        margins = [m for m in (_signed_margin(v[key], now.value) for _, v in series if key in v)
+                   if m is not None][-window:]
+        movement = (sum(abs(b - a) for a, b in zip(margins, margins[1:])) / (len(margins) - 1)
+                    if len(margins) > 1 else None)
+        margin = (None if now.probability is None or now.runner_up_probability is None
+                  else now.probability - now.runner_up_probability)
+        steady = margin is None or margin > NOISE_MULTIPLE * (movement or 0.0)
+        settled = len(seen) >= window and held >= window and steady
         decisions.append(Decision(key, now.value, now.probability, now.runner_up,
                                   now.runner_up_probability, held_since, held, changes, settled,
-                                  now.capped))
+                                  now.capped, movement))
     return DecisionReport(decisions, window, [n for n, _ in arch])

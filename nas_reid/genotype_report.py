@@ -47,6 +47,7 @@ cost, ms) per epoch.
 from __future__ import annotations
 
 import json
+import math
 import os
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -316,15 +317,21 @@ def decision_rows(source: RunSource) -> tuple[list[str], list[list[str]]]:
     probability, the runner-up, the margin, since when it held, how often it changed, whether it
     settled); no rows without a genotype history."""
     header = ["choice", "value", "p", "runner-up", "p", "margin", "held since", "changes",
-              "settled"]
+              "margin / movement", "settled"]
     report = source_decisions(source)
     rows = []
     for d in report.decisions if report is not None else []:
         rows.append([d.key, d.choice + (" (capped)" if d.capped else ""), _num(d.probability),
                      d.runner_up or "-", _num(d.runner_up_probability), _num(d.margin),
                      f"epoch {d.held_since}" if d.held_since is not None else "-",
-                     str(d.changes), "yes" if d.settled else "no"])
+                     str(d.changes), _confidence(d.confidence), "yes" if d.settled else "no"])
     return header, rows
+
+
+def _confidence(value: float | None) -> str:
+    if value is None:
+        return "-"
+    return "steady" if math.isinf(value) else f"{value:.1f}"
 
 
 def default_compare(source: RunSource | None = None) -> str:

@@ -61,7 +61,7 @@ def test_a_choice_that_held_is_settled_one_that_changed_at_the_end_is_not():
     # layer4 goes eca -> se at epoch 6
     epochs = [{"layer3": [row(eca=1)], "layer4": [row(rga_c=1)]}] * 2
     epochs += [{"layer3": [row(se=1 + 0.1 * i, eca=0.5)], "layer4": [row(eca=1)]} for i in range(3)]
-    epochs += [{"layer3": [row(se=2, eca=0.5, zero=9)], "layer4": [row(se=1.2, eca=1)]}]
+    epochs += [{"layer3": [row(se=2, eca=0.5, zero=3)], "layer4": [row(se=1.2, eca=1)]}]
     report = decision_report(history(net, epochs), warmup_epochs=2)
     assert report.window == SETTLE_EPOCHS == 3 and report.arch_epochs == [3, 4, 5, 6]
     by_key = {d.key: d for d in report.decisions}
@@ -70,26 +70,47 @@ def test_a_choice_that_held_is_settled_one_that_changed_at_the_end_is_not():
     l3 = by_key["layer3 0->1"]
     # zero is never a choice nor the runner-up (DARTS' rule); the probabilities are the recorded
     # (rounded) softmax of the last epoch
-    p = softmax(row(se=2, eca=0.5, zero=9))
+    p = softmax(row(se=2, eca=0.5, zero=3))
     assert (l3.choice, l3.runner_up) == ("se", "eca")
     assert l3.probability == pytest.approx(p[2], abs=1e-6)
     assert l3.runner_up_probability == pytest.approx(p[3], abs=1e-6)
     assert l3.margin == pytest.approx(p[2] - p[3], abs=2e-6)
     assert (l3.held_since, l3.held_epochs, l3.changes, l3.settled) == (3, 4, 0, True)
+    # its margin moved little over the last 3 architecture epochs, against a large final margin
+    assert l3.movement is not None and l3.confidence > 2
 
     l4 = by_key["layer4 0->1"]
     assert (l4.choice, l4.runner_up) == ("se", "eca")
     assert (l4.held_since, l4.held_epochs, l4.changes, l4.settled) == (6, 1, 1, False)
     assert [d.key for d in report.settled] == ["layer3 0->1"]
     assert [d.key for d in report.unsettled] == ["layer4 0->1"]
-    assert report.summary() == "1 of 2 settled (unchanged over the last 3 architecture epochs)"
+    assert report.summary() == ("1 of 2 settled (unchanged over the last 3 architecture epochs, "
+                                "margin above 2x its movement)")
     assert l4.describe().startswith("layer4 0->1: se p 0.")
-    assert "held since epoch 6, changed 1 time)" in l4.describe()
+    assert "held since epoch 6, changed 1 time; margin " in l4.describe()
 
     doc = report.as_dict()
     assert (doc["settled"], doc["total"], doc["window"], doc["arch_epochs"]) == (1, 2, 3, 4)
     assert doc["decisions"][1]["key"] == "layer4 0->1" and doc["decisions"][1]["settled"] is False
     assert json.loads(json.dumps(doc)) == doc
+
+
+def test_a_choice_that_held_with_a_margin_inside_its_movement_is_not_settled():
+    """The argmax held for every architecture epoch, but its lead swung by more than half of
+    its final size from epoch to epoch: one or two more epochs could undo it."""
+    net = supernet(positions=("layer4",))
+    swings = [0.30, 0.02, 0.25, 0.03]  # se's logit lead over eca, epoch by epoch
+    epochs = [{"layer4": [row(se=1 + d, eca=1)]} for d in swings]
+    d = decision_report(history(net, epochs), warmup_epochs=0).decisions[0]
+    assert (d.choice, d.runner_up, d.held_epochs, d.changes) == ("se", "eca", 4, 0)
+    assert d.movement > d.margin / 2 and d.confidence < 2 and not d.settled
+    assert "margin 0." in d.describe() and "x its epoch-to-epoch movement" in d.describe()
+    steady = [{"layer4": [row(se=1 + 0.2 + 0.01 * i, eca=1)]} for i in range(4)]
+    d = decision_report(history(net, steady), warmup_epochs=0).decisions[0]
+    assert d.settled and d.confidence > 10
+    flat = decision_report(history(net, [{"layer4": [row(se=2, eca=1)]}] * 4), 0).decisions[0]
+    assert flat.settled and flat.movement == 0 and flat.confidence == math.inf
+    assert flat.as_dict()["confidence"] is None and "margin steady" in flat.describe()
 
 
 def test_too_few_architecture_epochs_settle_nothing():
@@ -166,9 +187,10 @@ def test_genotype_show_lists_the_decisions_of_a_search_run(tmp_path):
     (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
     result = CliRunner().invoke(main, ["genotype", "show", str(run)])
     assert result.exit_code == 0, result.output
-    assert "choices: 2 of 2 settled (unchanged over the last 3 architecture epochs)" in result.output
+    assert ("choices: 2 of 2 settled (unchanged over the last 3 architecture epochs, margin "
+            "above 2x its movement)") in result.output
     assert "settled      layer4 0->1: eca p " in result.output
-    assert "(held since epoch 2, changed 0 times)" in result.output
+    assert "(held since epoch 2, changed 0 times; margin " in result.output
 
     header, rows = decision_rows(load_source(run))
     assert header[0] == "choice" and header[-1] == "settled"

@@ -32,9 +32,9 @@ Epoch record (all keys always present; ``null`` where a figure does not apply)::
                  "warning"} of the genotype derived *without* the skip cap
     decisions    {"settled", "total", "window", "arch_epochs", "decisions": [{"key", "choice",
                  "probability", "runner_up", "runner_up_probability", "margin", "held_since",
-                 "held_epochs", "changes", "settled", "capped"}]}: which choices of this
-                 epoch's genotype have held over the last "window" architecture epochs
-                 (:mod:`nas_reid.decisions`)
+                 "held_epochs", "changes", "settled", "capped", "movement", "confidence"}]}:
+                 which choices of this epoch's genotype have held over the last "window"
+                 architecture epochs with a margin beyond its movement (:mod:`nas_reid.decisions`)
     dcs_keep     {module: mean kept-channel fraction of the last training forward}
     best         {"mAP", "R1", "epoch"}: best held-out mAP so far
     ddp          {"world_size", "genotypes_agree"}: every rank derived the same genotype
