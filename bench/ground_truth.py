@@ -12,8 +12,18 @@ architecture's first seed is trained before any second seed. Run folders go unde
 their checkpoints are deleted once the row is written (a half-done run is resumed).
 
     python bench/ground_truth.py --jobs 2 --threads 1              # the table (resumable)
-    python bench/ground_truth.py --set epochs=8 --archs 12         # a cheaper recipe on 12 archs
+    python bench/ground_truth.py --archs 12 --seeds 0              # the full recipe on 12 archs
+    python bench/ground_truth.py --epochs 8 --archs 12 --seeds 0   # a cheaper recipe on them
+    python bench/ground_truth.py --epochs 8 --report --compare ""  # does it rank them alike?
     python bench/ground_truth.py --report                          # summary of the CSV
+
+``--epochs N`` retrains for N epochs with the recipe's learning-rate schedule scaled to them
+(warm-up and milestones at the same shares of the run, as ``nas-reid retrain --epochs``); it is
+recorded in the ``overrides`` column (``--epochs N``), so the rows of each recipe are apart.
+``--compare TAG`` (with ``--report``) prints Kendall's tau between this recipe's per-architecture
+mean test and validation mAP and those of the rows whose overrides are ``TAG`` ("" for the
+full recipe), over the architectures both hold: the test a cheaper recipe must pass (tau >= 0.8
+over >= 12 architectures) before it stands in for the full one.
 """
 
 from __future__ import annotations
@@ -59,7 +69,7 @@ def train_job(job: dict) -> dict:
     result = retrain(None if resume else Genotype.from_json(job["genotype"]), data,
                      recipe=None if resume else job["recipe"],
                      overrides=None if resume else overrides, out_dir=run_dir, resume=resume,
-                     progress=False)
+                     epochs=None if resume else job.get("epochs"), progress=False)
     val = result.results["plain"]
     loaded = load_model(run_dir)
     got = evaluate_model(loaded.model, test, keep_features=False).plain
@@ -103,6 +113,22 @@ def report(truth, space_name: str) -> str:
     return "\n".join(lines)
 
 
+def compare(truth, tag: str, all_rows, other: str) -> str:
+    """Kendall's tau between this recipe's ranking and that of the rows tagged ``other``."""
+    from nas_reid.search.quality import Truth, recipe_agreement
+
+    rows = [r for r in all_rows if r["overrides"] == other]
+    if not rows:
+        sys.exit(f"no rows with overrides {other!r} to compare with")
+    reference = Truth.from_rows(rows)
+    lines = [f"rank agreement of {tag or 'the full recipe'!r} with {other or 'the full recipe'!r}:"]
+    for metric in ("test", "val"):
+        got = recipe_agreement(reference, truth, metric)
+        lines.append(f"  {metric} mAP: Kendall tau {got['tau']:.2f} over {got['archs']} "
+                     f"architectures; same best: {'yes' if got['same_best'] else 'no'}")
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--space", default="cpu_small", help="a space YAML or shipped name")
@@ -110,6 +136,11 @@ def main() -> None:
     parser.add_argument("--recipe", default="synthetic")
     parser.add_argument("--set", dest="overrides", action="append", default=[],
                         metavar="KEY=VALUE", help="recipe override (recorded; part of the row key)")
+    parser.add_argument("--epochs", type=int, default=None,
+                        help="retrain for this many epochs, the recipe's schedule scaled to them "
+                        "(recorded; part of the row key)")
+    parser.add_argument("--compare", default=None, metavar="TAG",
+                        help="with --report: rank agreement with the rows whose overrides are TAG")
     parser.add_argument("--archs", type=int, default=None,
                         help="only this many architectures, drawn at random (seed 0)")
     parser.add_argument("--jobs", type=int, default=2)
@@ -128,13 +159,15 @@ def main() -> None:
 
     try:
         space = load_space(search_space_path(args.space))
-        tag = " ".join(args.overrides)
+        tag = " ".join(args.overrides + ([f"--epochs {args.epochs}"] if args.epochs else []))
         csv_path = Path(args.csv or ROOT / "bench" / "results" / f"ground_truth_{space.name}.csv")
         if args.report:
             rows = [r for r in read_rows(csv_path) if r["overrides"] == tag]
             if not rows:
                 sys.exit(f"{csv_path}: no rows with overrides {tag!r}")
             print(report(Truth.from_rows(rows), space.name))
+            if args.compare is not None:
+                print(compare(Truth.from_rows(rows), tag, read_rows(csv_path), args.compare))
             return
         overrides = parse_overrides(args.overrides) if args.overrides else {}
         load_recipe(args.recipe, overrides)  # fails here, before any training, if invalid
@@ -158,6 +191,7 @@ def main() -> None:
     started = time.perf_counter()
     run_ground_truth(jobs, train_job, csv_path, workers=args.jobs, log=lambda s: print(s, flush=True),
                      base={"recipe": args.recipe, "overrides": overrides, "tag": tag,
+                           "epochs": args.epochs,
                            "threads": args.threads, "out": str(Path(args.out) / label),
                            "space": space.name, "space_hash": space.canonical_hash()})
     print(f"done in {(time.perf_counter() - started) / 60:.1f} min")

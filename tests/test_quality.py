@@ -20,6 +20,7 @@ from nas_reid.search.quality import (
     pending_jobs,
     random_search,
     read_rows,
+    recipe_agreement,
     run_ground_truth,
     scores_from_probabilities,
     summarize,
@@ -91,6 +92,16 @@ def test_kendall_tau_counts_pairs():
     assert kendall_tau([1, 2, 3, 4], [10, 20, 30, 40]) == pytest.approx(1.0)
     assert kendall_tau([1, 2, 3, 4], [10, 20, 40, 30]) == pytest.approx(4 / 6)  # 5 of 6 agree
     assert math.isnan(kendall_tau([1, 1, 1], [1, 2, 3]))
+
+
+def test_a_cheaper_recipe_is_judged_by_how_it_ranks_the_architectures_both_hold():
+    full = Truth.from_rows(FAKE)
+    swapped = [_row(a, 0, t, t) for a, t in (("a", 9), ("b", 10), ("c", 5), ("d", 1), ("e", 50))]
+    got = recipe_agreement(full, Truth.from_rows(swapped))
+    assert got["archs"] == 4 and got["tau"] == pytest.approx(4 / 6) and not got["same_best"]
+    assert recipe_agreement(full, full) == {"archs": 4, "tau": pytest.approx(1.0), "same_best": True}
+    with pytest.raises(UserError, match="share 1 architecture"):
+        recipe_agreement(full, Truth.from_rows([_row("a", 0, 1, 1), _row("z", 0, 2, 2)]))
 
 
 def test_random_search_selects_by_validation_never_by_test():

@@ -291,6 +291,21 @@ def equal_compute_k(search_seconds: float, retrain_seconds: float) -> int:
 # ------------------------------------------------------------------------------ the runner
 
 
+def recipe_agreement(full: Truth, cheap: Truth, metric: str = "test") -> dict[str, Any]:
+    """How a cheaper recipe ranks the architectures both tables hold, against the full one:
+    Kendall's tau of the per-architecture means of ``metric`` (``test`` or ``val``), the
+    number of architectures compared, and whether the full recipe's best is the cheap one's."""
+    common = sorted(set(full.archs) & set(cheap.archs))
+    if len(common) < 2:
+        raise UserError(f"the two recipes share {len(common)} architecture(s); at least 2 are "
+                        "needed to compare their rankings")
+    x = [getattr(full.archs[k], metric) for k in common]
+    y = [getattr(cheap.archs[k], metric) for k in common]
+    return {"archs": len(common), "tau": kendall_tau(x, y),
+            "same_best": max(common, key=lambda k: getattr(full.archs[k], metric))
+            == max(common, key=lambda k: getattr(cheap.archs[k], metric))}
+
+
 def pending_jobs(archs: Sequence[tuple[str, Any]], seeds: Sequence[int],
                  rows: Iterable[Mapping[str, str]], tag: str) -> list[tuple[str, Any, int]]:
     """The (key, genotype, seed) not yet in ``rows`` under the recipe ``tag``, seed-major (every
