@@ -219,7 +219,9 @@ def main() -> None:
     parser.add_argument("--mobile-space", default="search_spaces/mobile_cpu.yaml",
                         help="the space of --mobile (for the mobile_widest row)")
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
-    parser.add_argument("--epochs", type=int, default=None, help="override the recipe's")
+    parser.add_argument("--epochs", type=int, default=None,
+                        help="override the recipe's, its warm-up and milestones scaled to them "
+                        "(as nas-reid retrain --epochs)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="recipe override for every row, as nas-reid retrain --set "
                              "(e.g. optimizer.lr=7e-4); recorded in the overrides column")
@@ -248,7 +250,8 @@ def main() -> None:
     from nas_reid.data import load_dataset
     from nas_reid.ops import op_cost
     from nas_reid.space.discrete import build_model
-    from nas_reid.train.recipe import default_recipe, load_recipe, merge, parse_overrides
+    from nas_reid.train.recipe import default_recipe, load_recipe, merge, parse_overrides, \
+        scaled_to
 
     models = args.models or [*PAPER_ROWS, *(["searched"] if args.searched else []),
                              *(["mobile", "mobile_widest"] if args.mobile else [])]
@@ -276,8 +279,9 @@ def main() -> None:
         if genotype.backbone.mobile is None:
             weights = "synthetic" if args.protocol == "pretrained" else "none"
             overrides = merge(overrides, {"backbone": {"weights": weights}})
-        if args.epochs is not None:
-            overrides["epochs"] = args.epochs
+        if args.epochs is not None:  # the schedule at the same shares of the run
+            scaled, _ = scaled_to(load_recipe(recipe, overrides), args.epochs, keep=shared)
+            overrides = merge(overrides, scaled)
         epochs = load_recipe(recipe, overrides).epochs
         size = "x".join(map(str, genotype.input_size))
         protocol = args.protocol if genotype.backbone.mobile is None else "scratch"
