@@ -233,8 +233,9 @@ AUTO_HELP = "auto: cuda when torch sees a GPU, else cpu."
 WORKERS_HELP = "Default: 0 on cpu, on cuda min(8, the cores per process)."
 
 
-def _auto_device(ctx, param, value: str) -> str:
-    """``--device auto`` resolved at parse time: every command below sees cpu or cuda."""
+def _auto_device(value: str) -> str:
+    """``--device auto`` resolved: cuda when torch sees a GPU, else cpu. Each command calls it
+    after its cheap checks (a misspelt YAML field is reported without importing torch)."""
     if value != "auto":
         return value
     import torch
@@ -292,7 +293,7 @@ def _set_threads(threads: int | None, device: str) -> None:
 @click.option("--epochs", type=click.IntRange(min=1), default=None,
               help="Override the space's schedule.epochs. With --resume: the run's new total, "
               "at least the epochs it began (the schedules follow it from there on).")
-@click.option("--device", type=DEVICE, default="auto", show_default=True, callback=_auto_device,
+@click.option("--device", type=DEVICE, default="auto", show_default=True,
               help=f"{AUTO_HELP} cuda: one GPU per process (torchrun --nproc_per_node N for "
               "several).")
 @click.option("--out", type=click.Path(path_type=Path), default=None,
@@ -323,6 +324,7 @@ def search_cmd(space, overrides, data, root, epochs, device, out, resume, seed, 
     _early_typo(space, "search space")
     from .search import search
 
+    device = _auto_device(device)
     _set_threads(threads, device)
     result = search(space, data, root=root, out_dir=out, epochs=epochs, device=device,
                     resume=resume, seed=seed, overrides=list(overrides),
@@ -358,7 +360,7 @@ def search_cmd(space, overrides, data, root, epochs, device, out, resume, seed, 
 @click.option("--last-stride", type=click.Choice(["1", "2"]), default="1", show_default=True)
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
               help="Override a field of the pretrain_synthetic recipe (changes the cache key).")
-@click.option("--device", type=DEVICE, default="auto", show_default=True, callback=_auto_device,
+@click.option("--device", type=DEVICE, default="auto", show_default=True,
               help=AUTO_HELP)
 @click.option("--threads", type=click.IntRange(min=1), default=None,
               help="torch CPU threads. Default on cpu: half the cores.")
@@ -375,6 +377,7 @@ def pretrain_cmd(backbone, size, last_stride, overrides, device, threads, worker
     """
     from .train.pretrain import find_pretrained, pretrain
 
+    device = _auto_device(device)
     _set_threads(threads, device)
     h, w = _parse_size(size)
     cached = find_pretrained(backbone, (h, w), int(last_stride), overrides=list(overrides))
@@ -406,7 +409,7 @@ def _writable_file(out: Path, overwrite: bool, example: str = "latency.json") ->
 @click.option("--space", required=True, metavar="YAML|NAME",
               help="Search-space YAML or a shipped name (cpu_small, mobile_cpu, mobile_dnas, "
               "rga_dcs_ca).")
-@click.option("--device", type=DEVICE, default="auto", show_default=True, callback=_auto_device,
+@click.option("--device", type=DEVICE, default="auto", show_default=True,
               help=f"{AUTO_HELP} Where to measure: the device the searched network will run on.")
 @click.option("--out", type=click.Path(path_type=Path), required=True,
               help="JSON file to write (atomically).")
@@ -444,6 +447,7 @@ def latency_table_cmd(space, device, out, batch, warmup, repeats, threads, overw
 
     sspace = load_space(search_space_path(space))
     _writable_file(out, overwrite)
+    device = _auto_device(device)
     dev = measurement_device(device)
     _set_threads(threads, device)
     cfg = sspace.schedule.cost.latency
@@ -484,7 +488,7 @@ def latency_table_cmd(space, device, out, batch, warmup, repeats, threads, overw
               "run's new total, at least the epochs it began (the schedules follow it from there "
               "on).")
 @click.option("--seed", type=int, default=None, help="Override the recipe's seed.")
-@click.option("--device", type=DEVICE, default="auto", show_default=True, callback=_auto_device,
+@click.option("--device", type=DEVICE, default="auto", show_default=True,
               help=f"{AUTO_HELP} cuda: one GPU per process (torchrun --nproc_per_node N for "
               "several), bf16 "
               "and channels_last by default.")
@@ -521,6 +525,7 @@ def retrain_cmd(genotype, data, root, recipe, overrides, epochs, seed, device, o
     from .evaluation.evaluate import format_results
     from .train.loop import retrain
 
+    device = _auto_device(device)
     _set_threads(threads, device)
     result = retrain(genotype, data, root=root, recipe=recipe, overrides=list(overrides),
                      out_dir=out, epochs=epochs, seed=seed, device=device, resume=resume,
@@ -559,7 +564,7 @@ def retrain_cmd(genotype, data, root, recipe, overrides, epochs, seed, device, o
               "<checkpoint> in the run folder.")
 @click.option("--ranked", type=click.IntRange(min=0, max=64), default=8, show_default=True,
               help="Queries shown in ranked_lists.png (0: no picture).")
-@click.option("--device", type=DEVICE, default="auto", show_default=True, callback=_auto_device,
+@click.option("--device", type=DEVICE, default="auto", show_default=True,
               help=f"{AUTO_HELP} cuda: the features are computed under bf16 autocast (as in "
               "training).")
 @click.option("--threads", type=click.IntRange(min=1), default=None,
@@ -581,6 +586,7 @@ def evaluate_cmd(checkpoint, data, root, cuhk03_variant, rerank, flip, out, rank
     from .train.checkpoint import load_model
     from .viz.ranked_list import plot_ranked_lists
 
+    device = _auto_device(device)
     _set_threads(threads, device)
     dev = resolve_device(device, 0)
     loaded = load_model(checkpoint, dev)
@@ -808,7 +814,7 @@ def genotype_notebooks(spec, out, compare, notebooks, timeout) -> None:
               "train on cuda.")
 @click.option("--max-concurrent", type=click.IntRange(min=1), default=None,
               help="Ray: at most this many trials at once. Default: as the resources allow.")
-@click.option("--device", type=DEVICE, default="auto", show_default=True, callback=_auto_device,
+@click.option("--device", type=DEVICE, default="auto", show_default=True,
               help=f"{AUTO_HELP} Optuna backend: where the trials train (Ray: set by "
               "--gpus-per-trial).")
 @click.option("--threads", type=click.IntRange(min=1), default=None,
@@ -839,6 +845,7 @@ def tune_cmd(ctx, tune_space, genotype, search_space, data, root, recipe, backen
     for spec, what in ((tune_space, "tune space"), (search_space, "search space"),
                        (recipe, "recipe")):
         _early_typo(spec, what)
+    device = _auto_device(device)
     from .hpo.study import read_settings
 
     if resume:

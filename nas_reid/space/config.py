@@ -321,17 +321,33 @@ def _check_betas(betas: list[float]) -> list[float]:
 
 
 class LossConfig(_Model):
-    """Loss weights: ID (label-smoothed CE) + triplet + RIB (IBB, off for the first
-    ``rib_warmup`` fraction of the epochs). ``rib_beta`` is the sharpness of the soft cluster
-    assignments, softmax(-beta * ||v - c||^2) on unit vectors (:data:`RIB_BETA`)."""
+    """The loss terms the search and the retrain share: ID (label-smoothed CE) + triplet
+    (batch-hard, ``triplet_margin``) + RIB (IBB, off for the first ``rib_warmup`` fraction of
+    the epochs). ``rib_beta`` is the sharpness of the soft cluster assignments,
+    softmax(-beta * ||v - c||^2) on unit vectors (:data:`RIB_BETA`). RIB is off (0) unless a
+    recipe asks for it; the search's own default is :class:`SearchLossConfig`'s."""
 
     id: float = Field(default=1.0, ge=0)
     label_smoothing: float = Field(default=0.1, ge=0, lt=1)
     triplet: float = Field(default=1.0, ge=0)
     triplet_margin: float = Field(default=0.3, ge=0)
-    rib: float = Field(default=0.1, ge=0)
+    rib: float = Field(default=0.0, ge=0)
     rib_warmup: float = Field(default=0.3, ge=0, lt=1)
     rib_beta: float = Field(default=RIB_BETA, gt=0)
+
+    @model_validator(mode="after")
+    def _some_loss(self) -> "LossConfig":
+        if self.id == 0 and self.triplet == 0:
+            raise ValueError("loss: id and triplet are both 0; at least one must be > 0")
+        return self
+
+
+class SearchLossConfig(LossConfig):
+    """The search's weight loss (``schedule.loss``): :class:`LossConfig` with RIB on at 0.1 by
+    default, since the search is where the RIB paper applies it (it shapes the supernet's
+    weights; the architecture step never sees it)."""
+
+    rib: float = Field(default=0.1, ge=0)
 
 
 class LatencyConfig(_Model):
@@ -397,7 +413,7 @@ class ScheduleConfig(_Model):
     arch: ArchOptimizerConfig = Field(default_factory=ArchOptimizerConfig)
     heldout_fraction: float = Field(default=0.5, gt=0, lt=1)
     """Share of the training identities held out for the architecture step."""
-    loss: LossConfig = Field(default_factory=LossConfig)
+    loss: SearchLossConfig = Field(default_factory=SearchLossConfig)
     cost: CostConfig = Field(default_factory=CostConfig)
     """The cost-aware term of the architecture step (off by default)."""
     skip_cap: int | None = Field(default=None, ge=0)

@@ -54,7 +54,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from nas_reid.errors import UserError
 from nas_reid.precision import PrecisionConfig
-from nas_reid.space.config import RIB_BETA, BatchConfig, format_validation_error, read_yaml_mapping
+from nas_reid.space.config import BatchConfig, LossConfig, format_validation_error, read_yaml_mapping
 
 RECIPE_NAMES = ("bot", "synthetic", "mobile", "mobile_synthetic", "pretrain_synthetic")
 
@@ -110,22 +110,13 @@ class LRScheduleConfig(_Model):
         return warm * (0.5 * (1 + math.cos(math.pi * t)))
 
 
-class LossConfig(_Model):
-    id: float = Field(default=1.0, ge=0)
-    label_smoothing: float = Field(default=0.1, ge=0, lt=1)
-    triplet: float = Field(default=1.0, ge=0)
-    triplet_margin: float = Field(default=0.3, ge=0)
+class RecipeLossConfig(LossConfig):
+    """A recipe's loss (``loss``): the terms the search shares (:class:`LossConfig`, RIB off by
+    default) and the center loss (weight ``center``, its centres' SGD learning rate
+    ``center_lr``), which only the retrain has."""
+
     center: float = Field(default=0.0, ge=0)
     center_lr: float = Field(default=0.5, gt=0)
-    rib: float = Field(default=0.0, ge=0)
-    rib_warmup: float = Field(default=0.3, ge=0, lt=1)
-    rib_beta: float = Field(default=RIB_BETA, gt=0)
-
-    @model_validator(mode="after")
-    def _some_loss(self) -> "LossConfig":
-        if self.id == 0 and self.triplet == 0:
-            raise ValueError("loss: id and triplet are both 0; at least one must be > 0")
-        return self
 
 
 class EvalConfig(_Model):
@@ -149,7 +140,7 @@ class Recipe(_Model):
     backbone: BackboneInit = Field(default_factory=BackboneInit)
     optimizer: OptimizerConfig = Field(default_factory=OptimizerConfig)
     lr_schedule: LRScheduleConfig = Field(default_factory=LRScheduleConfig)
-    loss: LossConfig = Field(default_factory=LossConfig)
+    loss: RecipeLossConfig = Field(default_factory=RecipeLossConfig)
     grad_clip: float | None = Field(default=None, gt=0)
     eval: EvalConfig = Field(default_factory=EvalConfig)
     precision: PrecisionConfig = Field(default_factory=PrecisionConfig)
