@@ -1,7 +1,7 @@
 """Atomic file and folder writes: write to a temporary sibling, then rename.
 
 A kill at any moment leaves either the previous good state or the new complete one, never a
-half-written file (DESIGN.md, "Run folder").
+half-written file (a file is its old or its new whole self).
 """
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 """Sanity report on a loaded dataset: split sizes against the official ones, plus the two
-mistakes that break evaluation of custom data (reid.md 1.7).
+mistakes that break evaluation of custom data (as torchreid's docs warn).
 
 * a query whose pid has no gallery image from another camera can never be matched (the
   evaluation drops it; when all are dropped it fails: "all query identities do not appear

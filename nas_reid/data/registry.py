@@ -2,7 +2,7 @@
 
 A loader is ``loader(root, **options) -> ReIDDataset``; its keyword parameters are the options
 the dataset accepts. Other code adds datasets with :func:`register_dataset` (e.g. the synthetic
-benchmark). Official counts come from reid.md table 1.1; a dataset may have none.
+benchmark). Official counts come from the datasets' papers; a dataset may have none.
 """
 
 from __future__ import annotations

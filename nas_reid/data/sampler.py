@@ -1,6 +1,7 @@
 """PK identity sampling: batches of P identities x K images each, DDP-aware and resumable.
 
-An epoch is built as in torchreid's ``RandomIdentitySampler`` and BoT (reid.md 4.1): every
+An epoch is built as in torchreid's ``RandomIdentitySampler`` and BoT (Luo et al., CVPRW 2019):
+every
 identity's images are shuffled (an identity with fewer than K images is drawn K times with
 replacement) and cut into chunks of K; batches then repeatedly take P identities, without
 replacement, among those that still have chunks, one chunk each, until fewer than P remain.

@@ -1,4 +1,5 @@
-"""Evaluate a re-ID model on a dataset's query / gallery split (reid.md sections 2 and 3).
+"""Evaluate a re-ID model on a dataset's query / gallery split (torchreid's ``metrics/rank.py``
+protocol; re-ranking: Zhong et al., CVPR 2017).
 
 :func:`evaluate_model` extracts the retrieval feature (``feat_bn`` by default) of every query
 and gallery image, then computes R1 / R5 / R10 / mAP / mINP with
@@ -53,7 +54,7 @@ __all__ = [
 ]
 
 DEFAULT_RERANK = {"k1": 20, "k2": 6, "lambda": 0.3}
-"""k-reciprocal re-ranking parameters of the original paper (reid.md 3.1)."""
+"""k-reciprocal re-ranking parameters of the original paper (Zhong et al., CVPR 2017)."""
 
 METRIC_KEYS = ("R1", "R5", "R10", "mAP", "mINP")
 

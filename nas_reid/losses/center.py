@@ -1,4 +1,4 @@
-"""Center loss (Wen et al., ECCV 2016) in the form BoT uses (reid.md 4.3).
+"""Center loss (Wen et al., ECCV 2016) in the form BoT uses (Luo et al., CVPRW 2019).
 
 Definition used here, as in BoT's ``layers/center_loss.py``: for each sample the squared
 Euclidean distance to its identity's centre, clamped to ``[1e-12, 1e12]``, **averaged over the

@@ -1,4 +1,4 @@
-"""Identity (classification) loss: cross-entropy with label smoothing (reid.md 4.3).
+"""Identity (classification) loss: cross-entropy with label smoothing (BoT, Luo et al., CVPRW 2019).
 
 The smoothed target of a sample with label y is ``(1 - epsilon) * onehot(y) + epsilon / K``; the
 loss is ``-sum_k target_k * log_softmax(logits)_k``, summed over the K classes and averaged over

@@ -1,4 +1,5 @@
-"""RIB: the information-bottleneck bound (IBB) loss, as reconstructed in papers.md 2.3.
+"""RIB: the information-bottleneck bound (IBB) loss, as reconstructed from Wang, Jojic & Yang,
+arXiv 2505.08961.
 
 Source of the recipe. The RIB paper ("Learning Informative Attention Weights for Person
 Re-Identification") could not be read; its public code (DCS-Attention) has no IB loss. What is

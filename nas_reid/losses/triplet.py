@@ -1,6 +1,7 @@
 """Batch-hard triplet loss (Hermans, Beyer and Leibe, "In Defense of the Triplet Loss", 2017).
 
-As in torchreid's ``hard_mine_triplet_loss`` and BoT (reid.md 4.3): pairwise Euclidean distances
+As in torchreid's ``hard_mine_triplet_loss`` and BoT (Luo et al., CVPRW 2019): pairwise Euclidean
+distances
 ``sqrt(clamp(||f_i - f_j||^2, min=1e-12))``; for every anchor the hardest positive is the farthest
 sample of the same identity and the hardest negative the closest sample of another identity.
 

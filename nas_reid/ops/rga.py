@@ -1,7 +1,8 @@
 """Relation-Aware Global Attention: RGA-S, RGA-C and RGA-SC (Zhang et al., CVPR 2020).
 
 Layer for layer the official ``RGA_Module`` (microsoft/Relation-Aware-Global-Attention-Networks,
-``reid/models/models_utils/rga_modules.py``); see ``reference/papers.md`` 1.1-1.4. One branch
+``reid/models/models_utils/rga_modules.py``); see Zhang et al., "Relation-Aware Global Attention
+...", CVPR 2020, section 3. One branch
 treats n nodes, each with an F-dimensional feature (RGA-S: n = H*W positions, F = C channels;
 RGA-C: n = C channels, F = H*W positions):
 

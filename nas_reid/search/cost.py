@@ -29,7 +29,8 @@ milliseconds too.
 
 Loss, applied to the architecture step only (the cost does not depend on the weights):
 
-- ``multiplicative`` (FBNet, papers.md 2.4): ``task * alpha * log(cost / unit) ** beta``, cost
+- ``multiplicative`` (FBNet, Wu et al., CVPR 2019): ``task * alpha * log(cost / unit) ** beta``,
+cost
   in MFLOPs or ms (``unit`` 1 by default; FBNet's cost is a latency in ms). It needs
   ``log(cost / unit) > 1`` for every network of the space, which is checked when the search
   starts (a CPU-sized space takes a smaller ``unit``);

@@ -1,6 +1,7 @@
 """Collapse guard: warn when the search drifts towards parameter-free cells.
 
-DARTS-style searches are known to collapse to skip connections (nas.md 2.1: "easy to converge to
+DARTS-style searches are known to collapse to skip connections (NAS-Bench-201, Dong & Yang, ICLR
+2020: "easy to converge to
 a network with many skip connection layers"). Every epoch the loop derives the genotype the
 architecture parameters point to *without* the skip cap (the cap would hide the drift) and
 checks it here: when more than ``threshold`` (default one half) of the live edges over all

@@ -9,12 +9,12 @@ provenance fields null but the package version). All are ResNet-50 with last str
 name      model
 ========  =====================================================================================
 baseline  ResNet-50 alone (no cells): the baseline both papers compare against.
-rga_s     RGA-S after each of layer1 .. layer4 (papers.md 1.5), ``c_ratio = s_ratio =
+rga_s     RGA-S after each of layer1 .. layer4 (RGA, CVPR 2020), ``c_ratio = s_ratio =
           d_ratio = 8`` (the official defaults, 1.1): 3,223,800 parameters over the baseline.
 rga_c     RGA-C, same placement and ratios: 3,090,296 extra parameters.
 rga_sc    RGA-SC (spatial then channel, 1.4), same placement and ratios: 6,314,096 extra.
 rib_dcs   DCS-Attention, the paper's per-token Gumbel channel mask (``variant="mask"`` with the
-          op's defaults, papers.md 2.2) after each of layer1 .. layer4, trained with the IBB loss.
+          op's defaults, the RIB paper) after each of layer1 .. layer4, trained with the IBB loss.
 rib_ca    Channel attention (SE, reduction 16) after each of layer1 .. layer4, trained with
           the IBB loss.
 ========  =====================================================================================
@@ -24,7 +24,8 @@ Each cell has one node and one edge ``0 -> 1``; every edge carries all the op's 
 change of an op default does not change what a reference file means.
 
 Placement of the RIB models (a choice, not a fact from the RIB paper). What is known
-(papers.md 2.1-2.2): the paper puts DCS-Attention into fixed backbones (DCS-FB) and into
+(Wang, Jojic & Yang, arXiv 2505.08961): the paper puts DCS-Attention into fixed backbones (DCS-FB)
+and into
 DNAS-found ones, and RIB-CA applies RIB to "existing channel-attention modules"; the stored
 sources show neither the ResNet-50 insertion points nor which channel-attention module is
 used. The released code (MobileNetV2) places one DCS block after each of four stages, from
@@ -42,7 +43,7 @@ Training recipe. A genotype describes the network only. :data:`REFERENCES` gives
 one-line description, the paper and ``recipe_overrides``, the changes to the recipe's config
 the model is trained with (a nested mapping merged over the recipe's own): the RIB models add
 the IBB term, ``loss.rib = 0.1`` from 30 % of the epochs on (``rib_warmup = 0.3``), the
-defaults of the group's released IB code (papers.md 2.3; the paper's re-ID weight is
+defaults of the group's released IB code (DCS-Attention repository; the paper's re-ID weight is
 unverified). The RGA models and the baseline use the recipe as it is (``{}``).
 
 Small sizes. The papers' models are built for ResNet-50 at 256x128; :func:`retarget` puts the
