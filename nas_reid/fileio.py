@@ -1,7 +1,8 @@
 """Atomic file and folder writes: write to a temporary sibling, then rename.
 
 A kill at any moment leaves either the previous good state or the new complete one, never a
-half-written file (a file is its old or its new whole self).
+half-written file. This is the project's run-folder contract: every file under ``runs/<name>/``
+is written this way.
 """
 
 from __future__ import annotations

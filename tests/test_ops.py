@@ -380,7 +380,7 @@ def test_rga_parameter_totals_match_the_official_resnet50_model(
     expected = [_official_rga_params(*pos, spatial, channel) for pos in RESNET50_POSITIONS]
     got = [sum(p.numel() for p in m.parameters()) for m in resnet50_rga_modules[name]]
     assert got == expected
-    assert round(sum(expected) / 1e6, 2) == approx  # RGA, CVPR 2020
+    assert round(sum(expected) / 1e6, 2) == approx  # from the official rga_modules.py's shapes
     assert sum(got) == {"rga_s": 3_223_800, "rga_c": 3_090_296, "rga_sc": 6_314_096}[name]
 
 

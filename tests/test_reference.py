@@ -29,7 +29,8 @@ from nas_reid.space.reference import (
 
 ROOT = Path(__file__).resolve().parents[1]
 NAMES = ["baseline", "rga_s", "rga_c", "rga_sc", "rib_dcs", "rib_ca"]
-# RGA (CVPR 2020) / tests/test_ops.py: the official RGA modules at ResNet-50 256x128, ratios 8/8/8
+# tests/test_ops.py: the official RGA modules (microsoft/Relation-Aware-Global-Attention-Networks)
+# at ResNet-50 256x128, ratios 8/8/8
 RGA_EXTRA = {"rga_s": 3_223_800, "rga_c": 3_090_296, "rga_sc": 6_314_096}
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")

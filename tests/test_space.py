@@ -77,7 +77,7 @@ def test_rga_dcs_ca_loads_and_builds():
     assert space.cells.positions == ["layer1", "layer2", "layer3", "layer4"]
     assert [op.name for op in space.ops] == [
         "identity", "rga_s", "rga_c", "rga_sc", "dcs", "se", "eca", "cbam_c"]
-    # RGA (CVPR 2020): the four RGA places at 256x128 with last stride 1
+    # the official RGA model's four places (rga_branches.py) at 256x128 with last stride 1
     assert space.position_shapes() == {"layer1": (256, 64, 32), "layer2": (512, 32, 16),
                                        "layer3": (1024, 16, 8), "layer4": (2048, 16, 8)}
     net = Supernet(space, num_classes=3)

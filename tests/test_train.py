@@ -79,7 +79,8 @@ def test_shipped_recipes_load_and_the_bot_schedule_is_the_papers():
 
 
 def test_mobile_recipes_are_the_dcs_repos_sgd_and_the_defaults_of_a_mobile_backbone():
-    mobile = load_recipe("mobile")  # DCS-Attention: configs/reid_DAS_config.yml
+    # Statistical-Deep-Learning/DCS-Attention, configs/reid_DAS_config.yml
+    mobile = load_recipe("mobile")
     o, s, loss = mobile.optimizer, mobile.lr_schedule, mobile.loss
     assert (o.name, o.lr, o.momentum, o.weight_decay) == ("sgd", 0.035, 0.9, 5e-4)
     assert (mobile.epochs, s.warmup_epochs, s.milestones) == (1400, 10, [801, 1001, 1201, 1301])

@@ -1,5 +1,6 @@
 """Sanity report on a loaded dataset: split sizes against the official ones, plus the two
-mistakes that break evaluation of custom data (as torchreid's docs warn).
+mistakes that break evaluation of custom data (the first is the most reported custom-data failure
+of torchreid and fast-reid, e.g. KaiyangZhou/deep-person-reid issues #207, #348, #497 and #509).
 
 * a query whose pid has no gallery image from another camera can never be matched (the
   evaluation drops it; when all are dropped it fails: "all query identities do not appear

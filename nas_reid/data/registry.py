@@ -2,7 +2,12 @@
 
 A loader is ``loader(root, **options) -> ReIDDataset``; its keyword parameters are the options
 the dataset accepts. Other code adds datasets with :func:`register_dataset` (e.g. the synthetic
-benchmark). Official counts come from the datasets' papers; a dataset may have none.
+benchmark). Official counts are what the standard loaders produce: the docstrings of torchreid's
+``market1501.py``, ``dukemtmcreid.py`` and ``msmt17.py`` (KaiyangZhou/deep-person-reid,
+``torchreid/data/datasets/image/``), the CUHK03-NP split (zhunzhong07/person-re-ranking,
+``CUHK03-NP/README.md``) and the Occluded-Duke name lists, counted
+(lightas/ICCV19_Pose_Guided_Occluded_Person_ReID, ``dataset/Occluded_Duke/*.list``); a dataset
+may have none.
 """
 
 from __future__ import annotations

@@ -1,10 +1,11 @@
 """PK identity sampling: batches of P identities x K images each, DDP-aware and resumable.
 
-An epoch is built as in torchreid's ``RandomIdentitySampler`` and BoT (Luo et al., CVPRW 2019):
-every
-identity's images are shuffled (an identity with fewer than K images is drawn K times with
-replacement) and cut into chunks of K; batches then repeatedly take P identities, without
-replacement, among those that still have chunks, one chunk each, until fewer than P remain.
+An epoch is built as in torchreid's ``RandomIdentitySampler`` (KaiyangZhou/deep-person-reid,
+``torchreid/data/sampler.py``) and BoT's (michuanhaohao/reid-strong-baseline,
+``data/samplers/triplet_sampler.py``): every identity's images are shuffled (an identity with
+fewer than K images is drawn K times with replacement) and cut into chunks of K; batches then
+repeatedly take P identities, without replacement, among those that still have chunks, one
+chunk each, until fewer than P remain.
 So an epoch has about ``sum_pid floor(max(n_pid, K) / K) / P`` batches (about 185 on Market at
 16x4).
 

@@ -1,4 +1,5 @@
-"""torchvision transforms v2 pipelines for re-ID training and testing (BoT, Luo et al., CVPRW 2019).
+"""torchvision transforms v2 pipelines for re-ID training and testing (as in BoT: Luo et al., "Bag
+of Tricks and A Strong Baseline for Deep Person Re-identification", CVPR Workshops 2019).
 
 Train: resize to (H, W), horizontal flip (p 0.5), pad 10 px (constant 0) then random crop back
 to (H, W), to float, ImageNet normalisation, random erasing (p 0.5, area 0.02-0.4, aspect

@@ -1,5 +1,7 @@
-"""Evaluate a re-ID model on a dataset's query / gallery split (torchreid's ``metrics/rank.py``
-protocol; re-ranking: Zhong et al., CVPR 2017).
+"""Evaluate a re-ID model on a dataset's query / gallery split (the Market-1501 protocol of
+torchreid, KaiyangZhou/deep-person-reid ``torchreid/metrics/rank.py``, and fast-reid,
+JDAI-CV/fast-reid ``fastreid/evaluation/rank.py``; re-ranking: Zhong, Zheng, Cao and Li,
+"Re-ranking Person Re-identification with k-reciprocal Encoding", CVPR 2017).
 
 :func:`evaluate_model` extracts the retrieval feature (``feat_bn`` by default) of every query
 and gallery image, then computes R1 / R5 / R10 / mAP / mINP with
@@ -54,7 +56,8 @@ __all__ = [
 ]
 
 DEFAULT_RERANK = {"k1": 20, "k2": 6, "lambda": 0.3}
-"""k-reciprocal re-ranking parameters of the original paper (Zhong et al., CVPR 2017)."""
+"""k-reciprocal re-ranking parameters of the original paper (Zhong et al., CVPR 2017; its code,
+zhunzhong07/person-re-ranking ``evaluation/Market_1501_evaluation.m``)."""
 
 METRIC_KEYS = ("R1", "R5", "R10", "mAP", "mINP")
 

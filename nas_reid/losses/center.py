@@ -1,8 +1,9 @@
-"""Center loss (Wen et al., ECCV 2016) in the form BoT uses (Luo et al., CVPRW 2019).
+"""Center loss (Wen et al., ECCV 2016) in the form BoT uses (Luo et al., "Bag of Tricks and A
+Strong Baseline for Deep Person Re-identification", CVPR Workshops 2019).
 
-Definition used here, as in BoT's ``layers/center_loss.py``: for each sample the squared
-Euclidean distance to its identity's centre, clamped to ``[1e-12, 1e12]``, **averaged over the
-batch**::
+Definition used here, as in BoT's ``layers/center_loss.py`` (michuanhaohao/reid-strong-baseline):
+for each sample the squared Euclidean distance to its identity's centre, clamped to
+``[1e-12, 1e12]``, **averaged over the batch**::
 
     L_C = (1/B) * sum_i clamp(||f_i - c_{y_i}||^2, 1e-12, 1e12)
 

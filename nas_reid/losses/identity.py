@@ -1,4 +1,5 @@
-"""Identity (classification) loss: cross-entropy with label smoothing (BoT, Luo et al., CVPRW 2019).
+"""Identity (classification) loss: cross-entropy with label smoothing, as in BoT (Luo et al.,
+"Bag of Tricks and A Strong Baseline for Deep Person Re-identification", CVPR Workshops 2019).
 
 The smoothed target of a sample with label y is ``(1 - epsilon) * onehot(y) + epsilon / K``; the
 loss is ``-sum_k target_k * log_softmax(logits)_k``, summed over the K classes and averaged over

@@ -1,8 +1,8 @@
 """Spherical (cosine) k-means in plain torch, on the tensor's own device.
 
 Used by :class:`nas_reid.losses.rib.RIBLoss` for its input and feature clusters, in place of the
-faiss k-means of the authors' group code (DCS-Attention repository), so that nothing outside torch
-is needed.
+faiss k-means of the authors' group code (Statistical-Deep-Learning/LTM, ``train.py`` and
+``timm/utils/kmeans.py``), so that nothing outside torch is needed.
 
 Points and centroids are L2-normalised; a point goes to the centroid of highest cosine
 similarity, and a centroid is the normalised mean of its points. Runs are deterministic for a

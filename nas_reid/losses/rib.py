@@ -1,10 +1,11 @@
-"""RIB: the information-bottleneck bound (IBB) loss, as reconstructed from Wang, Jojic & Yang,
-arXiv 2505.08961.
+"""RIB: the information-bottleneck bound (IBB) loss of Wang, Jojic and Yang (arXiv 2505.08961,
+2025), as reconstructed from the same group's released code.
 
 Source of the recipe. The RIB paper ("Learning Informative Attention Weights for Person
 Re-Identification") could not be read; its public code (DCS-Attention) has no IB loss. What is
-implemented here is the IB bound of the same group's released code (LTM ``train.py`` and
-``timm/loss/cross_entropy.py``; DCS-Transformer's copy of the latter), written anew in torch.
+implemented here is the IB bound of the same group's released code (Statistical-Deep-Learning/LTM
+``train.py`` and ``timm/loss/cross_entropy.py``; Statistical-Deep-Learning/DCS-Transformer's copy
+of the latter), written anew in torch.
 
 Notation: B samples of a batch, C training identities, K_x input clusters, K_f feature clusters.
 

@@ -1,7 +1,9 @@
 """Batch-hard triplet loss (Hermans, Beyer and Leibe, "In Defense of the Triplet Loss", 2017).
 
-As in torchreid's ``hard_mine_triplet_loss`` and BoT (Luo et al., CVPRW 2019): pairwise Euclidean
-distances
+As in torchreid's ``hard_mine_triplet_loss`` (KaiyangZhou/deep-person-reid,
+``torchreid/losses/hard_mine_triplet_loss.py``) and BoT (Luo et al., "Bag of Tricks and A Strong
+Baseline for Deep Person Re-identification", CVPR Workshops 2019; michuanhaohao/reid-strong-baseline
+``layers/triplet_loss.py``): pairwise Euclidean distances
 ``sqrt(clamp(||f_i - f_j||^2, min=1e-12))``; for every anchor the hardest positive is the farthest
 sample of the same identity and the hardest negative the closest sample of another identity.
 

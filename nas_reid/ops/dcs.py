@@ -1,6 +1,8 @@
 """DCS-Attention: self-attention over positions whose affinities use a selected set of channels.
 
-Two mechanisms are offered by the op ``dcs`` (Wang, Jojic & Yang, arXiv 2505.08961, section 3):
+Two mechanisms are offered by the op ``dcs`` (Wang, Jojic and Yang, "Learning Informative
+Attention Weights for Person Re-Identification", arXiv 2505.08961, 2025; released code:
+github.com/Statistical-Deep-Learning/DCS-Attention):
 
 ``variant="mask"`` (the default) is the method as the paper describes it (arXiv 2505.08961 v1,
 "Differentiable Channel Selection in Self-Attention"). It is the default because it is the
@@ -37,7 +39,7 @@ used by the last forward (a detached scalar; NaN before the first); :func:`dcs_k
 collects them.
 
 ``variant="window"`` is the released code's ``DNonlocal`` block
-(``modeling/backbones/final_version/DNLblock.py``), written anew from the paper's description: a
+(``modeling/backbones/final_version/DNLblock.py``), written anew from a reading of that file: a
 contiguous window of channels with a learnable fractional start s and length L (in channels;
 parameters ``start`` and ``length``), the same window for every token, no Gumbel:
 

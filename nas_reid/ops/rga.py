@@ -1,10 +1,10 @@
 """Relation-Aware Global Attention: RGA-S, RGA-C and RGA-SC (Zhang et al., CVPR 2020).
 
 Layer for layer the official ``RGA_Module`` (microsoft/Relation-Aware-Global-Attention-Networks,
-``reid/models/models_utils/rga_modules.py``); see Zhang et al., "Relation-Aware Global Attention
-...", CVPR 2020, section 3. One branch
-treats n nodes, each with an F-dimensional feature (RGA-S: n = H*W positions, F = C channels;
-RGA-C: n = C channels, F = H*W positions):
+``reid/models/models_utils/rga_modules.py``) of Zhang, Lan, Zeng, Jin and Chen,
+"Relation-Aware Global Attention for Person Re-identification", CVPR 2020 (arXiv 1904.02998).
+One branch treats n nodes, each with an F-dimensional feature (RGA-S: n = H*W positions,
+F = C channels; RGA-C: n = C channels, F = H*W positions):
 
 1. theta, phi: 1x1 conv F -> E (no bias), BN, ReLU. Relation G = theta^T phi, (n, n), with no
    softmax and no scaling.

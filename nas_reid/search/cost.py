@@ -29,11 +29,12 @@ milliseconds too.
 
 Loss, applied to the architecture step only (the cost does not depend on the weights):
 
-- ``multiplicative`` (FBNet, Wu et al., CVPR 2019): ``task * alpha * log(cost / unit) ** beta``,
-cost
-  in MFLOPs or ms (``unit`` 1 by default; FBNet's cost is a latency in ms). It needs
-  ``log(cost / unit) > 1`` for every network of the space, which is checked when the search
-  starts (a CPU-sized space takes a smaller ``unit``);
+- ``multiplicative`` (FBNet: Wu et al., "FBNet: Hardware-Aware Efficient ConvNet Design via
+  Differentiable Neural Architecture Search", CVPR 2019; also the search loss of
+  Statistical-Deep-Learning/DCS-Attention, ``imageNetDA/search.py``):
+  ``task * alpha * log(cost / unit) ** beta``, cost in MFLOPs or ms (``unit`` 1 by default;
+  FBNet's cost is a latency in ms). It needs ``log(cost / unit) > 1`` for every network of the
+  space, which is checked when the search starts (a CPU-sized space takes a smaller ``unit``);
 - ``additive``: ``task + weight * max(0, cost / target - 1)``, a hinge above the target.
 
 Each epoch the search logs the form, the metric and its unit, the target, the expected cost and

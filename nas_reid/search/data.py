@@ -6,7 +6,9 @@ in two *disjoint* shares: ``round(heldout_fraction * N)`` held-out identities fo
 architecture step, the rest for the weights (each share at least P identities, so a PK batch
 fits). Each share is relabelled ``0..n-1`` in the order of the original pids. The weights never
 see a held-out identity, so the architecture is chosen by how well it serves identities it
-was not trained on (MSINet's identity-disjoint split: Gu et al., CVPR 2023).
+was not trained on (the identity-disjoint split of MSINet's Twins Contrastive Mechanism: Gu et
+al., "MSINet: Twins Contrastive Search of Multi-Scale Interaction for Object ReID", CVPR 2023;
+code vimar-gu/MSINet, ``reid/engine/searcher.py``).
 
 Streams. The weight share and the held-out share are each walked by a resumable
 :class:`~nas_reid.data.streams.BatchStream` (augmentation a pure function of seed, stream,

@@ -1,8 +1,9 @@
 """Collapse guard: warn when the search drifts towards parameter-free cells.
 
-DARTS-style searches are known to collapse to skip connections (NAS-Bench-201, Dong & Yang, ICLR
-2020: "easy to converge to
-a network with many skip connection layers"). Every epoch the loop derives the genotype the
+DARTS-style searches are known to collapse to skip connections: DARTS "is easy to converge to
+a network with many skip connection layers", as the maintainer of D-X-Y/AutoDL-Projects answered
+in its issue #58, citing Dong and Yang, "NAS-Bench-201: Extending the Scope of Reproducible
+Neural Architecture Search", ICLR 2020. Every epoch the loop derives the genotype the
 architecture parameters point to *without* the skip cap (the cap would hide the drift) and
 checks it here: when more than ``threshold`` (default one half) of the live edges over all
 cells are ``identity``, it is a collapse and :func:`check_collapse` returns a message; the

@@ -1,8 +1,10 @@
 """Measured latency for the cost-aware search loss: FBNet's latency lookup table (LUT).
 
-FBNet (Wu et al., CVPR 2019) does not time every candidate network: it times every *block* a network
-of the space can hold, once, and prices a network as the **sum of its blocks' latencies**. The
-assumption is that blocks run one after another and do not overlap, so a network's latency is
+FBNet (Wu et al., "FBNet: Hardware-Aware Efficient ConvNet Design via Differentiable Neural
+Architecture Search", CVPR 2019) does not time every candidate network: it times every *block*
+a network of the space can hold, once, and prices a network as the **sum of its blocks'
+latencies**. The assumption is that blocks run one after another and do not overlap, so a
+network's latency is
 additive over its blocks (true of a batch-1 forward on a CPU or a GPU up to launch overheads
 and cache effects; ``bench/latency_table.py`` checks how well the sums rank real networks). The
 sum is then differentiable in the architecture probabilities exactly as the FLOPs are: an

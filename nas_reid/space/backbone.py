@@ -4,7 +4,9 @@ The modules are torchvision's own (built with ``weights=None``: nothing is ever 
 under torchvision's names (``conv1``, ``bn1``, ``layer1`` .. ``layer4``) so that a plain torchvision
 state_dict loads as is; ``avgpool`` and ``fc`` are dropped (the re-ID head replaces them).
 
-``last_stride=1`` (RGA and BoT, the re-ID convention) sets the stride of layer4's first block
+``last_stride=1`` (the re-ID convention: the official RGA model's default,
+microsoft/Relation-Aware-Global-Attention-Networks ``reid/models/rga_model.py``, and BoT's
+``LAST_STRIDE``, michuanhaohao/reid-strong-baseline) sets the stride of layer4's first block
 to 1, in its strided conv and its downsample shortcut, so layer4 keeps layer3's spatial size.
 
 Stage shapes follow from the conv arithmetic and need no forward pass: the 7x7/2 stem conv, the

@@ -7,9 +7,10 @@ BatchNorm; the first two by the activation), then a 1x1 ``head`` convolution (12
 MobileNetV2) that the BNNeck pools. Each stage belongs to a *layer* group: ``stem`` (run before
 the first cell position) or ``layer1`` .. ``layer4``, so the cell positions keep their names: a
 cell at ``layer3`` sits after the last stage of the ``layer3`` group. The default table is
-MobileNetV2's (the DCS-Attention repository's placement is after the 24-, 32- and 96-channel
-stages and optionally after the 320-channel one; those are the ends of layer1, layer2, layer3
-and layer4 here)::
+MobileNetV2's (Statistical-Deep-Learning/DCS-Attention,
+``modeling/backbones/mobilenetv2_RGA/mobilenetv2_RGA.py``, places its attention after the 24-,
+32- and 96-channel stages and optionally after the 320-channel one; those are the ends of
+layer1, layer2, layer3 and layer4 here)::
 
     stage  layer   channels  blocks  stride         stage  layer   channels  blocks  stride
     s1     stem    16        1       1              s5     layer3  96        3       1

@@ -9,33 +9,42 @@ provenance fields null but the package version). All are ResNet-50 with last str
 name      model
 ========  =====================================================================================
 baseline  ResNet-50 alone (no cells): the baseline both papers compare against.
-rga_s     RGA-S after each of layer1 .. layer4 (RGA, CVPR 2020), ``c_ratio = s_ratio =
-          d_ratio = 8`` (the official defaults, 1.1): 3,223,800 parameters over the baseline.
+rga_s     RGA-S after each of layer1 .. layer4 (the official model's placement), ``c_ratio =
+          s_ratio = d_ratio = 8`` (the official defaults): 3,223,800 parameters over the baseline.
 rga_c     RGA-C, same placement and ratios: 3,090,296 extra parameters.
-rga_sc    RGA-SC (spatial then channel, 1.4), same placement and ratios: 6,314,096 extra.
+rga_sc    RGA-SC (spatial then channel, as the official module composes them), same placement
+          and ratios: 6,314,096 extra.
 rib_dcs   DCS-Attention, the paper's per-token Gumbel channel mask (``variant="mask"`` with the
-          op's defaults, the RIB paper) after each of layer1 .. layer4, trained with the IBB loss.
+          op's defaults, as arXiv 2505.08961 v1 describes it) after each of layer1 .. layer4,
+          trained with the IBB loss.
 rib_ca    Channel attention (SE, reduction 16) after each of layer1 .. layer4, trained with
           the IBB loss.
 ========  =====================================================================================
+
+RGA: Zhang, Lan, Zeng, Jin and Chen, "Relation-Aware Global Attention for Person
+Re-identification", CVPR 2020; official code microsoft/Relation-Aware-Global-Attention-Networks
+(``reid/models/models_utils/rga_modules.py`` for the module and its defaults,
+``reid/models/models_utils/rga_branches.py`` for the placement). RIB / DCS: Wang, Jojic and Yang,
+"Learning Informative Attention Weights for Person Re-Identification", arXiv 2505.08961 (v1,
+2025, titled "Differentiable Channel Selection in Self-Attention For Person Re-Identification").
 
 Each cell has one node and one edge ``0 -> 1``; every edge carries all the op's parameters
 (defaults filled in, as :func:`nas_reid.genotype.derive_genotype` writes them), so a later
 change of an op default does not change what a reference file means.
 
 Placement of the RIB models (a choice, not a fact from the RIB paper). What is known
-(Wang, Jojic & Yang, arXiv 2505.08961): the paper puts DCS-Attention into fixed backbones (DCS-FB)
-and into
-DNAS-found ones, and RIB-CA applies RIB to "existing channel-attention modules"; the stored
-sources show neither the ResNet-50 insertion points nor which channel-attention module is
-used. The released code (MobileNetV2) places one DCS block after each of four stages, from
-stride 4 (conv3) to stride 16 (conv8), i.e. one block per resolution level, as the RGA code
-does in ResNet-50 (one module after each residual stage). ``rib_dcs`` and ``rib_ca`` therefore
-use RGA's placement, layer1 .. layer4, which also makes the five attention models differ only
-in their op. For ``rib_ca`` the module is Squeeze-and-Excitation with its paper's reduction 16
-(the most common channel attention; CBAM's channel half and ECA are registered too). Both
-choices are **unverified**: check them against arXiv 2505.08961 v2 when its text is
-available. Memory: the mask variant forms an N x N attention; at layer1 (N = 2048) that is
+(the abstracts and summaries of arXiv 2505.08961 v1 and v2): the paper puts DCS-Attention
+into fixed backbones (DCS-FB) and into DNAS-found ones, and RIB-CA applies RIB to "existing
+channel-attention modules"; neither those nor the released code show the ResNet-50 insertion
+points or which channel-attention module is used. The released code
+(Statistical-Deep-Learning/DCS-Attention, MobileNetV2) places one DCS block after each of four
+stages, from stride 4 (conv3) to stride 16 (conv8), i.e. one block per resolution level, as the
+RGA code does in ResNet-50 (one module after each residual stage). ``rib_dcs`` and ``rib_ca``
+therefore use RGA's placement, layer1 .. layer4, which also makes the five attention models
+differ only in their op. For ``rib_ca`` the module is Squeeze-and-Excitation with its paper's
+reduction 16 (the most common channel attention; CBAM's channel half and ECA are registered
+too). Both choices are **unverified**: check them against arXiv 2505.08961 v2 when its text
+is available. Memory: the mask variant forms an N x N attention; at layer1 (N = 2048) that is
 about 1.9 GB saved for backward per batch of 64 on the explicit (CPU) path, see
 :mod:`nas_reid.ops.dcs`.
 
@@ -43,8 +52,9 @@ Training recipe. A genotype describes the network only. :data:`REFERENCES` gives
 one-line description, the paper and ``recipe_overrides``, the changes to the recipe's config
 the model is trained with (a nested mapping merged over the recipe's own): the RIB models add
 the IBB term, ``loss.rib = 0.1`` from 30 % of the epochs on (``rib_warmup = 0.3``), the
-defaults of the group's released IB code (DCS-Attention repository; the paper's re-ID weight is
-unverified). The RGA models and the baseline use the recipe as it is (``{}``).
+defaults of the group's released IB code (``ib_weight`` and ``ib_warmup_ratio`` in
+Statistical-Deep-Learning/LTM ``train.py``; the paper's re-ID weight is unverified). The RGA
+models and the baseline use the recipe as it is (``{}``).
 
 Small sizes. The papers' models are built for ResNet-50 at 256x128; :func:`retarget` puts the
 same cells on another backbone, input size or subset of positions (RGA's relation convs depend

@@ -20,11 +20,12 @@ restores it); :meth:`Supernet.set_temperature` sets it. It is the architecture s
 temperature only; a ``dcs`` op's own mask temperature is an op parameter
 (:func:`nas_reid.ops.dcs.set_dcs_temperature`).
 
-Head (BoT's BNNeck, Luo et al., CVPRW 2019): global average pooling gives ``feat`` (before BN; for
-the
-triplet and RIB losses), BatchNorm1d with its bias frozen at 0 gives ``feat_bn`` (for retrieval),
-and a bias-free Linear classifier (weights ~ N(0, 0.001^2)) gives ``logits`` (training mode
-only). ``forward`` returns ``{"feat", "feat_bn"}`` plus ``"logits"`` in training.
+Head (the BNNeck, as in the official RGA model, microsoft/Relation-Aware-Global-Attention-Networks
+``reid/models/rga_model.py``, and in BoT, Luo et al., CVPR Workshops 2019): global average
+pooling gives ``feat`` (before BN; for the triplet and RIB losses), BatchNorm1d with its bias
+frozen at 0 gives ``feat_bn`` (for retrieval), and a bias-free Linear classifier
+(weights ~ N(0, 0.001^2)) gives ``logits`` (training mode only). ``forward`` returns
+``{"feat", "feat_bn"}`` plus ``"logits"`` in training.
 """
 
 from __future__ import annotations
