@@ -53,7 +53,7 @@ def train_job(job: dict) -> dict:
     from nas_reid import __version__
     from nas_reid.data import load_dataset
     from nas_reid.evaluation.evaluate import evaluate_model
-    from nas_reid.genotype import Genotype
+    from nas_reid.space.genotype import Genotype
     from nas_reid.hpo.objective import validation_split
     from nas_reid.ops import op_cost
     from nas_reid.train.checkpoint import load_model

@@ -35,7 +35,7 @@ def random_genotypes(space, n: int, seed: int) -> tuple:
     the supernet they were derived from."""
     import torch
 
-    from nas_reid.genotype import derive_genotype
+    from nas_reid.space.genotype import derive_genotype
     from nas_reid.space import Supernet
 
     net = Supernet(space, num_classes=2)

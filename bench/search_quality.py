@@ -14,8 +14,11 @@ one retrain of the table, architectures sampled, one seed's *validation* mAP obs
 the best by validation kept, its *test* mAP reported (one row per seed, and a 2,000-trial
 summary in the report). The best of ``k`` random picks for k = 1 .. 20 is printed as a curve.
 
-Strategies: ``gumbel`` (GDAS, the space as shipped), ``softmax`` (DARTS); ``NAME:KEY=VALUE,...``
-defines another from search-space overrides, e.g. ``tau1:sampling.tau.end=1.0``.
+Strategies: ``gumbel`` (GDAS, the space as shipped), ``softmax`` (DARTS), ``uniform`` (SPOS:
+single-path uniform training, then every sub-network scored on the held-out identities; its
+architecture scores for tau are those held-out mAPs, from the run's ``subnets.csv``);
+``NAME:KEY=VALUE,...`` defines another from search-space overrides, e.g.
+``tau1:sampling.tau.end=1.0``.
 
     python bench/search_quality.py --seeds 0 1 2 3 4                  # run and report
     python bench/search_quality.py --report                           # from the CSVs only
@@ -36,7 +39,8 @@ if str(ROOT) not in sys.path:
 
 FIELDS = ["strategy", "seed", "arch", "test_mAP", "regret", "percentile", "tau", "wall_seconds",
           "k", "space", "space_hash", "overrides", "ground_truth", "package_version", "finished_at"]
-STRATEGIES = {"gumbel": [], "softmax": ["sampling.strategy=softmax"]}
+STRATEGIES = {"gumbel": [], "softmax": ["sampling.strategy=softmax"],
+              "uniform": ["sampling.strategy=uniform"]}
 
 
 def parse_strategy(text: str) -> tuple[str, list[str]]:
@@ -62,6 +66,14 @@ def run_search(space_name: str, overrides: list[str], seed: int, out: Path, thre
     seconds = result.metrics[-1].get("time", time.perf_counter() - started) if result.metrics \
         else time.perf_counter() - started
     return result.genotype, float(seconds)
+
+
+def subnet_scores(out: Path) -> dict[str, float] | None:
+    """A ``uniform`` search's score of every architecture (its held-out mAP), else None."""
+    from nas_reid.search.quality import read_rows
+
+    rows = read_rows(out / "subnets.csv")
+    return {r["arch"]: float(r["heldout_mAP"]) for r in rows} or None
 
 
 def report(rows: list[dict], truth, k_max: int = 20) -> str:
@@ -99,7 +111,7 @@ def report(rows: list[dict], truth, k_max: int = 20) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--space", default="cpu_small")
-    parser.add_argument("--strategies", nargs="+", default=["gumbel", "softmax"])
+    parser.add_argument("--strategies", nargs="+", default=["gumbel", "softmax", "uniform"])
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2, 3, 4])
     parser.add_argument("--ground-truth", default=None,
                         help="default bench/results/ground_truth_<space>.csv")
@@ -141,10 +153,10 @@ def main() -> None:
             for seed in args.seeds:
                 if (name, str(seed)) in done:
                     continue
-                genotype, wall = run_search(args.space, overrides, seed,
-                                            Path(args.out) / f"{name}-seed{seed}", args.threads)
+                out = Path(args.out) / f"{name}-seed{seed}"
+                genotype, wall = run_search(args.space, overrides, seed, out, args.threads)
                 key = key_of(genotype, space)
-                j = judge(truth, key, scores_from_probabilities(genotype, space))
+                j = judge(truth, key, subnet_scores(out) or scores_from_probabilities(genotype, space))
                 seconds.append(wall)
                 append_row(csv_path, {**base, "strategy": name, "seed": seed, "arch": key,
                                       "test_mAP": round(j.test, 2), "regret": round(j.regret, 2),

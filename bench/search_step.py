@@ -146,7 +146,7 @@ def run_case(case: dict) -> dict:
 
 def widest_network(space):
     """The discrete network of a searchable backbone's widest choices, without cells."""
-    from nas_reid.genotype import Genotype
+    from nas_reid.space.genotype import Genotype
     from nas_reid.space import build_model
 
     bb = space.backbone

@@ -77,7 +77,7 @@ FIELDS = ["model", "seed", "protocol", "input", "backbone", "epochs", "overrides
 
 def with_op(genotype, op: str, params: dict):
     """``genotype`` with every edge's op replaced by ``op`` (``params``)."""
-    from nas_reid.genotype import Genotype
+    from nas_reid.space.genotype import Genotype
 
     data = genotype.to_dict()
     for cell in data["cells"]:
@@ -90,7 +90,7 @@ def with_op(genotype, op: str, params: dict):
 def widest_mobile(space_file: str):
     """The mobile space's widest backbone (largest width, kernel and expansion, no block
     skipped) with no cells: what the search chooses from, unsearched."""
-    from nas_reid.genotype import Genotype
+    from nas_reid.space.genotype import Genotype
     from nas_reid.space import load_space
 
     space = load_space(space_file)
@@ -108,7 +108,7 @@ def widest_mobile(space_file: str):
 
 def row_setup(name: str, args: argparse.Namespace):
     """(genotype, recipe overrides) of a row."""
-    from nas_reid.genotype import Genotype
+    from nas_reid.space.genotype import Genotype
     from nas_reid.space.reference import REFERENCES, resolve_genotype, retarget
 
     if name == "searched":
@@ -149,7 +149,7 @@ def train_one(job: dict) -> dict:
     import torch
 
     torch.set_num_threads(job["threads"])
-    from nas_reid.genotype import Genotype
+    from nas_reid.space.genotype import Genotype
     from nas_reid.train.loop import retrain
 
     if job.get("gate_bias") is not None:

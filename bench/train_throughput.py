@@ -40,7 +40,7 @@ NUM_CLASSES = 751  # Market-1501's training identities: the classifier's width
 
 
 def load_genotype(case: dict):
-    from nas_reid.genotype import Genotype
+    from nas_reid.space.genotype import Genotype
     from nas_reid.space.reference import resolve_genotype, retarget
 
     if case["model"] == "searched":

@@ -511,7 +511,11 @@ def latency_table_cmd(space, device, out, batch, warmup, repeats, threads, overw
               help="Also checkpoint every N steps (0: once per epoch).")
 def retrain_cmd(genotype, data, root, recipe, overrides, epochs, seed, device, out, resume,
                 backbone_weights, rerank, threads, workers, checkpoint_every) -> None:
-    """Train the network of a genotype from scratch and evaluate it.
+    """Train the network of a genotype and evaluate it.
+
+    The backbone starts from the recipe's backbone.weights (the built-in benchmark's recipe:
+    the synthetic pretraining; --backbone-weights FILE: an ImageNet state dict), the cells
+    freshly initialised, as the papers train their attention networks.
 
     Builds the network from the genotype alone, trains it with the recipe on the training
     identities, evaluates on query / gallery every eval.every epochs, and writes a run folder
@@ -880,7 +884,7 @@ def tune_cmd(ctx, tune_space, genotype, search_space, data, root, recipe, backen
             tune_space = saved["tune_space"]
         if genotype is None and search_space is None:
             if saved["target"] == "retrain":
-                from .genotype import Genotype
+                from .space.genotype import Genotype
 
                 genotype = saved["reference"] or Genotype.from_dict(saved["genotype"])
             else:

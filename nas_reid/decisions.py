@@ -39,6 +39,11 @@ times the value changed over the architecture epochs, and ``confidence`` the fin
 that movement (``inf`` for a margin that did not move). How large a margin means anything
 depends on the space's number of candidates and on the architecture learning rate; its movement
 is measured in the same units, so their ratio does not.
+
+The ``uniform`` strategy trains no architecture parameters: its genotype's probabilities are
+bootstrap frequencies (:mod:`nas_reid.search.subnets`), and :func:`bootstrap_report` judges
+them instead: a choice is settled when its op was that of the best sub-network in at least
+:data:`~nas_reid.search.subnets.SETTLE_FREQUENCY` of the resamples of the held-out queries.
 """
 
 from __future__ import annotations
@@ -47,7 +52,7 @@ import math
 from dataclasses import asdict, dataclass, field
 from typing import Any, Iterable, Sequence
 
-from nas_reid.genotype import Genotype
+from nas_reid.space.genotype import Genotype
 
 SETTLE_EPOCHS = 3
 """A decision is settled when it held over the last this many architecture-updating epochs..."""
@@ -86,6 +91,9 @@ class Decision:
     movement: float | None = None
     """Mean absolute epoch-to-epoch change of the choice's signed margin over the last
     ``window`` architecture epochs (None: no probabilities, or fewer than two such epochs)."""
+    basis: str = "history"
+    """``history``: judged over the epochs; ``bootstrap``: the probabilities are bootstrap
+    frequencies (:func:`bootstrap_report`)."""
 
     @property
     def confidence(self) -> float | None:
@@ -102,6 +110,11 @@ class Decision:
 
     def describe(self) -> str:
         """``layer3 0->1: eca p 0.150 vs rga_s 0.149 (held since epoch 12, changed 6 times)``."""
+        if self.basis == "bootstrap":
+            vs = (f" vs {self.runner_up} {self.runner_up_probability:.0%}"
+                  if self.runner_up is not None and self.runner_up_probability is not None else "")
+            return (f"{self.key}: {self.choice} in {self.probability:.0%} of the bootstrap "
+                    f"resamples{vs}")
         p = f" p {self.probability:.3f}" if self.probability is not None else ""
         vs = (f" vs {self.runner_up} {self.runner_up_probability:.3f}"
               if self.runner_up is not None and self.runner_up_probability is not None else "")
@@ -120,6 +133,8 @@ class Decision:
         d["movement"] = None if self.movement is None else round(self.movement, 6)
         conf = self.confidence
         d["confidence"] = None if conf is None else (None if math.isinf(conf) else round(conf, 3))
+        if self.basis == "history":
+            del d["basis"]
         return d
 
 
@@ -131,6 +146,8 @@ class DecisionReport:
     window: int
     arch_epochs: list[int] = field(default_factory=list)
     """The epochs (1-based) that updated the architecture, in order."""
+    resamples: int | None = None
+    """Set for a :func:`bootstrap_report`: the number of resamples behind its frequencies."""
 
     @property
     def settled(self) -> list[Decision]:
@@ -144,6 +161,14 @@ class DecisionReport:
         """``2 of 3 settled (unchanged over the last 3 architecture epochs, margin above 2x its
         movement)``."""
         n = len(self.decisions)
+        if self.resamples is not None:
+            from nas_reid.search.subnets import SETTLE_FREQUENCY
+
+            if not n:
+                return "scored after the last epoch (uniform sampling)"
+            return (f"{len(self.settled)} of {n} settled (the op of the best sub-network in at "
+                    f"least {SETTLE_FREQUENCY:.0%} of {self.resamples} bootstrap resamples of "
+                    "the held-out queries)")
         if not n:
             return "none to make"
         if len(self.arch_epochs) < self.window:
@@ -155,9 +180,12 @@ class DecisionReport:
 
     def as_dict(self) -> dict[str, Any]:
         """The metrics record's ``decisions``."""
-        return {"settled": len(self.settled), "total": len(self.decisions), "window": self.window,
-                "arch_epochs": len(self.arch_epochs),
-                "decisions": [d.as_dict() for d in self.decisions]}
+        out = {"settled": len(self.settled), "total": len(self.decisions), "window": self.window,
+               "arch_epochs": len(self.arch_epochs),
+               "decisions": [d.as_dict() for d in self.decisions]}
+        if self.resamples is not None:
+            out["resamples"] = self.resamples
+        return out
 
 
 # ------------------------------------------------------------------------------------- values
@@ -165,7 +193,7 @@ class DecisionReport:
 
 def _top_two(row: Sequence[float], allowed: Iterable[int]) -> tuple[int | None, int | None]:
     """Indices of the largest and second largest ``row`` values among ``allowed`` (ties: the
-    lower index first, as :func:`nas_reid.genotype.derive_genotype` breaks them)."""
+    lower index first, as :func:`nas_reid.space.genotype.derive_genotype` breaks them)."""
     order = sorted(allowed, key=lambda k: (-row[k], k))
     return (order[0] if order else None), (order[1] if len(order) > 1 else None)
 
@@ -276,3 +304,18 @@ def decision_report(history: Sequence[Genotype], warmup_epochs: int,
                                   now.runner_up_probability, held_since, held, changes, settled,
                                   now.capped, movement))
     return DecisionReport(decisions, window, [n for n, _ in arch])
+
+
+def bootstrap_report(genotype: Genotype | None, resamples: int) -> DecisionReport:
+    """The decisions of a ``uniform`` search's genotype, whose probabilities are bootstrap
+    frequencies (``None``: not scored yet, no decisions)."""
+    from nas_reid.search.subnets import SETTLE_FREQUENCY
+
+    if genotype is None:
+        return DecisionReport([], 0, resamples=resamples)
+    decisions = [Decision(key, v.value, v.probability, v.runner_up, v.runner_up_probability,
+                          None, 0, 0, v.probability is not None
+                          and v.probability >= SETTLE_FREQUENCY - 1e-9, v.capped,
+                          basis="bootstrap")
+                 for key, v in decision_values(genotype).items()]
+    return DecisionReport(decisions, 0, resamples=resamples)

@@ -27,7 +27,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Literal
 
-from nas_reid.genotype import CellGenotype, Edge, Genotype
+from nas_reid.space.genotype import CellGenotype, Edge, Genotype
 from nas_reid.genotype_report import (
     CellCost,
     RunSource,

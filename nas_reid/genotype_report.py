@@ -18,14 +18,14 @@ reference       a shipped hand-written genotype: no probabilities, no history
 
 What a source lacks is said in :attr:`RunSource.notes` (and by the plots, on the figure), never
 raised: only a spec that names no genotype at all, or a broken file, raises
-:class:`~nas_reid.genotype.GenotypeError` / :class:`~nas_reid.errors.UserError`.
+:class:`~nas_reid.space.genotype.GenotypeError` / :class:`~nas_reid.errors.UserError`.
 
 Costs, parameters and forward FLOPs for one image (FLOPs as
 :func:`nas_reid.ops.registry.op_cost` counts them: 2 per multiply-accumulate of every
 convolution and matrix product, element-wise work ignored):
 
 - :func:`cell_costs`: every cell, from ``op_cost`` at the cell's ``(C, H, W)``
-  (:meth:`~nas_reid.genotype.Genotype.position_shapes`). Only live edges count: the discrete
+  (:meth:`~nas_reid.space.genotype.Genotype.position_shapes`). Only live edges count: the discrete
   network builds no dead edge;
 - :func:`backbone_cost`: the backbone, built on the ``meta`` device (no memory, no compute)
   to count its parameters. A searched mobile backbone's FLOPs are
@@ -54,9 +54,9 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Iterable, Literal, Sequence
 
-from nas_reid.decisions import DecisionReport, decision_report
+from nas_reid.decisions import DecisionReport, bootstrap_report, decision_report
 from nas_reid.errors import UserError
-from nas_reid.genotype import Genotype, GenotypeError
+from nas_reid.space.genotype import Genotype, GenotypeError
 from nas_reid.ops.registry import cached_op_cost
 
 GENOTYPE_FILE = "genotype.json"
@@ -221,7 +221,7 @@ def load_source(spec: str | os.PathLike | RunSource) -> RunSource:
     ``genotype.json`` brings its run along), or a reference name (``rga_sc``, see
     :func:`nas_reid.space.reference.reference_names`). An unfinished search (no
     ``genotype.json`` yet) shows the last genotype of its history. Raises
-    :class:`~nas_reid.genotype.GenotypeError` when ``spec`` names no genotype.
+    :class:`~nas_reid.space.genotype.GenotypeError` when ``spec`` names no genotype.
     """
     if isinstance(spec, RunSource):
         return spec
@@ -302,11 +302,16 @@ def _load_run(spec: str, run_dir: Path) -> RunSource:
 def source_decisions(source: RunSource) -> DecisionReport | None:
     """Which choices of a search run's genotype had settled (:mod:`nas_reid.decisions`), from
     its genotype history; the warm-up epochs are those whose metrics record says
-    ``arch_updates: false``. None without a history."""
+    ``arch_updates: false``; a ``uniform`` search's (its last record's decisions name their
+    ``resamples``) from the bootstrap frequencies of its scored genotype. None without a history."""
     if not source.history:
         return None
     history = [Genotype.from_dict(d, where=f"genotype history, line {i + 1}")
                for i, d in enumerate(source.history)]
+    last = source.metrics[-1] if source.metrics else {}
+    resamples = (last.get("decisions") or {}).get("resamples")
+    if resamples is not None:
+        return bootstrap_report(history[-1] if last.get("subnets") else None, resamples)
     warmup = max((r.get("epoch", 0) for r in source.metrics if r.get("arch_updates") is False),
                  default=0)
     return decision_report(history, warmup)

@@ -13,7 +13,7 @@ from click.testing import CliRunner
 
 from nas_reid.cli import main
 from nas_reid.decisions import SETTLE_EPOCHS, decision_report, decision_values
-from nas_reid.genotype import derive_genotype
+from nas_reid.space.genotype import derive_genotype
 from nas_reid.genotype_report import decision_rows, load_source
 from nas_reid.space import Supernet, load_space
 from tests.tiny import tiny_mobile_space

@@ -26,7 +26,7 @@ from nas_reid.evaluation.evaluate import (
     ranked_lists,
     write_results,
 )
-from nas_reid.genotype import Genotype
+from nas_reid.space.genotype import Genotype
 from nas_reid.space.discrete import build_model
 from nas_reid.viz.ranked_list import (
     EMPTY_CELL,

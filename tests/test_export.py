@@ -16,7 +16,7 @@ import torch
 from nas_reid import __version__
 from nas_reid.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from nas_reid.errors import UserError
-from nas_reid.genotype import Genotype
+from nas_reid.space.genotype import Genotype
 from nas_reid.ops.dcs import DCSAttention, DCSWindowAttention, dcs_keep_ratios
 from nas_reid.space.discrete import build_model
 from nas_reid.train import export as export_module

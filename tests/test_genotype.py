@@ -8,7 +8,7 @@ from torch import nn
 
 from nas_reid import __version__
 from nas_reid.errors import UserError
-from nas_reid.genotype import (
+from nas_reid.space.genotype import (
     Genotype,
     GenotypeError,
     derive_genotype,

@@ -21,7 +21,7 @@ import torch
 import yaml
 
 from nas_reid.errors import UserError
-from nas_reid.genotype import Genotype, derive_genotype
+from nas_reid.space.genotype import Genotype, derive_genotype
 from nas_reid.search import load_checkpoint, search
 from nas_reid.search.checkpoint import CHECKPOINT, save_checkpoint
 from nas_reid.search.cost import BlockCosts, CostModel, latency_bounds

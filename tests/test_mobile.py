@@ -16,7 +16,7 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from nas_reid.errors import UserError
-from nas_reid.genotype import Genotype, GenotypeError, derive_genotype
+from nas_reid.space.genotype import Genotype, GenotypeError, derive_genotype
 from nas_reid.search import search
 from nas_reid.search.cost import CostModel
 from nas_reid.space import SpaceError, Supernet, build_model, inherit_weights, load_space

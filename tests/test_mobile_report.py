@@ -22,7 +22,7 @@ from matplotlib.text import Text
 from torch.utils.flop_counter import FlopCounterMode
 
 from nas_reid import viz
-from nas_reid.genotype import Genotype
+from nas_reid.space.genotype import Genotype
 from nas_reid.genotype_diff import diff_genotypes, format_diff
 from nas_reid.genotype_report import (
     backbone_cost,

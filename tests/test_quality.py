@@ -55,7 +55,7 @@ def test_enumerate_and_key_of_round_trip():
 def test_a_searched_genotype_has_a_key_and_scores_every_architecture():
     import torch
 
-    from nas_reid.genotype import derive_genotype
+    from nas_reid.space.genotype import derive_genotype
 
     space = load_space(tiny_space())
     net = Supernet(space, num_classes=4)

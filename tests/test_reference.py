@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from nas_reid.errors import UserError
-from nas_reid.genotype import Genotype, GenotypeError
+from nas_reid.space.genotype import Genotype, GenotypeError
 from nas_reid.search import default_space_path
 from nas_reid.space import build_model, load_space
 from nas_reid.space.backbone import POSITIONS

@@ -23,7 +23,7 @@ from click.testing import CliRunner
 from PIL import Image
 
 from nas_reid.cli import main
-from nas_reid.genotype import Genotype, derive_genotype
+from nas_reid.space.genotype import Genotype, derive_genotype
 from nas_reid.search import (
     CollapseWarning,
     check_collapse,
@@ -40,7 +40,7 @@ from tests.tiny import tiny_space
 
 EPOCH_KEYS = {"kind", "epoch", "epochs", "step", "time", "lr", "tau", "arch_updates", "loss", "rib",
               "heldout", "arch_probs", "backbone_probs", "backbone", "cost", "genotype", "op_counts",
-              "collapse", "decisions", "dcs_keep", "best", "ddp"}
+              "collapse", "decisions", "dcs_keep", "best", "ddp", "subnets"}
 RUN_FILES = ["config.yaml", "metrics.jsonl", "genotype_history.jsonl", "genotype.json", "cells.png",
              "arch_probs.png", "checkpoints/last.pt"]
 

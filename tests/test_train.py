@@ -21,7 +21,7 @@ from click.testing import CliRunner
 
 from nas_reid.cli import main
 from nas_reid.errors import UserError
-from nas_reid.genotype import Genotype
+from nas_reid.space.genotype import Genotype
 from nas_reid.train.checkpoint import load_model, read_checkpoint
 from nas_reid.train.loop import retrain
 from nas_reid.train.recipe import RecipeError, default_recipe, load_recipe, parse_overrides
@@ -326,7 +326,7 @@ DDP_SCRIPT = textwrap.dedent("""
     import torch
     torch.set_num_threads(1)
     from nas_reid.data import load_dataset
-    from nas_reid.genotype import Genotype
+    from nas_reid.space.genotype import Genotype
     from nas_reid.train.loop import retrain
     from nas_reid.train.checkpoint import read_checkpoint
     genotype, recipe, data_root, out = (Genotype.from_json(sys.argv[1]), json.loads(sys.argv[2]),

@@ -22,7 +22,7 @@ from matplotlib.figure import Figure
 from matplotlib.text import Text
 
 from nas_reid.errors import UserError
-from nas_reid.genotype import Genotype, GenotypeError
+from nas_reid.space.genotype import Genotype, GenotypeError
 from nas_reid.genotype_diff import diff_genotypes, format_diff
 from nas_reid.genotype_report import (
     cell_costs,

@@ -5,7 +5,7 @@ is the ``data_root`` / ``dataset`` fixtures of ``conftest.py``)."""
 from __future__ import annotations
 
 from nas_reid.data.synthreid import SynthConfig
-from nas_reid.genotype import Genotype
+from nas_reid.space.genotype import Genotype
 
 PRETRAIN_SET = SynthConfig(seed=5, ids=24, train_ids=20, cameras=3, images_per_id=4, height=64,
                            width=32)

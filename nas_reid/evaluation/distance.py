@@ -91,14 +91,15 @@ def pairwise_distance(x, y, metric: str = "cosine") -> torch.Tensor:
 
 def evaluate_features(query_features, gallery_features, q_pids, g_pids, q_camids, g_camids, *,
                       metric: str = "cosine", max_rank: int = 50, chunk_size: int | None = None,
-                      official_ap: bool = False) -> dict:
+                      official_ap: bool = False, per_query: bool = False) -> dict:
     """Market-1501 metrics straight from features, without ever holding the full distmat.
 
     Distances are computed one chunk of queries at a time (:func:`pairwise_distance`
     semantics, on the query features' device) and fed to the same per-chunk ranking code as
     :func:`~nas_reid.evaluation.ranking.evaluate_ranking`, so the results are those of
     ``evaluate_ranking(pairwise_distance(qf, gf, metric), ...)``. Arguments and returned dict
-    are as for ``evaluate_ranking``.
+    are as for ``evaluate_ranking``; ``per_query=True`` adds ``"AP"``, every valid query's
+    average precision in query order (a numpy float64 array, for bootstraps over queries).
 
     Memory: the features (plus a normalised copy for cosine), and per chunk the (chunk_size x
     num_gallery) distance block (4 bytes per element in float32) plus the ranking temporaries
@@ -112,7 +113,7 @@ def evaluate_features(query_features, gallery_features, q_pids, g_pids, q_camids
     device = qf.device
     qp, gp, qc, gc = _labels(q_pids, g_pids, q_camids, g_camids, num_q, num_g, device)
     step = _check_chunk_size(chunk_size, num_g, num_q)
-    acc = _Accumulator(max_rank, official_ap, device)
+    acc = _Accumulator(max_rank, official_ap, device, per_query)
     with torch.no_grad():
         gprep = _prepare(gf, metric)
         for s in range(0, num_q, step):

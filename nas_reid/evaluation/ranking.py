@@ -288,12 +288,15 @@ class _Accumulator:
     max_rank: int
     official_ap: bool
     device: torch.device
+    per_query: bool = False
+    """Keep every valid query's AP (``result()["AP"]``, in query order)."""
     first_hit_hist: torch.Tensor = field(init=False)
     sums: torch.Tensor = field(init=False)  # AP, INP, official AP (float64)
     num_valid: int = 0
     num_skipped: int = 0
 
     def __post_init__(self):
+        self.aps: list[torch.Tensor] = []
         self.first_hit_hist = torch.zeros(self.max_rank + 1, dtype=torch.int64, device=self.device)
         self.sums = torch.zeros(3, dtype=torch.float64, device=self.device)
 
@@ -315,6 +318,8 @@ class _Accumulator:
         last = ranks.gather(1, (npos - 1)[:, None]).squeeze(1).double()
         inp = n / (last + 1.0)
         self.sums[0] += ap.sum()
+        if self.per_query:
+            self.aps.append(ap.cpu())
         self.sums[1] += inp.sum()
         if self.official_ap:
             prec_before = torch.where(r > 0, j / r.clamp(min=1.0), 1.0)
@@ -342,6 +347,8 @@ class _Accumulator:
         }
         if self.official_ap:
             out["mAP_official"] = float(sums[2] / self.num_valid)
+        if self.per_query:
+            out["AP"] = torch.cat(self.aps).numpy()
         return out
 
 

@@ -41,7 +41,7 @@ from typing import Any, Callable, Mapping
 
 from nas_reid.data import ReIDDataset, resolve_dataset
 from nas_reid.errors import UserError
-from nas_reid.genotype import Genotype
+from nas_reid.space.genotype import Genotype
 from nas_reid.hpo.pruning import StoppingRule, default_grace_period
 from nas_reid.hpo.space import (
     METRICS,

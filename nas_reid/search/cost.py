@@ -49,7 +49,7 @@ from typing import Callable
 import torch
 
 from nas_reid.errors import UserError
-from nas_reid.genotype import Genotype
+from nas_reid.space.genotype import Genotype
 from nas_reid.genotype_report import network_cost
 from nas_reid.search.latency import LatencyTable
 from nas_reid.space.blocks import Block, SpaceBlocks, network_blocks, space_blocks

@@ -9,14 +9,14 @@ checks it here: when more than ``threshold`` (default one half) of the live edge
 cells are ``identity``, it is a collapse and :func:`check_collapse` returns a message; the
 loop issues a :class:`CollapseWarning`, prints it and records ``collapse: true`` in the
 epoch's metrics. The optional cap (``schedule.skip_cap``) is applied to the genotype the search
-exports (:func:`nas_reid.genotype.derive_genotype`).
+exports (:func:`nas_reid.space.genotype.derive_genotype`).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from nas_reid.genotype import Genotype
+from nas_reid.space.genotype import Genotype
 
 PARAMETER_FREE = ("identity",)
 

@@ -22,6 +22,12 @@ run folder. Per step:
    forward goes through the bare supernet and the architecture gradients are averaged over the
    ranks with one all-reduce (in the weight step DDP averages every gradient itself).
 
+Uniform sampling (``sampling.strategy: uniform``, SPOS). Only the weight step runs, on one
+uniformly drawn path per step; after the last epoch's quick eval every sub-network is scored on
+the held-out identities (:mod:`nas_reid.search.subnets`; under DDP every rank scores them all
+and gets the same figures), ``subnets.csv`` is written, and the architecture parameters are set
+to the log of the bootstrap frequencies, so the derived genotype is the bootstrap's choice.
+
 Temperature. At the start of every epoch the supernet's Gumbel temperature is set by
 ``sampling.tau`` over the architecture epochs (GDAS: linear 10 -> 0.1 by default): ``start``
 during the warm-up and in the first architecture epoch, ``end`` in the last
@@ -94,10 +100,10 @@ from tqdm.auto import tqdm
 
 from nas_reid import __version__
 from nas_reid.data import ReIDDataset, resolve_dataset
-from nas_reid.decisions import DecisionReport, decision_report
+from nas_reid.decisions import DecisionReport, bootstrap_report, decision_report
 from nas_reid.errors import UserError
 from nas_reid.feedback import announce_data, run_folder_lines, say
-from nas_reid.genotype import Genotype, derive_genotype
+from nas_reid.space.genotype import Genotype, derive_genotype
 from nas_reid.losses import CrossEntropyLabelSmooth, RIBLoss, TripletLoss
 from nas_reid.ops.dcs import dcs_keep_ratios
 from nas_reid.precision import Precision
@@ -131,11 +137,16 @@ from nas_reid.search.data import (
 from nas_reid.search.guards import CollapseWarning, check_collapse, collapse_report
 from nas_reid.search.latency import LATENCY_FILE, LatencyTable, LatencyTableError, table_for
 from nas_reid.search.runlog import HISTORY_FILE, RunLog
+from nas_reid.search.subnets import score_subnets
 from nas_reid.space import SearchSpace, Supernet, load_space
 from nas_reid.space.reference import search_space_path
 from nas_reid.train.pretrain import file_sha256, resolve_backbone_weights
 
 GENOTYPE_FILE = "genotype.json"
+SUBNETS_FILE = "subnets.csv"
+CALIBRATION_IMAGES = 512
+"""The ``uniform`` strategy recalibrates each sub-network's BatchNorms on this many weight-share
+images (a seeded sample)."""
 CELLS_PICTURE = "cells.png"
 PROBS_PICTURE = "arch_probs.png"
 CONFIG_KEYS = {"space": dict, "search.data.name": str, "search.data.root": str,
@@ -609,6 +620,7 @@ class _Search(ResumableRun):
                              channels_last=self.precision.channels_last)
         self.net.train()
         number = self.epoch + 1
+        subnets = self._score_subnets() if self.uniform and number == self.epochs else None
         provenance = {"seed": self.seed, "epoch": number, "search_run": str(self.out)}
         genotype = derive_genotype(self.net, provenance=provenance)
         raw = derive_genotype(self.net, provenance=provenance, skip_cap=None)
@@ -619,8 +631,9 @@ class _Search(ResumableRun):
             agree = all(t == texts[0] for t in texts)
             if not agree:
                 warnings.warn("DDP ranks derived different genotypes; rank 0's is kept", stacklevel=2)
-        decisions = self._decision_report(genotype)
-        collapse = check_collapse(raw)
+        decisions = self._decision_report(genotype, scored=subnets is not None)
+        # a uniform search's genotype is the untrained argmax until it is scored: no warning
+        collapse = check_collapse(raw) if not self.uniform or subnets is not None else None
         if collapse:
             warnings.warn(collapse, CollapseWarning, stacklevel=2)
         if heldout is not None and (self.best["mAP"] is None or heldout["mAP"] > self.best["mAP"]):
@@ -649,6 +662,7 @@ class _Search(ResumableRun):
             "collapse": {**collapse_report(raw).as_dict(), "warning": collapse is not None},
             "decisions": decisions.as_dict(), "dcs_keep": self.dcs_keep, "best": self.best,
             "ddp": {"world_size": self.world.size, "genotypes_agree": agree},
+            "subnets": subnets,
         }
         edges = {pos: cell.edge_list for pos, cell in self.net.cells.items()}
         self.log.epoch(record, genotype.to_dict(), self.space.labels, edges)
@@ -658,8 +672,16 @@ class _Search(ResumableRun):
             c = record["cost"]
             cost = ("" if not c else f"MFLOPs {c['achieved']:.2f}  " if c["unit"] == "MFLOPs"
                     else f"latency {c['achieved']:.3f} {c['unit']}  ")
-            tqdm.write(f"epoch {number}/{self.epochs}  loss {s['total'] / n:.3f}  {h}{cost}"
-                       f"tau {self.net.temperature:.2f}  {genotype.summary()}", file=sys.stderr)
+            arch = (f"tau {self.net.temperature:.2f}  {genotype.summary()}" if not self.uniform
+                    else genotype.summary() if subnets is not None
+                    else "architecture: scored after the last epoch")
+            tqdm.write(f"epoch {number}/{self.epochs}  loss {s['total'] / n:.3f}  {h}{cost}{arch}",
+                       file=sys.stderr)
+            if subnets is not None:
+                tqdm.write(f"  {subnets['scored']} sub-networks scored on the held-out identities "
+                           f"in {subnets['seconds']:.0f} s: best {subnets['best']} "
+                           f"({subnets['best_mAP']:.1f} mAP); picked {subnets['picked']} "
+                           f"({subnets['picked_mAP']:.1f}); {SUBNETS_FILE}", file=sys.stderr)
             if genotype.backbone.mobile is not None:
                 tqdm.write(f"  backbone {genotype.backbone.mobile.summary()}", file=sys.stderr)
             if collapse:
@@ -682,9 +704,54 @@ class _Search(ResumableRun):
             record["device"] = self.latency_table.device
         return record
 
+    def _score_subnets(self) -> dict[str, Any]:
+        """The ``uniform`` strategy's choice: every sub-network scored on the held-out share
+        (:mod:`nas_reid.search.subnets`), the architecture parameters set to the log of the
+        bootstrap frequencies (so the derived genotype is the bootstrap's mode and its
+        probabilities are those frequencies), ``subnets.csv`` written; returns the record."""
+        import random
+
+        from nas_reid.search.quality import append_row
+
+        started = time.monotonic()
+        broadcast_buffers(self.net, self.world)
+        pool = list(range(len(self.split.weight)))
+        chosen = sorted(random.Random(self.seed).sample(pool, min(CALIBRATION_IMAGES, len(pool))))
+        bar = tqdm(total=self.space.num_subnets(), desc="scoring sub-networks", unit="net",
+                   disable=not self.progress, leave=False, dynamic_ncols=True)
+        try:
+            scores = score_subnets(self.net, [self.split.weight[i] for i in chosen],
+                                   self.eval_split, self.device, batch_size=self.eval_batch,
+                                   num_workers=self.num_workers,
+                                   progress=lambda done, total: bar.update(done - bar.n))
+        finally:
+            bar.close()
+        resamples = self.space.sampling.bootstrap
+        pick, freq = scores.choose(resamples, self.seed)
+        with torch.no_grad():
+            for p, position in enumerate(scores.positions):
+                logits = torch.log(torch.from_numpy(freq[p]).clamp(min=0.5 / resamples))
+                self.net.arch[position].copy_(logits.to(self.net.arch[position]).view(1, -1))
+        rows = scores.rows(pick)
+        if self.is_main:
+            path = self.out / SUBNETS_FILE
+            path.unlink(missing_ok=True)
+            for row in rows:
+                append_row(path, row, list(row))
+        best = rows[0]
+        picked = next(r for r in rows if r["picked"])
+        return {"scored": len(rows), "resamples": resamples, "calibration_images": len(chosen),
+                "best": best["arch"], "best_mAP": best["heldout_mAP"],
+                "picked": picked["arch"], "picked_mAP": picked["heldout_mAP"],
+                "picked_rank": picked["rank"], "seconds": round(time.monotonic() - started, 3)}
+
+    @property
+    def uniform(self) -> bool:
+        return self.space.sampling.strategy == "uniform"
+
     @property
     def arch_on(self) -> bool:
-        return self.epoch >= self.space.schedule.warmup_epochs
+        return not self.uniform and self.epoch >= self.space.schedule.warmup_epochs
 
     @property
     def rib_weight(self) -> float:
@@ -695,7 +762,8 @@ class _Search(ResumableRun):
     # -- the hooks of ResumableRun (run() is the shared skeleton)
 
     kind = "search"
-    own_files = (HISTORY_FILE, LATENCY_FILE, GENOTYPE_FILE, CELLS_PICTURE, PROBS_PICTURE)
+    own_files = (HISTORY_FILE, LATENCY_FILE, GENOTYPE_FILE, CELLS_PICTURE, PROBS_PICTURE,
+                 SUBNETS_FILE)
 
     @property
     def checkpoint_path(self) -> Path:
@@ -796,9 +864,14 @@ class _Search(ResumableRun):
         if change is not None:
             self.config["search"].setdefault("epochs_changed", []).append(change)
 
-    def _decision_report(self, new: Genotype | None = None) -> DecisionReport | None:
+    def _decision_report(self, new: Genotype | None = None, *,
+                         scored: bool = False) -> DecisionReport | None:
         """The decisions of the last genotype over the history, ``new`` (this epoch's genotype,
-        not yet in the log) appended first."""
+        not yet in the log) appended first; for ``uniform``, of the scored genotype (``new``
+        when ``scored``, else the finished search's), from its bootstrap frequencies."""
+        if self.uniform:
+            final = new if scored else self._last_genotype() if self.finished else None
+            return bootstrap_report(final, self.space.sampling.bootstrap)
         if self._genotypes is None:
             self._genotypes = [Genotype.from_dict(json.loads(line), where="genotype history")
                                for line in (self.log.history if self.log is not None else [])]

@@ -86,7 +86,7 @@ def _check_enumerable(space) -> None:
 def enumerate_architectures(space) -> list[tuple[str, Any]]:
     """Every architecture of ``space`` as ``(key, genotype)``, in the order of the candidates
     (the first position varies slowest)."""
-    from nas_reid.genotype import Genotype
+    from nas_reid.space.genotype import Genotype
 
     _check_enumerable(space)
     positions = list(space.cells.positions)

@@ -38,11 +38,19 @@ Epoch record (all keys always present; ``null`` where a figure does not apply)::
     dcs_keep     {module: mean kept-channel fraction of the last training forward}
     best         {"mAP", "R1", "epoch"}: best held-out mAP so far
     ddp          {"world_size", "genotypes_agree"}: every rank derived the same genotype
+    subnets      ``uniform`` strategy, last epoch: {"scored", "resamples", "calibration_images",
+                 "best", "best_mAP", "picked", "picked_mAP", "picked_rank", "seconds"} (held-out
+                 mAP in percent; every sub-network in ``subnets.csv``) | null
+
+A ``uniform`` search trains no architecture parameters: until its last epoch they stay at 0
+(``arch_probs`` uniform, ``decisions`` empty, ``arch_updates`` false); after it, they are the
+log of the bootstrap frequencies of :mod:`nas_reid.search.subnets`, and ``decisions`` has
+``"resamples"`` and each decision ``"basis": "bootstrap"``.
 
 Step record: ``kind: "step"``, ``epoch`` (1-based, in progress), ``step``, ``time``, ``lr``,
 ``tau``, ``loss`` (this step's values, this rank).
 
-``genotype_history.jsonl``: the genotype JSON (:meth:`nas_reid.genotype.Genotype.to_dict`) of
+``genotype_history.jsonl``: the genotype JSON (:meth:`nas_reid.space.genotype.Genotype.to_dict`) of
 every epoch, one per line, in order.
 
 Both files are kept in memory (and in the checkpoint) and rewritten atomically at each flush, so

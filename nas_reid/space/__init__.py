@@ -3,7 +3,7 @@ network built from a genotype.
 
 - :func:`load_space` reads and validates ``search_spaces/*.yaml`` into a :class:`SearchSpace`;
 - :class:`Supernet` is the searchable network (architecture parameters ``arch.<position>``);
-- :func:`build_model` builds the discrete network of a :class:`nas_reid.genotype.Genotype`.
+- :func:`build_model` builds the discrete network of a :class:`nas_reid.space.genotype.Genotype`.
 """
 
 from nas_reid.space.backbone import (

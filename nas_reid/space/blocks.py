@@ -51,7 +51,7 @@ from nas_reid.space.mobile import (
 )
 
 if TYPE_CHECKING:
-    from nas_reid.genotype import Genotype
+    from nas_reid.space.genotype import Genotype
 
 
 def _hw(hw: tuple[int, int]) -> str:

@@ -266,11 +266,19 @@ class TauConfig(_Model):
         return self.at(1.0 if span <= 0 else (epoch - warmup) / span)
 
 
-class SamplingConfig(_Model):
-    """``softmax``: DARTS (all candidates, weighted; tau unused). ``gumbel``: GDAS (one sampled)."""
+MAX_SCORED_SUBNETS = 1000
+"""The ``uniform`` strategy scores every sub-network after training; at most this many."""
 
-    strategy: Literal["softmax", "gumbel"] = "gumbel"
+
+class SamplingConfig(_Model):
+    """``softmax``: DARTS (all candidates, weighted; tau unused). ``gumbel``: GDAS (one sampled).
+    ``uniform``: SPOS (one drawn uniformly, alpha untrained; every sub-network scored at the end
+    on the held-out identities, :mod:`nas_reid.search.subnets`; tau and ``schedule.arch``
+    unused). ``bootstrap``: the resamples of the held-out queries behind ``uniform``'s choice."""
+
+    strategy: Literal["softmax", "gumbel", "uniform"] = "gumbel"
     tau: TauConfig = Field(default_factory=TauConfig)
+    bootstrap: int = Field(default=1000, ge=10, le=100000)
 
 
 # ------------------------------------------------------------------------------ schedule
@@ -484,6 +492,29 @@ class SearchSpace(_Model):
         for i, op in enumerate(self.ops):
             check_op(op.name, op.params, shapes, f"ops[{i}].params")
         return self
+
+    @model_validator(mode="after")
+    def _check_uniform(self) -> "SearchSpace":
+        if self.sampling.strategy != "uniform":
+            return self
+        if self.backbone.searchable:
+            raise ValueError("sampling.strategy: 'uniform' scores every sub-network after "
+                             "training, which needs a fixed backbone; use 'gumbel' for a "
+                             "searchable one")
+        if self.cells.nodes != 1:
+            raise ValueError("sampling.strategy: 'uniform' scores every sub-network after "
+                             "training, so far for one-node cells (one op per position); "
+                             f"this space has cells.nodes {self.cells.nodes}: use 'gumbel'")
+        count = self.num_subnets()
+        if count > MAX_SCORED_SUBNETS:
+            raise ValueError(f"sampling.strategy: 'uniform' scores every sub-network after "
+                             f"training; this space has {count:,} (at most "
+                             f"{MAX_SCORED_SUBNETS:,}): use 'gumbel', or fewer ops or positions")
+        return self
+
+    def num_subnets(self) -> int:
+        """The number of architectures of one-node cells: ops ** positions."""
+        return len(self.ops) ** len(self.cells.positions)
 
     # -- derived views
 

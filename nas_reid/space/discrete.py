@@ -10,7 +10,7 @@ candidate, so the modules (types, shapes, parameter counts) are those of the sup
 candidates; :func:`inherit_weights` copies them over.
 
 Only live edges are built (those on a path to the cell's output node, see
-:meth:`nas_reid.genotype.CellGenotype.live_edges`): a dead edge cannot change the output and
+:meth:`nas_reid.space.genotype.CellGenotype.live_edges`): a dead edge cannot change the output and
 would leave parameters without gradients (which DDP rejects). A cell's ops are named
 ``e<source>_<target>`` (``cells.layer3.ops.e0_1.mlp.0.weight``).
 """
@@ -23,15 +23,14 @@ from typing import TYPE_CHECKING
 import torch
 from torch import nn
 
-from nas_reid import genotype as _genotype  # a module import: nas_reid.genotype imports this package
 from nas_reid.ops import build_op
 from nas_reid.space.backbone import ResNetBackbone
-from nas_reid.space.mobile import MobileBackbone, narrow_state_dict
 from nas_reid.space.config import canonical_params
+from nas_reid.space.genotype import CellGenotype, Genotype, GenotypeError
+from nas_reid.space.mobile import MobileBackbone, narrow_state_dict
 from nas_reid.space.supernet import BNNeck, check_input, run_stages
 
 if TYPE_CHECKING:
-    from nas_reid.genotype import CellGenotype, Genotype
     from nas_reid.space.supernet import Supernet
 
 
@@ -80,7 +79,7 @@ class ReIDNet(nn.Module):
         mobile = genotype.backbone.mobile
         if mobile is not None:
             if backbone_weights is not None:
-                raise _genotype.GenotypeError(
+                raise GenotypeError(
                     f"backbone weights: the searched {genotype.backbone.name} backbone is trained "
                     "from scratch; no weights file can be loaded into it")
             self.backbone = MobileBackbone(mobile, genotype.backbone.last_stride)
@@ -107,7 +106,7 @@ def build_model(genotype: "Genotype", num_classes: int, *,
                 backbone_weights: str | os.PathLike | None = None) -> ReIDNet:
     """The discrete re-ID network of ``genotype`` (randomly initialised, or with ImageNet
     backbone weights from a local torchvision state_dict file)."""
-    if not isinstance(genotype, _genotype.Genotype):
+    if not isinstance(genotype, Genotype):
         raise TypeError(f"build_model needs a Genotype, got {type(genotype).__name__} "
                         "(load a file with Genotype.from_json)")
     return ReIDNet(genotype, num_classes, backbone_weights=backbone_weights)
@@ -124,7 +123,7 @@ def inherit_weights(model: ReIDNet, supernet: "Supernet") -> None:
     net = getattr(supernet, "module", supernet)
     space = net.space
     if model.genotype.space.hash != space.canonical_hash():
-        raise _genotype.GenotypeError(
+        raise GenotypeError(
             f"inherit_weights: the genotype's space hash {model.genotype.space.hash} is not the "
             f"supernet's ({space.canonical_hash()})")
     candidates = [(op.name, op.full_params()) for op in space.ops]
@@ -137,7 +136,7 @@ def inherit_weights(model: ReIDNet, supernet: "Supernet") -> None:
         widest = space.position_shapes()
         for position, shape in model.genotype.position_shapes().items():
             if shape != widest[position]:
-                raise _genotype.GenotypeError(
+                raise GenotypeError(
                     f"inherit_weights: the cell at {position} is built for {shape[0]} channels, "
                     f"the supernet's for {widest[position][0]}; a narrower cell's ops are other "
                     "modules (an SE of fewer hidden units, ...), so only cells after a stage "
@@ -153,7 +152,7 @@ def inherit_weights(model: ReIDNet, supernet: "Supernet") -> None:
         chosen = next(e for e in model.genotype.cell(position).edges if (e.source, e.target) == (s, t))
         wanted = (chosen.op, canonical_params(chosen.op, chosen.params))
         if wanted not in candidates:
-            raise _genotype.GenotypeError(
+            raise GenotypeError(
                 f"inherit_weights: {position} edge {s} -> {t} uses {chosen.op} {chosen.params}, "
                 "which is not a candidate of the supernet's space")
         k = candidates.index(wanted)

@@ -31,6 +31,18 @@ BatchNorms downstream cancel, so with one edge per cell alpha got gradients of ~
 on cpu_small); with the input as stand-in, ``dL/dh_k - dL/dh_i = <g, op_k(x) - x>`` compares the
 sampled op with doing nothing. The sampled identity therefore gives alpha no gradient.
 
+``uniform``: single-path one-shot training with uniform sampling (SPOS: Guo et al., "Single
+Path One-Shot Neural Architecture Search with Uniform Sampling", ECCV 2020). In training each
+forward runs one candidate drawn uniformly at random (from torch's global generator, so the
+search seed and the checkpoint's RNG states fix the draws) and returns its output as it is:
+alpha gets no gradient and is not trained. The architecture is chosen afterwards by scoring
+every sub-network with the trained weights (:mod:`nas_reid.search.subnets`). In eval mode
+``k = argmax alpha``, as for ``gumbel``.
+
+:attr:`MixedOp.fixed` (any strategy): when set to an index, the edge runs that candidate alone,
+in training and in eval, whatever alpha: one sub-network of the supernet, as scored by
+:mod:`nas_reid.search.subnets` (set through :meth:`nas_reid.space.Supernet.fixed`).
+
 A ``zero`` candidate is never run: it contributes nothing to the softmax sum, and when it is
 sampled its output is zeros (and alpha's gradient is ``<g, 0 - x>``).
 """
@@ -43,7 +55,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-STRATEGIES = ("softmax", "gumbel")
+STRATEGIES = ("softmax", "gumbel", "uniform")
 _MAX_DRAWS = 100
 
 
@@ -84,7 +96,9 @@ class MixedOp(nn.Module):
         self.names = list(names)
         self.strategy = strategy
         self.last_choice: int | None = None
-        """Index of the candidate run by the last gumbel forward (None for softmax)."""
+        """Index of the candidate run by the last gumbel / uniform forward (None for softmax)."""
+        self.fixed: int | None = None
+        """Run this candidate alone, whatever alpha (one sub-network); None: the strategy's rule."""
 
     def extra_repr(self) -> str:
         return f"strategy={self.strategy!r}, names={self.names}"
@@ -96,18 +110,24 @@ class MixedOp(nn.Module):
                 tau: float | torch.Tensor = 1.0) -> torch.Tensor:
         if alpha.shape != (len(self.candidates),):
             raise ValueError(f"alpha must have shape ({len(self.candidates)},), got {tuple(alpha.shape)}")
+        if self.fixed is not None:
+            return self._run(self.fixed, x)
         if self.strategy == "softmax":
             return self._softmax(x, alpha)
         if not self.training:
-            k = int(alpha.argmax())
-            self.last_choice = k
-            return torch.zeros_like(x) if self._is_zero(k) else self.candidates[k](x)
+            return self._run(int(alpha.argmax()), x)
+        if self.strategy == "uniform":
+            return self._run(int(torch.randint(len(self.candidates), ())), x)
         k, hard = gumbel_hard_sample(alpha, tau)
         self.last_choice = k
         h = hard.to(x.dtype)
         chosen = torch.zeros_like(x) if self._is_zero(k) else self.candidates[k](x)
         not_run = h.sum() - h[k]  # exactly 0 in value; the input stands in for these candidates
         return h[k] * chosen + not_run * x
+
+    def _run(self, k: int, x: torch.Tensor) -> torch.Tensor:
+        self.last_choice = k
+        return torch.zeros_like(x) if self._is_zero(k) else self.candidates[k](x)
 
     def _softmax(self, x: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
         self.last_choice = None

@@ -29,7 +29,7 @@ Re-identification", CVPR 2020; official code microsoft/Relation-Aware-Global-Att
 2025, titled "Differentiable Channel Selection in Self-Attention For Person Re-Identification").
 
 Each cell has one node and one edge ``0 -> 1``; every edge carries all the op's parameters
-(defaults filled in, as :func:`nas_reid.genotype.derive_genotype` writes them), so a later
+(defaults filled in, as :func:`nas_reid.space.genotype.derive_genotype` writes them), so a later
 change of an op default does not change what a reference file means.
 
 Placement of the RIB models (a choice, not a fact from the RIB paper). What is known
@@ -78,7 +78,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from nas_reid.errors import UserError
-from nas_reid.genotype import SCHEMA, VERSION, Genotype, GenotypeError
+from nas_reid.space.genotype import SCHEMA, VERSION, Genotype, GenotypeError
 from nas_reid.space.backbone import POSITIONS
 from nas_reid.space.config import canonical_params
 

@@ -8,7 +8,8 @@ draws them once for the whole batch.
 Parameters. The architecture parameters are one ``nn.Parameter`` per cell position, of shape
 ``(num_edges, num_ops)`` (rows: the cell's edges in :func:`~nas_reid.space.cell.cell_edges`
 order; columns: the space's candidate ops in YAML order), named ``arch.<position>`` and
-initialised to ``1e-3 * N(0, 1)`` as in DARTS. Everything else is a weight.
+initialised to ``1e-3 * N(0, 1)`` as in DARTS (to 0 for ``uniform`` sampling, which does not
+train them: :mod:`nas_reid.search.subnets` sets them after scoring). Everything else is a weight.
 :meth:`Supernet.arch_parameters` and :meth:`Supernet.weight_parameters` split
 ``named_parameters()`` by that prefix: disjoint, and together every parameter (the weights include
 the BNNeck's frozen bias, ``requires_grad=False``). Because they are ordinary parameters, the
@@ -32,6 +33,8 @@ from __future__ import annotations
 
 import math
 import os
+from contextlib import contextmanager
+from typing import Iterator, Mapping, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -118,8 +121,10 @@ class Supernet(nn.Module):
                                  strategy=space.sampling.strategy)
             for position in space.cells.positions
         })
+        init = (torch.zeros if space.sampling.strategy == "uniform"  # untrained: stays uniform
+                else lambda *shape: 1e-3 * torch.randn(*shape))
         self.arch = nn.ParameterDict({
-            position: nn.Parameter(1e-3 * torch.randn(cell.num_edges, cell.num_ops))
+            position: nn.Parameter(init(cell.num_edges, cell.num_ops))
             for position, cell in self.cells.items()
         })
         choices = getattr(self.backbone, "choices", [])
@@ -183,6 +188,63 @@ class Supernet(nn.Module):
         fmap = run_stages(self.backbone, self.cells, x,
                           lambda position, cell, z: cell(z, self.arch[position], self.tau))
         return self.head(fmap)
+
+    # -- one sub-network at a time (the ``uniform`` strategy's scoring)
+
+    @contextmanager
+    def fixed(self, choices: Mapping[str, Sequence[int]]) -> Iterator[None]:
+        """Within the block every edge runs one candidate: ``choices[position][e]`` is the
+        candidate index of edge ``e`` of that position's cell (positions left out keep their
+        strategy's rule). Restored on exit, also after an exception."""
+        edges = [(mixed, k) for position, ks in choices.items()
+                 for mixed, k in zip(self.cells[position].edges, ks, strict=True)]
+        try:
+            for mixed, k in edges:
+                mixed.fixed = int(k)
+            yield
+        finally:
+            for mixed, _ in edges:
+                mixed.fixed = None
+
+    def first_cell_input(self, x: torch.Tensor) -> torch.Tensor:
+        """The stem and the stages up to the first cell position: the part of a fixed
+        backbone that no architecture choice changes (features to compute once and reuse)."""
+        check_input(x, self.input_size, f"supernet of search space {self.space.name!r}")
+        first = self._first_position()
+        x = self.backbone.stem(x)
+        for position in POSITIONS[:POSITIONS.index(first) + 1]:
+            x = self.backbone.stage(position)(x)
+        return x
+
+    def segment(self, position: str, x: torch.Tensor) -> torch.Tensor | dict[str, torch.Tensor]:
+        """The cell at ``position``, then the stages up to the next cell position (that stage
+        included: it comes before its cell); after the last cell, the remaining stages and the
+        head (its output dict). :meth:`first_cell_input` then one segment per position, in
+        order, is :meth:`forward`."""
+        x = self.cells[position](x, self.arch[position], self.tau)
+        for stage in self._segment_stages(position):
+            x = self.backbone.stage(stage)(x)
+        return self.head(x) if position == list(self.cells)[-1] else x
+
+    def segment_modules(self, position: str) -> list[nn.Module]:
+        """The modules :meth:`segment` runs for ``position`` (its cell's every candidate)."""
+        last = position == list(self.cells)[-1]
+        return ([self.cells[position]] + [self.backbone.stage(s) for s in self._segment_stages(position)]
+                + ([self.head] if last else []))
+
+    def _segment_stages(self, position: str) -> list[str]:
+        after = POSITIONS[POSITIONS.index(position) + 1:]
+        stages = []
+        for stage in after:
+            stages.append(stage)
+            if stage in self.cells:
+                break
+        return stages
+
+    def _first_position(self) -> str:
+        if isinstance(self.backbone, MobileSupernetBackbone):
+            raise SpaceError("a searchable backbone has no fixed part before its first cell")
+        return next(p for p in POSITIONS if p in self.cells)
 
     def _forward_mobile(self, x: torch.Tensor) -> torch.Tensor:
         """One draw of the backbone's choices for the whole batch; after a cell the stage's

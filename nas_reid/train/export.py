@@ -66,7 +66,7 @@ TorchScript ``_extra_files``, stored in the archive as ``<archive>/extra/<key>``
 ``nas_reid.export_version``     ``"1"`` (this layout)
 ``nas_reid.version``            the nas-reid version that wrote the file
 ``nas_reid.format``             ``"onnx"`` or ``"torchscript"``
-``nas_reid.genotype``           the genotype JSON (:meth:`nas_reid.genotype.Genotype.to_json`)
+``nas_reid.space.genotype``           the genotype JSON (:meth:`nas_reid.space.genotype.Genotype.to_json`)
 ``nas_reid.input_name``         ``"images"``
 ``nas_reid.output_name``        ``"features"``
 ``nas_reid.input_height``       ``H`` (decimal)

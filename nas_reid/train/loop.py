@@ -70,7 +70,7 @@ from nas_reid.errors import UserError
 from nas_reid.evaluation.evaluate import EvaluationResult, evaluate_model, write_results
 from nas_reid.evaluation.features import extract
 from nas_reid.feedback import announce_data, run_folder_lines, say
-from nas_reid.genotype import Genotype
+from nas_reid.space.genotype import Genotype
 from nas_reid.losses import CenterLoss, CrossEntropyLabelSmooth, RIBLoss, TripletLoss
 from nas_reid.precision import Precision
 from nas_reid.resumable import ResumableRun, check_new_total, inspect_run_folder

@@ -34,7 +34,7 @@ from typing import Iterable
 
 from matplotlib.figure import Figure
 
-from nas_reid.genotype import Genotype
+from nas_reid.space.genotype import Genotype
 from nas_reid.genotype_report import (
     RunSource,
     backbone_probability_history,

@@ -1,8 +1,8 @@
 """Pictures of a genotype: the cell DAGs, the architecture-probability heatmap, the cost of each
 cell, and two genotypes side by side.
 
-Every function takes a :class:`~nas_reid.genotype.Genotype` (as derived by a search or loaded
-with :func:`~nas_reid.genotype.load_genotype`) or, where said, anything
+Every function takes a :class:`~nas_reid.space.genotype.Genotype` (as derived by a search or loaded
+with :func:`~nas_reid.space.genotype.load_genotype`) or, where said, anything
 :func:`nas_reid.genotype_report.load_source` reads; it returns a matplotlib ``Figure`` (built
 without pyplot, see :mod:`nas_reid.viz.figures`) and, given a path, also writes it as a PNG
 atomically. A notebook shows the returned figure as is.
@@ -42,7 +42,7 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import FancyArrowPatch, Patch, Rectangle
 
-from nas_reid.genotype import CellGenotype, CellProbabilities, Genotype
+from nas_reid.space.genotype import CellGenotype, CellProbabilities, Genotype
 from nas_reid.ops import available_ops
 from nas_reid.viz.figures import message_figure, write_figure
 

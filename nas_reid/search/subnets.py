@@ -1,0 +1,154 @@
+"""Every sub-network of a supernet scored on the held-out identities, and the choice made from them.
+
+The ``uniform`` strategy (single-path one-shot with uniform sampling, SPOS: Guo et al., ECCV
+2020) trains the supernet's weights on random single paths and leaves the architecture to this
+module, after the last epoch: with the trained weights inherited, every sub-network (one op per
+cell position) is evaluated on the held-out identities, which the weights never saw.
+
+Contract of :func:`score_subnets`:
+- BatchNorm statistics are recalibrated for each sub-network (as SPOS does): the running
+  statistics of the BNs that follow a choice are recomputed from ``calibration`` images (the
+  weight share, test-time transform) as a cumulative average, BNs in training mode, every
+  other module in eval mode (nothing random runs). The supernet's state is restored on exit.
+- Work is shared along the network: the part before the first cell runs once per image, and
+  the sub-networks that agree on their first ``i`` positions share everything up to them, so
+  the cost is about one forward of the rest per op and position, not per sub-network.
+- Returns per-query APs (query / gallery split by camera, cosine distance on ``feat_bn``, as
+  the search's quick eval), so a choice's confidence is a bootstrap over held-out queries.
+
+:meth:`SubnetScores.choose`: ``resamples`` bootstrap resamples of the queries (seeded); in each,
+the sub-network with the best mean AP; the frequency with which each op is at each position of
+that best sub-network is the op's *probability*, and the pick is, at each position, the most
+frequent op (the bootstrap's mode; with one clear winner, the sub-network of best held-out mAP).
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from nas_reid.data.base import Item
+from nas_reid.evaluation import evaluate_features
+from nas_reid.search.data import QueryGallery, plain_loader
+
+SETTLE_FREQUENCY = 0.95
+"""A position's choice is settled when its op is that of the best sub-network in at least this
+share of the bootstrap resamples."""
+
+
+@dataclass
+class SubnetScores:
+    """Held-out figures of every sub-network: ``choices[i][p]`` is the op index at position
+    ``positions[p]`` of sub-network ``i``; ``ap[i]`` its per-query APs (fractions)."""
+
+    positions: list[str]
+    labels: list[str]
+    choices: list[tuple[int, ...]]
+    ap: np.ndarray
+    r1: list[float]
+
+    @property
+    def mAP(self) -> np.ndarray:
+        return self.ap.mean(axis=1)
+
+    def key(self, i: int) -> str:
+        """``"layer3=eca layer4=se"``, the ground-truth table's architecture key."""
+        return " ".join(f"{p}={self.labels[k]}" for p, k in zip(self.positions, self.choices[i]))
+
+    def choose(self, resamples: int, seed: int) -> tuple[tuple[int, ...], np.ndarray]:
+        """The pick (op index per position) and ``(positions, ops)`` bootstrap frequencies."""
+        rng = np.random.default_rng(seed)
+        n = self.ap.shape[1]
+        freq = np.zeros((len(self.positions), len(self.labels)))
+        for start in range(0, resamples, 256):  # resamples in blocks: (block, queries) counts
+            block = min(256, resamples - start)
+            counts = rng.multinomial(n, np.full(n, 1.0 / n), size=block)
+            best = np.argmax(counts @ self.ap.T, axis=1)
+            for b in best:
+                for p, k in enumerate(self.choices[b]):
+                    freq[p, k] += 1
+        freq /= resamples
+        return tuple(int(row.argmax()) for row in freq), freq
+
+    def rows(self, pick: tuple[int, ...]) -> list[dict[str, Any]]:
+        """One row per sub-network, best held-out mAP first (``subnets.csv``)."""
+        order = np.argsort(-self.mAP, kind="stable")
+        return [{"rank": r + 1, "arch": self.key(i), "heldout_mAP": round(100 * float(self.mAP[i]), 3),
+                 "heldout_R1": round(100 * self.r1[i], 3), "picked": self.choices[i] == pick}
+                for r, i in enumerate(order)]
+
+
+def _bns(modules: Sequence[nn.Module]) -> list[nn.modules.batchnorm._BatchNorm]:
+    return [m for module in modules for m in module.modules()
+            if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
+
+
+@torch.no_grad()
+def score_subnets(net, calibration: Sequence[Item], split: QueryGallery, device: torch.device, *,
+                  batch_size: int = 128, num_workers: int = 0,
+                  progress: Callable[[int, int], None] | None = None) -> SubnetScores:
+    """Every sub-network of ``net`` (a :class:`~nas_reid.space.Supernet` with one-node cells and
+    a fixed backbone) on ``split``; see the module doc. ``progress(done, total)`` is called after
+    each sub-network."""
+    positions = list(net.cells)
+    labels = net.space.labels
+    num_ops = len(labels)
+    saved = {k: v.clone() for k, v in net.state_dict().items()}
+    was_training = net.training
+    net.eval()
+    size = net.space.input_size
+
+    def first(items: Sequence[Item]) -> list[torch.Tensor]:
+        loader = plain_loader(items, size, batch_size=batch_size, num_workers=num_workers)
+        return [net.first_cell_input(imgs.to(device)) for imgs, *_ in loader]
+
+    cal, query, gallery = first(calibration), first(split.query), first(split.gallery)
+    labels_of = {name: torch.tensor([item[j] for item in items]) for name, items, j in (
+        ("qp", split.query, 1), ("gp", split.gallery, 1), ("qc", split.query, 2),
+        ("gc", split.gallery, 2))}
+    total = num_ops ** len(positions)
+    results: dict[tuple[int, ...], tuple[np.ndarray, float]] = {}
+
+    def level(depth: int, prefix: tuple[int, ...], cal, query, gallery) -> None:
+        position = positions[depth]
+        last = depth == len(positions) - 1
+        for k in range(num_ops):
+            with net.fixed({position: [k]}):
+                bns = _bns(net.segment_modules(position))
+                momenta = [bn.momentum for bn in bns]
+                for bn in bns:
+                    bn.reset_running_stats()
+                    bn.momentum = None  # a cumulative average over the calibration batches
+                    bn.train()
+                for z in cal:
+                    if len(z) > 1:  # a BN in training mode needs two values per channel
+                        net.segment(position, z)
+                for bn, momentum in zip(bns, momenta):
+                    bn.eval()
+                    bn.momentum = momentum
+                outs = [[net.segment(position, z) for z in part] for part in (cal, query, gallery)]
+            choice = prefix + (k,)
+            if last:
+                qf = torch.cat([o["feat_bn"].float() for o in outs[1]])
+                gf = torch.cat([o["feat_bn"].float() for o in outs[2]])
+                r = evaluate_features(qf, gf, labels_of["qp"], labels_of["gp"], labels_of["qc"],
+                                      labels_of["gc"], metric="cosine", max_rank=1, per_query=True)
+                results[choice] = (r["AP"], float(r["cmc"][0]))
+                if progress is not None:
+                    progress(len(results), total)
+            else:
+                level(depth + 1, choice, *outs)
+
+    try:
+        level(0, (), cal, query, gallery)
+    finally:
+        net.load_state_dict(saved)
+        net.train(was_training)
+    choices = list(itertools.product(range(num_ops), repeat=len(positions)))
+    return SubnetScores(positions, list(labels), choices,
+                        np.stack([results[c][0] for c in choices]), [results[c][1] for c in choices])

@@ -1,0 +1,235 @@
+"""The ``uniform`` strategy: single-path sampling, one sub-network at a time, every sub-network
+scored on the held-out identities (checked against scoring each one on its own), the bootstrap
+choice, and a whole uniform search with its run folder and resume."""
+
+from __future__ import annotations
+
+import copy
+import csv
+import json
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from nas_reid.decisions import bootstrap_report
+from nas_reid.search import query_gallery_split, search, split_identities
+from nas_reid.search.data import quick_eval
+from nas_reid.search.subnets import SubnetScores, _bns, score_subnets
+from nas_reid.space import Supernet, load_space
+from nas_reid.space.config import SpaceError
+from nas_reid.space.mixed import MixedOp
+from tests.tiny import tiny_mobile_space, tiny_space
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+
+def uniform_space(**changes) -> dict:
+    space = tiny_space(name="tiny_uniform")
+    space["sampling"] = {"strategy": "uniform", "bootstrap": 200}
+    space.update(changes)
+    return space
+
+
+class Scale(nn.Module):
+    def __init__(self, factor: float) -> None:
+        super().__init__()
+        self.factor = factor
+
+    def forward(self, x):
+        return self.factor * x
+
+
+# ------------------------------------------------------------------------------ the mixed op
+
+
+def test_uniform_sampling_draws_every_candidate_from_the_seed_and_trains_no_alpha():
+    op = MixedOp([Scale(1.0), Scale(2.0), Scale(3.0)], ["a", "b", "c"], "uniform").train()
+    alpha = torch.zeros(3, requires_grad=True)
+    x = torch.ones(1, 1, 2, 2, requires_grad=True)
+
+    def draws():
+        out = []
+        for _ in range(60):
+            y = op(x, alpha)
+            out.append(op.last_choice)
+            assert torch.equal(y, (op.last_choice + 1.0) * x)  # the drawn op's output as it is
+        return out
+
+    torch.manual_seed(3)
+    first = draws()
+    torch.manual_seed(3)
+    assert draws() == first and set(first) == {0, 1, 2}
+    op(x, alpha).sum().backward()
+    assert alpha.grad is None and x.grad is not None
+
+    op.eval()
+    assert torch.equal(op(x, torch.tensor([0.0, 5.0, 1.0])), 2 * x)  # eval: argmax alpha
+
+
+@pytest.mark.parametrize("strategy", ["softmax", "gumbel", "uniform"])
+def test_a_fixed_edge_runs_its_candidate_alone_in_training_and_eval(strategy):
+    op = MixedOp([Scale(1.0), Scale(2.0), Scale(3.0)], ["a", "b", "c"], strategy)
+    x, alpha = torch.ones(1, 1, 2, 2), torch.tensor([5.0, 0.0, 0.0])
+    op.fixed = 2
+    for mode in (True, False):
+        op.train(mode)
+        assert torch.equal(op(x, alpha), 3 * x) and op.last_choice == 2
+
+
+# ------------------------------------------------------------------------------ the supernet
+
+
+@pytest.mark.parametrize("positions", [["layer3", "layer4"], ["layer1", "layer3"]])
+def test_the_first_cell_input_then_the_segments_are_the_forward(positions):
+    space = uniform_space(cells={"positions": positions, "nodes": 1, "edges_per_node": 1})
+    torch.manual_seed(0)
+    net = Supernet(load_space(space), num_classes=4).eval()
+    x = torch.randn(2, 3, 64, 32)
+    with torch.no_grad(), net.fixed({positions[0]: [1], positions[1]: [2]}):
+        z = net.first_cell_input(x)
+        for position in positions:
+            z = net.segment(position, z)
+        whole = net(x)
+    assert torch.equal(z["feat_bn"], whole["feat_bn"])
+    assert all(m.fixed is None for cell in net.cells.values() for m in cell.edges)  # restored
+
+
+# ------------------------------------------------------------------------------ scoring
+
+
+def calibrate_alone(net, choice: dict, images: list[torch.Tensor]) -> None:
+    """One sub-network's BNs recalibrated by whole forwards, segment after segment."""
+    net.eval()
+    with torch.no_grad(), net.fixed(choice):
+        for position in net.cells:
+            bns = _bns(net.segment_modules(position))
+            for bn in bns:
+                bn.reset_running_stats()
+                bn.momentum = None
+                bn.train()
+            for imgs in images:
+                net(imgs)
+            for bn in bns:
+                bn.eval()
+
+
+def test_scoring_shares_work_yet_gives_each_sub_network_its_own_figures(dataset):
+    space = load_space(uniform_space())
+    torch.manual_seed(0)
+    net = Supernet(space, num_classes=4)
+    with torch.no_grad():  # BN statistics unlike any sub-network's
+        for bn in _bns([net]):
+            bn.running_mean.uniform_(-1, 1)
+            bn.running_var.uniform_(0.5, 2)
+    split = split_identities(dataset.train, 0.5, 0, min_ids=2)
+    heldout = query_gallery_split(split.heldout)
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    scores = score_subnets(net, split.weight, heldout, torch.device("cpu"), batch_size=8)
+    after = net.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)  # the supernet is as it was
+
+    assert len(scores.choices) == 9 and scores.ap.shape[0] == 9
+    from nas_reid.search.data import plain_loader
+
+    images = [imgs for imgs, *_ in plain_loader(split.weight, (64, 32), batch_size=8)]
+    for i, choice in enumerate(scores.choices):
+        alone = copy.deepcopy(net)
+        calibrate_alone(alone, {"layer3": [choice[0]], "layer4": [choice[1]]}, images)
+        with torch.no_grad(), alone.fixed({"layer3": [choice[0]], "layer4": [choice[1]]}):
+            figures = quick_eval(alone, heldout, (64, 32), torch.device("cpu"), batch_size=8)
+        assert scores.mAP[i] == pytest.approx(figures["mAP"], abs=1e-5), scores.key(i)
+        assert scores.r1[i] == pytest.approx(figures["R1"], abs=1e-9)
+    assert len({round(float(m), 6) for m in scores.mAP}) > 1  # the sub-networks differ
+
+
+def test_the_bootstrap_choice_and_its_frequencies():
+    rng = np.random.default_rng(0)
+    choices = [(a, b) for a in range(3) for b in range(3)]
+    ap = rng.uniform(0.3, 0.4, size=(9, 200))
+    ap[5] += 0.3  # (1, 2) is far ahead
+    scores = SubnetScores(["layer3", "layer4"], ["identity", "se", "eca"], choices, ap, [0.5] * 9)
+    pick, freq = scores.choose(300, seed=1)
+    assert pick == (1, 2) and freq[0, 1] == 1.0 and freq[1, 2] == 1.0
+    assert scores.key(5) == "layer3=se layer4=eca"
+    rows = scores.rows(pick)
+    assert rows[0]["arch"] == "layer3=se layer4=eca" and rows[0]["picked"] and rows[0]["rank"] == 1
+
+    close = rng.uniform(0.3, 0.4, size=(9, 200))  # no winner: the frequencies spread
+    scores = SubnetScores(["layer3", "layer4"], ["identity", "se", "eca"], choices, close, [0.5] * 9)
+    pick, freq = scores.choose(300, seed=1)
+    assert np.allclose(freq.sum(axis=1), 1.0) and freq.max() < 0.95
+    assert scores.choose(300, seed=1)[1].tolist() == freq.tolist()  # seeded
+    assert pick == tuple(int(row.argmax()) for row in freq)
+
+
+# ------------------------------------------------------------------------------ the search
+
+
+@pytest.fixture(scope="module")
+def uniform_run(tmp_path_factory, dataset):
+    out = tmp_path_factory.mktemp("runs") / "uniform"
+    return search(uniform_space(), dataset, out_dir=out, progress=False)
+
+
+def test_a_uniform_search_scores_every_sub_network_and_picks_the_bootstrap_mode(uniform_run):
+    out = uniform_run.out_dir
+    with open(out / "subnets.csv", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert len(rows) == 9 and [int(r["rank"]) for r in rows] == list(range(1, 10))
+    maps = [float(r["heldout_mAP"]) for r in rows]
+    assert maps == sorted(maps, reverse=True)
+    picked = [r["arch"] for r in rows if r["picked"] == "True"]
+    genotype = uniform_run.genotype
+    assert picked == [" ".join(f"{c.position}={c.edges[0].op}" for c in genotype.cells)]
+
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    epochs = [r for r in records if r["kind"] == "epoch"]
+    assert epochs[0]["subnets"] is None and epochs[0]["arch_updates"] is False
+    assert epochs[0]["decisions"]["total"] == 0 and epochs[0]["decisions"]["resamples"] == 200
+    assert all(p == pytest.approx(1 / 3) for p in epochs[0]["arch_probs"]["layer3"][0])
+    last = epochs[-1]
+    assert last["subnets"]["scored"] == 9 and last["subnets"]["picked"] == picked[0]
+    assert last["loss"]["arch"] is None  # no architecture step ran
+    for position, probs in last["arch_probs"].items():  # the bootstrap frequencies
+        assert sum(probs[0]) == pytest.approx(1.0)
+    report = uniform_run.decisions
+    assert report.resamples == 200 and len(report.decisions) == 2
+    for d in report.decisions:
+        assert d.basis == "bootstrap" and d.settled == (d.probability >= 0.95)
+        assert "bootstrap resamples" in d.describe()
+    assert report.summary() == bootstrap_report(genotype, 200).summary()
+
+
+def test_a_uniform_search_resumed_ends_as_an_uninterrupted_one(uniform_run, dataset, tmp_path):
+    out = tmp_path / "resumed"
+    part = search(uniform_space(), dataset, out_dir=out, progress=False, max_steps=5)
+    assert not part.finished
+    done = search(None, dataset, out_dir=out, progress=False, resume=True)
+    assert done.finished and done.genotype.cells == uniform_run.genotype.cells
+    assert (out / "subnets.csv").read_text() == (uniform_run.out_dir / "subnets.csv").read_text()
+
+
+def test_genotype_show_reports_the_bootstrap_decisions(uniform_run, run):
+    result = run("genotype", "show", str(uniform_run.out_dir))
+    assert result.exit_code == 0, result.output
+    assert "layer3 0->1" in result.output
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"cells": {"positions": ["layer3"], "nodes": 2, "edges_per_node": 1}}, "one-node cells"),
+    ({"ops": ["identity", "se", "eca", "cbam_c", "rga_s", "rga_c", "dcs", "zero"],
+      "cells": {"positions": ["layer1", "layer2", "layer3", "layer4"], "nodes": 1,
+                "edges_per_node": 1}}, "4,096"),
+])
+def test_uniform_refuses_spaces_it_cannot_enumerate(change, message):
+    with pytest.raises(SpaceError, match=message):
+        load_space(uniform_space(**change))
+
+
+def test_uniform_refuses_a_searchable_backbone():
+    space = tiny_mobile_space()
+    space["sampling"] = {"strategy": "uniform"}
+    with pytest.raises(SpaceError, match="fixed backbone"):
+        load_space(space)
