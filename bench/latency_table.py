@@ -65,7 +65,7 @@ def main(argv=None) -> None:
     import torch
     from scipy.stats import kendalltau
 
-    from nas_reid.genotype_report import network_cost
+    from nas_reid.viz.genotype_report import network_cost
     from nas_reid.search.cost import CostModel, latency_bounds
     from nas_reid.search.latency import measure_table, measurement_device, time_forward
     from nas_reid.space import build_model, load_space

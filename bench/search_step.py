@@ -66,7 +66,7 @@ def run_case(case: dict) -> dict:
     import torch.nn.functional as F
 
     from nas_reid.losses import CrossEntropyLabelSmooth, TripletLoss
-    from nas_reid.precision import Precision, PrecisionConfig
+    from nas_reid.engine.precision import Precision, PrecisionConfig
     from nas_reid.space import Supernet, load_space
 
     from nas_reid.search.cost import CostModel

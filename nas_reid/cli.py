@@ -586,7 +586,7 @@ def evaluate_cmd(checkpoint, data, root, cuhk03_variant, rerank, flip, out, rank
     import torch
 
     from .evaluation.evaluate import evaluate_model, format_results, ranked_lists, write_results
-    from .runtime import resolve_device
+    from .engine.runtime import resolve_device
     from .train.checkpoint import load_model
     from .viz.ranked_list import plot_ranked_lists
 
@@ -677,7 +677,7 @@ def genotype_show(spec) -> None:
     and the whole network, op counts, probabilities, provenance, which choices a search run had
     settled (unchanged over its last 3 architecture epochs, with a margin above twice its
     epoch-to-epoch movement), and the run's final figures."""
-    from .genotype_report import format_summary
+    from .viz.genotype_report import format_summary
 
     click.echo(format_summary(spec))
 
@@ -719,7 +719,7 @@ def genotype_diff(a, b, out, formats) -> None:
     changed (op or parameters), and the change in parameters and FLOPs per cell, of the
     backbone and in total. A and B are each a FILE, RUN or NAME.
     """
-    from .genotype_diff import diff_genotypes, format_diff
+    from .viz.genotype_diff import diff_genotypes, format_diff
 
     if out is not None and out.exists() and not out.is_dir():
         raise UserError(f"--out {out} exists and is not a folder")

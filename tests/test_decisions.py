@@ -1,4 +1,4 @@
-"""Which choices a search had settled (nas_reid.decisions): margins, how long a choice held,
+"""Which choices a search had settled (nas_reid.search.decisions): margins, how long a choice held,
 warm-up epochs left out, node inputs, the skip cap, a searchable backbone's choices, and
 ``nas-reid genotype show`` of a run folder."""
 
@@ -12,9 +12,9 @@ import torch
 from click.testing import CliRunner
 
 from nas_reid.cli import main
-from nas_reid.decisions import SETTLE_EPOCHS, decision_report, decision_values
+from nas_reid.search.decisions import SETTLE_EPOCHS, decision_report, decision_values
 from nas_reid.space.genotype import derive_genotype
-from nas_reid.genotype_report import decision_rows, load_source
+from nas_reid.viz.genotype_report import decision_rows, load_source
 from nas_reid.space import Supernet, load_space
 from tests.tiny import tiny_mobile_space
 

@@ -239,7 +239,7 @@ def test_the_cost_speaks_its_unit():
 def test_cost_history_reads_the_unit_and_old_records_are_mflops():
     from types import SimpleNamespace
 
-    from nas_reid.genotype_report import cost_history
+    from nas_reid.viz.genotype_report import cost_history
 
     old = {"form": "additive", "target": 3.0, "expected": 2.5, "achieved": 2.0}
     new = {**old, "metric": "latency", "unit": "ms", "device": "cpu: x, 1 torch threads"}

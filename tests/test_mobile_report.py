@@ -23,8 +23,8 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from nas_reid import viz
 from nas_reid.space.genotype import Genotype
-from nas_reid.genotype_diff import diff_genotypes, format_diff
-from nas_reid.genotype_report import (
+from nas_reid.viz.genotype_diff import diff_genotypes, format_diff
+from nas_reid.viz.genotype_report import (
     backbone_cost,
     backbone_probability_history,
     backbone_stages,

@@ -33,7 +33,7 @@ from nas_reid.search import (
     search,
     split_identities,
 )
-from nas_reid.runtime import rng_state, set_rng_state
+from nas_reid.engine.runtime import rng_state, set_rng_state
 from nas_reid.search.checkpoint import save_checkpoint
 from nas_reid.space import Supernet, load_space
 from tests.tiny import tiny_space

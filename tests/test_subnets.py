@@ -13,7 +13,7 @@ import pytest
 import torch
 from torch import nn
 
-from nas_reid.decisions import bootstrap_report
+from nas_reid.search.decisions import bootstrap_report
 from nas_reid.search import query_gallery_split, search, split_identities
 from nas_reid.search.data import quick_eval
 from nas_reid.search.subnets import SubnetScores, _bns, score_subnets

@@ -23,8 +23,8 @@ from matplotlib.text import Text
 
 from nas_reid.errors import UserError
 from nas_reid.space.genotype import Genotype, GenotypeError
-from nas_reid.genotype_diff import diff_genotypes, format_diff
-from nas_reid.genotype_report import (
+from nas_reid.viz.genotype_diff import diff_genotypes, format_diff
+from nas_reid.viz.genotype_report import (
     cell_costs,
     cost_rows,
     default_compare,

@@ -48,7 +48,7 @@ from typing import Any
 
 from nas_reid.errors import UserError
 from nas_reid.fileio import atomic_torch_save, torch_load_safe
-from nas_reid.resumable import RUN_KEY, checkpoint_kind
+from nas_reid.engine.resumable import RUN_KEY, checkpoint_kind
 
 VERSION = 1
 CHECKPOINT = Path("checkpoints") / "last.pt"

@@ -50,7 +50,7 @@ import torch
 
 from nas_reid.errors import UserError
 from nas_reid.space.genotype import Genotype
-from nas_reid.genotype_report import network_cost
+from nas_reid.space.costs import network_cost
 from nas_reid.search.latency import LatencyTable
 from nas_reid.space.blocks import Block, SpaceBlocks, network_blocks, space_blocks
 from nas_reid.space.config import CostConfig, SearchSpace
@@ -98,7 +98,7 @@ class CostModel:
 
     def achieved(self, genotype: Genotype) -> float:
         """The cost of the genotype's network: its FLOPs (backbone and live cell edges;
-        :func:`nas_reid.genotype_report.network_cost`) or the sum of its blocks' latencies."""
+        :func:`nas_reid.space.costs.network_cost`) or the sum of its blocks' latencies."""
         if self.table is not None:
             return float(sum(self.table.ms(b.key) for b in network_blocks(genotype)))
         return network_cost(genotype)[1] / MEGA

@@ -45,7 +45,7 @@ softmax(alpha) per cell, edge and op, the derived genotype (appended to
 checkpoint (:mod:`nas_reid.search.checkpoint`). The final genotype is the last epoch's
 (DARTS' convention); the best held-out mAP is recorded alongside.
 
-Precision. ``schedule.precision`` (:mod:`nas_reid.precision`): on CUDA by default both steps'
+Precision. ``schedule.precision`` (:mod:`nas_reid.engine.precision`): on CUDA by default both steps'
 forward passes, the RIB's feature extraction and the quick eval run under bf16 autocast, and
 the supernet and images use channels_last; the losses take the outputs cast to float32, the
 cost term is computed outside autocast, and weights, architecture parameters and optimizer
@@ -100,15 +100,15 @@ from tqdm.auto import tqdm
 
 from nas_reid import __version__
 from nas_reid.data import ReIDDataset, resolve_dataset
-from nas_reid.decisions import DecisionReport, bootstrap_report, decision_report
+from nas_reid.search.decisions import DecisionReport, bootstrap_report, decision_report
 from nas_reid.errors import UserError
-from nas_reid.feedback import announce_data, run_folder_lines, say
+from nas_reid.engine.feedback import announce_data, run_folder_lines, say
 from nas_reid.space.genotype import Genotype, derive_genotype
 from nas_reid.losses import CrossEntropyLabelSmooth, RIBLoss, TripletLoss
 from nas_reid.ops.dcs import dcs_keep_ratios
-from nas_reid.precision import Precision
-from nas_reid.resumable import ResumableRun, check_new_total, inspect_run_folder
-from nas_reid.runtime import (
+from nas_reid.engine.precision import Precision
+from nas_reid.engine.resumable import ResumableRun, check_new_total, inspect_run_folder
+from nas_reid.engine.runtime import (
     World,
     all_reduce_sums,
     broadcast_buffers,
@@ -183,7 +183,7 @@ class SearchResult:
     metrics: list[dict[str, Any]] = field(default_factory=list)
     """The epoch records of metrics.jsonl."""
     decisions: DecisionReport | None = None
-    """Which choices of the final genotype the search had settled (:mod:`nas_reid.decisions`);
+    """Which choices of the final genotype the search had settled (:mod:`nas_reid.search.decisions`);
     None before the first epoch."""
 
 
@@ -264,10 +264,10 @@ def search(space: str | os.PathLike | dict | SearchSpace | None = None,
             built-in ``synthreid`` benchmark, or, with ``resume``, the run's own.
         out_dir: the run folder; default ``runs/search-<timestamp>`` under the current folder.
             It must not hold anything unless ``resume``, but a search that stopped before its
-            first checkpoint, which starts again (:mod:`nas_reid.resumable`).
+            first checkpoint, which starts again (:mod:`nas_reid.engine.resumable`).
         epochs, seed: override the space's ``schedule.epochs`` / ``schedule.seed``; with
             ``resume``, ``epochs`` is a new total (at least the epochs begun), followed by every
-            schedule from where the run resumes (:mod:`nas_reid.resumable`).
+            schedule from where the run resumes (:mod:`nas_reid.engine.resumable`).
         overrides: fields of the space to change, ``{"schedule": {"cost": {"form":
             "additive"}}}`` or ``["schedule.cost.form=additive"]`` (values parsed as YAML);
             not with ``resume``.

@@ -34,7 +34,7 @@ Epoch record (all keys always present; ``null`` where a figure does not apply)::
                  "probability", "runner_up", "runner_up_probability", "margin", "held_since",
                  "held_epochs", "changes", "settled", "capped", "movement", "confidence"}]}:
                  which choices of this epoch's genotype have held over the last "window"
-                 architecture epochs with a margin beyond its movement (:mod:`nas_reid.decisions`)
+                 architecture epochs with a margin beyond its movement (:mod:`nas_reid.search.decisions`)
     dcs_keep     {module: mean kept-channel fraction of the last training forward}
     best         {"mAP", "R1", "epoch"}: best held-out mAP so far
     ddp          {"world_size", "genotypes_agree"}: every rank derived the same genotype
@@ -69,7 +69,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from nas_reid.runlog import METRICS_FILE, TENSORBOARD_DIR, MetricsLog
+from nas_reid.engine.runlog import METRICS_FILE, TENSORBOARD_DIR, MetricsLog
 
 HISTORY_FILE = "genotype_history.jsonl"
 __all__ = ["HISTORY_FILE", "METRICS_FILE", "TENSORBOARD_DIR", "RunLog"]

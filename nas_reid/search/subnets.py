@@ -36,11 +36,6 @@ from nas_reid.data.base import Item
 from nas_reid.evaluation import evaluate_features
 from nas_reid.search.data import QueryGallery, plain_loader
 
-SETTLE_FREQUENCY = 0.95
-"""A position's choice is settled when its op is that of the best sub-network in at least this
-share of the bootstrap resamples."""
-
-
 @dataclass
 class SubnetScores:
     """Held-out figures of every sub-network: ``choices[i][p]`` is the op index at position

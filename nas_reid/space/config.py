@@ -54,7 +54,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
 
 from nas_reid.errors import UserError, unknown_field
-from nas_reid.precision import PrecisionConfig
+from nas_reid.engine.precision import PrecisionConfig
 from nas_reid.ops import OpError, available_ops, build_op, op_params
 from nas_reid.space.mobile import MOBILE_BACKBONES, MobileConfig, mobile_stage_shapes
 
@@ -427,7 +427,7 @@ class ScheduleConfig(_Model):
     skip_cap: int | None = Field(default=None, ge=0)
     """At most this many identity edges per derived cell (None: no cap)."""
     precision: PrecisionConfig = Field(default_factory=PrecisionConfig)
-    """bf16 autocast and channels_last (``auto``: on CUDA only; :mod:`nas_reid.precision`)."""
+    """bf16 autocast and channels_last (``auto``: on CUDA only; :mod:`nas_reid.engine.precision`)."""
     seed: int = 0
 
     @model_validator(mode="after")

@@ -34,7 +34,7 @@ import torch
 from nas_reid.errors import UserError
 from nas_reid.fileio import atomic_torch_save, torch_load_safe
 from nas_reid.space.genotype import Genotype, GenotypeError
-from nas_reid.resumable import RUN_KEY, checkpoint_kind
+from nas_reid.engine.resumable import RUN_KEY, checkpoint_kind
 from nas_reid.space.discrete import ReIDNet, build_model
 
 VERSION = 1

@@ -36,7 +36,7 @@ sampler position; augmentation is a pure function of (seed, epoch, image)
 one with the same seed (on CPU; on CUDA with ``deterministic: true``).
 
 Precision. On CUDA the forward passes run under bf16 autocast and the model and images use
-channels_last (``precision`` in the recipe; ``auto`` means on CUDA only; :mod:`nas_reid.precision`);
+channels_last (``precision`` in the recipe; ``auto`` means on CUDA only; :mod:`nas_reid.engine.precision`);
 weights, optimizer state and the gradients stay float32, so no loss scaling is needed.
 
 DDP. Under ``torchrun`` every rank trains on a disjoint share of every PK batch list
@@ -69,13 +69,13 @@ from nas_reid.data.transforms import build_transforms
 from nas_reid.errors import UserError
 from nas_reid.evaluation.evaluate import EvaluationResult, evaluate_model, write_results
 from nas_reid.evaluation.features import extract
-from nas_reid.feedback import announce_data, run_folder_lines, say
+from nas_reid.engine.feedback import announce_data, run_folder_lines, say
 from nas_reid.space.genotype import Genotype
 from nas_reid.losses import CenterLoss, CrossEntropyLabelSmooth, RIBLoss, TripletLoss
-from nas_reid.precision import Precision
-from nas_reid.resumable import ResumableRun, check_new_total, inspect_run_folder
-from nas_reid.runlog import MetricsLog
-from nas_reid.runtime import (
+from nas_reid.engine.precision import Precision
+from nas_reid.engine.resumable import ResumableRun, check_new_total, inspect_run_folder
+from nas_reid.engine.runlog import MetricsLog
+from nas_reid.engine.runtime import (
     World,
     all_reduce_sums,
     broadcast_buffers,
@@ -170,7 +170,7 @@ def retrain(genotype: Genotype | str | os.PathLike | None = None,
             milestones with it (:func:`~nas_reid.train.recipe.scaled_to`, said on stderr with
             ``progress``) unless ``overrides`` sets them. With ``resume``, ``epochs`` is a new
             total (at least the epochs begun), followed by every schedule from where the run
-            resumes (:mod:`nas_reid.resumable`).
+            resumes (:mod:`nas_reid.engine.resumable`).
         device: ``cpu`` or ``cuda`` (``cuda:<local rank>`` under torchrun).
         resume: continue ``out_dir/checkpoints/last.pt`` (a finished run is returned as is;
             one without a checkpoint starts again from its ``config.yaml``). Without it,

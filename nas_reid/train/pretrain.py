@@ -163,7 +163,7 @@ def pretrain(backbone: str = "resnet18", input_size: Sequence[int] = (128, 64),
     from nas_reid.space.reference import resolve_genotype, retarget
     from nas_reid.train.loop import retrain
 
-    from nas_reid.runtime import resolve_device
+    from nas_reid.engine.runtime import resolve_device
 
     size = _check_backbone(backbone, input_size)
     r = _recipe(recipe, overrides)

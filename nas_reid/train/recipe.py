@@ -31,7 +31,7 @@ the defaults for a genotype with a mobile backbone (:func:`default_recipe`).
 ``grad_clip``   clip the gradient norm at this value (null: no clipping)
 ``eval``        ``every`` N epochs (0: at the end only) on query / gallery, with ``flip``
 ``precision``   ``bf16`` autocast and ``channels_last``: ``auto`` (on CUDA only), true, false
-                (:mod:`nas_reid.precision`)
+                (:mod:`nas_reid.engine.precision`)
 ``deterministic`` deterministic algorithms (slower on GPU; CPU runs are deterministic anyway)
 ``seed``        python / numpy / torch seed, sampler and augmentation streams
 ==============  ===========================================================================
@@ -53,7 +53,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from nas_reid.errors import UserError
-from nas_reid.precision import PrecisionConfig
+from nas_reid.engine.precision import PrecisionConfig
 from nas_reid.space.config import BatchConfig, LossConfig, format_validation_error, read_yaml_mapping
 
 RECIPE_NAMES = ("bot", "synthetic", "mobile", "mobile_synthetic", "pretrain_synthetic")

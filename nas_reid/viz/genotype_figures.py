@@ -1,6 +1,6 @@
 """All the pictures of a genotype or a run at once: what ``nas-reid genotype plot`` writes.
 
-:func:`genotype_figures` builds, for anything :func:`nas_reid.genotype_report.load_source`
+:func:`genotype_figures` builds, for anything :func:`nas_reid.viz.genotype_report.load_source`
 reads, every figure that the source has data for, and says why each other one is left out:
 
 ==================  ===================================================  =====================
@@ -35,7 +35,7 @@ from typing import Iterable
 from matplotlib.figure import Figure
 
 from nas_reid.space.genotype import Genotype
-from nas_reid.genotype_report import (
+from nas_reid.viz.genotype_report import (
     RunSource,
     backbone_probability_history,
     cost_history,

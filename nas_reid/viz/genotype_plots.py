@@ -3,7 +3,7 @@ cell, and two genotypes side by side.
 
 Every function takes a :class:`~nas_reid.space.genotype.Genotype` (as derived by a search or loaded
 with :func:`~nas_reid.space.genotype.load_genotype`) or, where said, anything
-:func:`nas_reid.genotype_report.load_source` reads; it returns a matplotlib ``Figure`` (built
+:func:`nas_reid.viz.genotype_report.load_source` reads; it returns a matplotlib ``Figure`` (built
 without pyplot, see :mod:`nas_reid.viz.figures`) and, given a path, also writes it as a PNG
 atomically. A notebook shows the returned figure as is.
 
@@ -47,8 +47,8 @@ from nas_reid.ops import available_ops
 from nas_reid.viz.figures import message_figure, write_figure
 
 if TYPE_CHECKING:
-    from nas_reid.genotype_diff import GenotypeDiff
-    from nas_reid.genotype_report import RunSource
+    from nas_reid.viz.genotype_diff import GenotypeDiff
+    from nas_reid.viz.genotype_report import RunSource
 
 _PALETTE = tuple(c for c in colormaps["tab10"].colors + colormaps["Dark2"].colors
                  if len({round(v, 3) for v in c}) > 1)
@@ -168,7 +168,7 @@ def _resolve(genotype: "Genotype | RunSource | str | os.PathLike"
     """``(genotype, name, op_of)`` of a genotype or anything ``load_source`` reads."""
     if isinstance(genotype, Genotype):
         return genotype, genotype.space.name, None
-    from nas_reid.genotype_report import load_source
+    from nas_reid.viz.genotype_report import load_source
 
     source = load_source(genotype)
     return source.genotype, source.name, source.op_of
@@ -177,7 +177,7 @@ def _resolve(genotype: "Genotype | RunSource | str | os.PathLike"
 def plot_cells(genotype: "Genotype | RunSource | str | os.PathLike",
                path: str | os.PathLike | None = None, *, title: str | None = None) -> Figure:
     """The DAG of every cell of ``genotype`` (or of anything
-    :func:`~nas_reid.genotype_report.load_source` reads), side by side; written to ``path`` if
+    :func:`~nas_reid.viz.genotype_report.load_source` reads), side by side; written to ``path`` if
     given."""
     from_source = not isinstance(genotype, Genotype)
     genotype, name, _ = _resolve(genotype)
@@ -231,8 +231,8 @@ def plot_arch_probabilities(genotype: "Genotype | RunSource | str | os.PathLike"
     ``probabilities`` defaults to the genotype's own (those it was derived from); the chosen op
     of every kept edge is outlined in red. ``op_of`` maps a candidate label to its op name
     (labels are op names unless the space gives labels; :meth:`RunSource.op_of
-    <nas_reid.genotype_report.RunSource.op_of>`); column names are written in their op's
-    colour. ``genotype`` may be anything :func:`~nas_reid.genotype_report.load_source` reads
+    <nas_reid.viz.genotype_report.RunSource.op_of>`); column names are written in their op's
+    colour. ``genotype`` may be anything :func:`~nas_reid.viz.genotype_report.load_source` reads
     (then ``op_of`` defaults to the run's). Written to ``path`` if given.
     """
     genotype, name, source_op_of = _resolve(genotype)
@@ -342,9 +342,9 @@ def _tick_label(value: float, _position: int | None = None) -> str:
 def plot_cell_costs(genotype: "Genotype | RunSource | str | os.PathLike",
                     path: str | os.PathLike | None = None, *, title: str | None = None) -> Figure:
     """Parameters and forward FLOPs (one image) of every cell, bars stacked by op (live edges
-    only; :func:`nas_reid.genotype_report.cell_costs`), the total written above each bar.
-    ``genotype``: a genotype or anything :func:`~nas_reid.genotype_report.load_source` reads."""
-    from nas_reid.genotype_report import cell_costs, format_count, load_source, total_cost
+    only; :func:`nas_reid.space.costs.cell_costs`), the total written above each bar.
+    ``genotype``: a genotype or anything :func:`~nas_reid.viz.genotype_report.load_source` reads."""
+    from nas_reid.viz.genotype_report import cell_costs, format_count, load_source, total_cost
 
     name = None
     if not isinstance(genotype, Genotype):
@@ -403,9 +403,9 @@ def plot_genotype_diff(a: "Genotype | RunSource | str | os.PathLike | GenotypeDi
     edges that differ under a halo: removed (only in A), added (only in B), changed (another op,
     other parameters, or live in one and dead in the other). Each panel's title gives the
     cell's size, parameters and FLOPs (B's also the difference to A). ``a`` may be a
-    :class:`~nas_reid.genotype_diff.GenotypeDiff` already computed (then ``b`` is None)."""
-    from nas_reid.genotype_diff import GenotypeDiff, diff_genotypes
-    from nas_reid.genotype_report import format_count, format_delta
+    :class:`~nas_reid.viz.genotype_diff.GenotypeDiff` already computed (then ``b`` is None)."""
+    from nas_reid.viz.genotype_diff import GenotypeDiff, diff_genotypes
+    from nas_reid.viz.genotype_report import format_count, format_delta
 
     diff = a if isinstance(a, GenotypeDiff) else diff_genotypes(a, b, names=names)
     sides = (("a", diff.name_a, diff.a), ("b", diff.name_b, diff.b))
@@ -519,7 +519,7 @@ def plot_backbone(genotype: "Genotype | RunSource | str | os.PathLike",
     blocks; stages grouped by layer (shaded bands, the layer named under them) and each cell
     position marked by a dashed line after its layer's last stage, labelled with the cell's
     live ops in their colours. A fixed ResNet gives a figure saying so."""
-    from nas_reid.genotype_report import backbone_cost, backbone_stages, format_count
+    from nas_reid.viz.genotype_report import backbone_cost, backbone_stages, format_count
 
     genotype, name, _ = _resolve(genotype)
     name = name or "genotype"
@@ -602,7 +602,7 @@ def plot_backbone_probabilities(genotype: "Genotype | RunSource | str | os.PathL
     genotype without recorded backbone probabilities, gives a figure saying so."""
     import numpy as np
 
-    from nas_reid.genotype_report import backbone_stages
+    from nas_reid.viz.genotype_report import backbone_stages
 
     genotype, name, _ = _resolve(genotype)
     name = name or "genotype"

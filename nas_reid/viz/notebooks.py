@@ -1,7 +1,7 @@
 """Running the notebooks of ``notebooks/`` on a run, and rendering them to HTML for sharing.
 
 The notebooks read the run (or genotype) to show from the environment variable
-:data:`~nas_reid.genotype_report.RUN_ENV` (``NAS_REID_RUN``; unset: the newest finished
+:data:`~nas_reid.viz.genotype_report.RUN_ENV` (``NAS_REID_RUN``; unset: the newest finished
 ``runs/search-*``, else the reference genotype ``rga_sc``) and the genotype to compare it with
 from ``NAS_REID_COMPARE`` (default ``rga_sc``). :func:`execute_notebook` runs one top to bottom
 in a fresh kernel of *this* Python (so the ``nas_reid`` it imports is this one, whatever kernels
@@ -22,7 +22,7 @@ from typing import Any, Iterable
 
 from nas_reid.errors import UserError
 from nas_reid.fileio import atomic_write_text
-from nas_reid.genotype_report import RUN_ENV
+from nas_reid.viz.genotype_report import RUN_ENV
 
 COMPARE_ENV = "NAS_REID_COMPARE"
 NOTEBOOKS = ("genotype_visualization.ipynb", "search_report.ipynb")
@@ -162,11 +162,11 @@ def render_notebooks(run: str | os.PathLike | None, out_dir: str | os.PathLike, 
     nbformat = _need("nbformat")
     paths = find_notebooks(notebooks)
     if run is not None:  # fail here, with the loader's message, not inside a kernel
-        from nas_reid.genotype_report import load_source
+        from nas_reid.viz.genotype_report import load_source
 
         load_source(run)
     if compare is not None:
-        from nas_reid.genotype_report import load_source
+        from nas_reid.viz.genotype_report import load_source
 
         load_source(compare)
     out = Path(out_dir)

@@ -1,7 +1,7 @@
 """Pictures of a run over its epochs, from its ``metrics.jsonl`` and ``genotype_history.jsonl``.
 
-Every function takes anything :func:`nas_reid.genotype_report.load_source` reads (a run
-folder, or a :class:`~nas_reid.genotype_report.RunSource` already loaded), returns a matplotlib
+Every function takes anything :func:`nas_reid.viz.genotype_report.load_source` reads (a run
+folder, or a :class:`~nas_reid.viz.genotype_report.RunSource` already loaded), returns a matplotlib
 ``Figure`` and, given a path, also writes it (the suffix names the format; PNG without one).
 What a source does not have (a reference genotype has no epochs, a retrain run no
 probabilities or temperature) gives a small figure saying so, never an error.
@@ -30,7 +30,7 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.ticker import MaxNLocator
 
-from nas_reid.genotype_report import (
+from nas_reid.viz.genotype_report import (
     CHOICE_KINDS,
     RunSource,
     backbone_probability_history,

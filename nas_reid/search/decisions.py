@@ -43,7 +43,7 @@ is measured in the same units, so their ratio does not.
 The ``uniform`` strategy trains no architecture parameters: its genotype's probabilities are
 bootstrap frequencies (:mod:`nas_reid.search.subnets`), and :func:`bootstrap_report` judges
 them instead: a choice is settled when its op was that of the best sub-network in at least
-:data:`~nas_reid.search.subnets.SETTLE_FREQUENCY` of the resamples of the held-out queries.
+:data:`SETTLE_FREQUENCY` of the resamples of the held-out queries.
 """
 
 from __future__ import annotations
@@ -59,6 +59,10 @@ SETTLE_EPOCHS = 3
 
 NOISE_MULTIPLE = 2.0
 """... and its final margin exceeds this many times its mean epoch-to-epoch movement."""
+
+SETTLE_FREQUENCY = 0.95
+"""A ``uniform`` search's choice is settled when its op was that of the best sub-network in at
+least this share of the bootstrap resamples of the held-out queries."""
 
 
 @dataclass(frozen=True)
@@ -162,8 +166,6 @@ class DecisionReport:
         movement)``."""
         n = len(self.decisions)
         if self.resamples is not None:
-            from nas_reid.search.subnets import SETTLE_FREQUENCY
-
             if not n:
                 return "scored after the last epoch (uniform sampling)"
             return (f"{len(self.settled)} of {n} settled (the op of the best sub-network in at "
@@ -309,8 +311,6 @@ def decision_report(history: Sequence[Genotype], warmup_epochs: int,
 def bootstrap_report(genotype: Genotype | None, resamples: int) -> DecisionReport:
     """The decisions of a ``uniform`` search's genotype, whose probabilities are bootstrap
     frequencies (``None``: not scored yet, no decisions)."""
-    from nas_reid.search.subnets import SETTLE_FREQUENCY
-
     if genotype is None:
         return DecisionReport([], 0, resamples=resamples)
     decisions = [Decision(key, v.value, v.probability, v.runner_up, v.runner_up_probability,

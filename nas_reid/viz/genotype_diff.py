@@ -14,9 +14,9 @@
 - a searched mobile backbone on either side, stage by stage (matched by stage name): a stage
   only in A or only in B, or the differences in layer, stride, width, kernel, expansion and
   kept blocks; and the stem, head and activation;
-- parameters and FLOPs per cell and in total (:func:`nas_reid.genotype_report.cell_costs`), of
-  the backbone and of the whole network (:func:`~nas_reid.genotype_report.backbone_cost`,
-  :func:`~nas_reid.genotype_report.network_cost`).
+- parameters and FLOPs per cell and in total (:func:`nas_reid.space.costs.cell_costs`), of
+  the backbone and of the whole network (:func:`~nas_reid.space.costs.backbone_cost`,
+  :func:`~nas_reid.space.costs.network_cost`).
 
 :func:`format_diff` writes it as text; :func:`nas_reid.viz.plot_genotype_diff` draws it.
 """
@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from nas_reid.space.genotype import CellGenotype, Edge, Genotype
-from nas_reid.genotype_report import (
+from nas_reid.viz.genotype_report import (
     CellCost,
     RunSource,
     StageChoice,
@@ -201,7 +201,7 @@ class GenotypeDiff:
     @property
     def network_costs(self) -> tuple[tuple[int, int], tuple[int, int]]:
         """``((params A, flops A), (params B, flops B))`` of the whole networks (no
-        classifier, see :func:`~nas_reid.genotype_report.network_cost`)."""
+        classifier, see :func:`~nas_reid.space.costs.network_cost`)."""
         return network_cost(self.a), network_cost(self.b)
 
     @property

@@ -78,7 +78,7 @@ from nas_reid.data.streams import plain_loader
 from nas_reid.errors import Interrupted, UserError
 from nas_reid.fileio import atomic_write_text, check_writable
 from nas_reid.killpoints import reached
-from nas_reid.runlog import METRICS_FILE, TENSORBOARD_DIR
+from nas_reid.engine.runlog import METRICS_FILE, TENSORBOARD_DIR
 
 CONFIG_FILE = "config.yaml"
 CHECKPOINT_DIR = "checkpoints"
