@@ -340,11 +340,18 @@ def search_cmd(space, overrides, data, root, epochs, device, out, resume, seed, 
         click.echo(f"  choices: {result.decisions.summary()}")
         for decision in result.decisions.unsettled:
             click.echo(f"    not settled: {decision.describe()}")
-        if result.decisions.unsettled:
+        if result.decisions.unsettled and result.decisions.resamples is not None:
+            click.echo("    (the best sub-networks' held-out mAPs are too close for the held-out "
+                       f"queries to separate: see {result.out_dir / 'subnets.csv'})")
+        elif result.decisions.unsettled:
             click.echo("    (chosen by the last epoch's argmax; more epochs or a higher final "
                        "temperature, sampling.tau.end, may settle them)")
     best = result.best
-    if best.get("mAP") is not None:
+    scored = result.metrics[-1].get("subnets") if result.metrics else None
+    if scored:
+        click.echo(f"  held-out mAP {scored['picked_mAP']:.1f} (the picked sub-network, rank "
+                   f"{scored['picked_rank']} of {scored['scored']}); run folder: {result.out_dir}")
+    elif best.get("mAP") is not None:
         click.echo(f"  held-out mAP {100 * best['mAP']:.1f} / R1 {100 * best['R1']:.1f} "
                    f"(best, epoch {best['epoch']}); run folder: {result.out_dir}")
     else:

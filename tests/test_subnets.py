@@ -233,3 +233,18 @@ def test_uniform_refuses_a_searchable_backbone():
     space["sampling"] = {"strategy": "uniform"}
     with pytest.raises(SpaceError, match="fixed backbone"):
         load_space(space)
+
+
+def test_the_cli_reports_the_picked_sub_network_and_the_bootstrap(run, data_root, tmp_path):
+    import yaml
+
+    space = tmp_path / "uniform.yaml"
+    space.write_text(yaml.safe_dump(uniform_space()))
+    out = tmp_path / "run"
+    result = run("search", "--space", str(space), "--data", "synthreid", "--root", str(data_root),
+                 "--out", str(out), "--threads", "1")
+    assert result.exit_code == 0, result.output
+    assert "bootstrap resamples" in result.output
+    assert "the picked sub-network, rank" in result.output and "of 9" in result.output
+    assert "last epoch's argmax" not in result.output
+    assert (out / "cells.png").is_file() and (out / "subnets.csv").is_file()
