@@ -248,3 +248,21 @@ def test_the_cli_reports_the_picked_sub_network_and_the_bootstrap(run, data_root
     assert "the picked sub-network, rank" in result.output and "of 9" in result.output
     assert "last epoch's argmax" not in result.output
     assert (out / "cells.png").is_file() and (out / "subnets.csv").is_file()
+
+
+def test_every_strategy_the_space_accepts_has_a_mixed_op_rule_and_a_strategy_class():
+    from typing import get_args
+
+    from nas_reid.search.strategies import STRATEGIES, strategy_for
+    from nas_reid.space.config import SamplingConfig
+    from nas_reid.space.mixed import STRATEGIES as MIXED
+
+    names = set(get_args(SamplingConfig.model_fields["strategy"].annotation))
+    assert names == set(STRATEGIES) == set(MIXED) == {"softmax", "gumbel", "uniform"}
+    for name in names:
+        space = load_space({**uniform_space(), "sampling": {"strategy": name}})
+        strategy = strategy_for(space)
+        assert strategy.name == name
+        assert strategy.temperature == (name == "gumbel")
+        assert strategy.arch_updates(5) == (name != "uniform")
+        assert strategy.decided(False) == (name != "uniform")

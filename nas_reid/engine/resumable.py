@@ -6,8 +6,9 @@
    run's own files (:meth:`~ResumableRun._write_run_files`); DDP ranks wait for it;
 2. opens the run's metrics log (:meth:`~ResumableRun._open_log`, holding the lines restored
    from a checkpoint);
-3. a fresh run fits the RIB's input clusters on its training images (when it has a RIB term)
-   and saves the epoch-0 checkpoint, so it can be resumed from the very start;
+3. a fresh run does its one-off preparation (:meth:`~ResumableRun._prepare`: the search and
+   the retrain fit their RIB's input clusters) and saves the epoch-0 checkpoint, so it can be
+   resumed from the very start;
 4. trains (:meth:`~ResumableRun._train`, True when stopped early by ``max_steps``) and, unless
    stopped, finishes (:meth:`~ResumableRun._finish`);
 5. returns :meth:`~ResumableRun._result`.
@@ -67,14 +68,13 @@ import time
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Mapping
 
 import torch
 import torch.distributed as dist
 import yaml
 from tqdm.auto import tqdm
 
-from nas_reid.data.streams import plain_loader
 from nas_reid.errors import Interrupted, UserError
 from nas_reid.fileio import atomic_write_text, check_writable
 from nas_reid.killpoints import reached
@@ -227,7 +227,7 @@ class ResumableRun(ABC):
 
     A subclass sets ``out``, ``ckpt`` (the checkpoint resumed from, or None), ``config``,
     ``is_main``, ``world``, ``net``, ``epoch``, ``epochs``, ``batch``, ``step``, ``sums``,
-    ``elapsed``, ``finished``, ``rib``, ``eval_batch``, ``num_workers``, ``device``,
+    ``elapsed``, ``finished``, ``num_workers``, ``device``,
     ``progress``, ``log_every``, ``checkpoint_every`` and ``max_steps``, and implements the
     hooks below.
     """
@@ -263,9 +263,9 @@ class ResumableRun(ABC):
     def _open_log(self) -> Any:
         """The run's metrics log, holding the lines restored from the checkpoint."""
 
-    @abstractmethod
-    def _rib_images(self) -> tuple[Sequence, tuple[int, int]]:
-        """The training images the RIB's input clusters are fitted on, and the input size."""
+    def _prepare(self) -> None:
+        """What a fresh run does once, before its epoch-0 checkpoint (the search and the
+        retrain fit their RIB's input clusters here); nothing by default."""
 
     @abstractmethod
     def _save(self, session_start: float) -> None:
@@ -377,12 +377,7 @@ class ResumableRun(ABC):
                     if _safe_yaml(self.out / CONFIG_FILE) != yaml.safe_load(text):
                         atomic_write_text(self.out / CONFIG_FILE, text)
             if self.ckpt is None:
-                if self.rib is not None:
-                    items, (h, w) = self._rib_images()
-                    self.rib.fit_input_clusters(
-                        plain_loader(items, (h, w), batch_size=self.eval_batch,
-                                     num_workers=self.num_workers),
-                        size=(min(32, h), min(16, w)), device=self.device)
+                self._prepare()
                 self._checkpoint(session_start)  # epoch 0, batch 0: resumable from here
                 self._stop_if_interrupted()
             stopped = self._train(session_start)

@@ -242,6 +242,18 @@ class RIBLoss(nn.Module):
         h, w = (int(v) for v in self.input_size.tolist())
         return None if h == 0 else (h, w)
 
+    def fit_on_images(self, items, input_size: tuple[int, int], *, batch_size: int,
+                      num_workers: int = 0, device: torch.device | str | None = None) -> None:
+        """:meth:`fit_input_clusters` on dataset ``items`` (``(path, pid, camid)``, in dataset
+        order) read at ``input_size`` with the test-time transform and clustered at most at
+        32x16, as the search and the retrain fit it before their first epoch."""
+        from nas_reid.data.streams import plain_loader
+
+        h, w = input_size
+        self.fit_input_clusters(plain_loader(items, (h, w), batch_size=batch_size,
+                                             num_workers=num_workers),
+                                size=(min(32, h), min(16, w)), device=device)
+
     def fit_input_clusters(
         self,
         data: torch.Tensor | Iterable,

@@ -13,21 +13,23 @@
 - :func:`check_collapse`, :class:`CollapseWarning`: the identity-collapse guard.
 """
 
-from nas_reid.search.checkpoint import CheckpointError, load_checkpoint
-from nas_reid.search.data import IdentitySplit, query_gallery_split, split_identities
-from nas_reid.search.guards import CollapseWarning, check_collapse, collapse_report
-from nas_reid.search.loop import SearchResult, default_space_path, search
+from importlib import import_module
 
-__all__ = [
-    "CheckpointError",
-    "CollapseWarning",
-    "IdentitySplit",
-    "SearchResult",
-    "check_collapse",
-    "collapse_report",
-    "default_space_path",
-    "load_checkpoint",
-    "query_gallery_split",
-    "search",
-    "split_identities",
-]
+_EXPORTS = {
+    "CheckpointError": "checkpoint", "load_checkpoint": "checkpoint",
+    "IdentitySplit": "data", "query_gallery_split": "data", "split_identities": "data",
+    "CollapseWarning": "guards", "check_collapse": "guards", "collapse_report": "guards",
+    "SearchResult": "loop", "default_space_path": "loop", "search": "loop",
+}
+"""Loaded on first use, so that importing a light part (``nas_reid.search.decisions``, which the
+reports read) does not load the loop, torch's optimizers and the progress bars."""
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'nas_reid.search' has no attribute {name!r}")
+    value = getattr(import_module(f"nas_reid.search.{_EXPORTS[name]}"), name)
+    globals()[name] = value
+    return value

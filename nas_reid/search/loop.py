@@ -22,11 +22,11 @@ run folder. Per step:
    forward goes through the bare supernet and the architecture gradients are averaged over the
    ranks with one all-reduce (in the weight step DDP averages every gradient itself).
 
-Uniform sampling (``sampling.strategy: uniform``, SPOS). Only the weight step runs, on one
-uniformly drawn path per step; after the last epoch's quick eval every sub-network is scored on
-the held-out identities (:mod:`nas_reid.search.subnets`; under DDP every rank scores them all
-and gets the same figures), ``subnets.csv`` is written, and the architecture parameters are set
-to the log of the bootstrap frequencies, so the derived genotype is the bootstrap's choice.
+Strategies (:mod:`nas_reid.search.strategies`) decide whether the architecture step runs, what
+happens at the end of an epoch and how the decisions are judged. ``uniform`` (SPOS) runs only
+the weight step, on one uniformly drawn path per step, and after the last epoch's quick eval
+scores every sub-network on the held-out identities (under DDP every rank scores them all and
+gets the same figures), so its genotype is that scoring's choice.
 
 Temperature. At the start of every epoch the supernet's Gumbel temperature is set by
 ``sampling.tau`` over the architecture epochs (GDAS: linear 10 -> 0.1 by default): ``start``
@@ -137,16 +137,12 @@ from nas_reid.search.data import (
 from nas_reid.search.guards import CollapseWarning, check_collapse, collapse_report
 from nas_reid.search.latency import LATENCY_FILE, LatencyTable, LatencyTableError, table_for
 from nas_reid.search.runlog import HISTORY_FILE, RunLog
-from nas_reid.search.subnets import score_subnets
+from nas_reid.search.strategies import SUBNETS_FILE, strategy_for
 from nas_reid.space import SearchSpace, Supernet, load_space
 from nas_reid.space.reference import search_space_path
 from nas_reid.train.pretrain import file_sha256, resolve_backbone_weights
 
 GENOTYPE_FILE = "genotype.json"
-SUBNETS_FILE = "subnets.csv"
-CALIBRATION_IMAGES = 512
-"""The ``uniform`` strategy recalibrates each sub-network's BatchNorms on this many weight-share
-images (a seeded sample)."""
 CELLS_PICTURE = "cells.png"
 PROBS_PICTURE = "arch_probs.png"
 CONFIG_KEYS = {"space": dict, "search.data.name": str, "search.data.root": str,
@@ -343,6 +339,7 @@ class _Search(ResumableRun):
             self._check_same(saved["space"], self.space.resolved())
         sched = self.space.schedule
         self.epochs, self.seed = sched.epochs, sched.seed
+        self.strategy = strategy_for(self.space)
 
         # -- the data
         saved_data = saved["search"]["data"] if saved is not None else None
@@ -620,7 +617,7 @@ class _Search(ResumableRun):
                              channels_last=self.precision.channels_last)
         self.net.train()
         number = self.epoch + 1
-        subnets = self._score_subnets() if self.uniform and number == self.epochs else None
+        subnets = self.strategy.end_epoch(self, number)
         provenance = {"seed": self.seed, "epoch": number, "search_run": str(self.out)}
         genotype = derive_genotype(self.net, provenance=provenance)
         raw = derive_genotype(self.net, provenance=provenance, skip_cap=None)
@@ -632,8 +629,8 @@ class _Search(ResumableRun):
             if not agree:
                 warnings.warn("DDP ranks derived different genotypes; rank 0's is kept", stacklevel=2)
         decisions = self._decision_report(genotype, scored=subnets is not None)
-        # a uniform search's genotype is the untrained argmax until it is scored: no warning
-        collapse = check_collapse(raw) if not self.uniform or subnets is not None else None
+        decided = self.strategy.decided(subnets is not None)
+        collapse = check_collapse(raw) if decided else None
         if collapse:
             warnings.warn(collapse, CollapseWarning, stacklevel=2)
         if heldout is not None and (self.best["mAP"] is None or heldout["mAP"] > self.best["mAP"]):
@@ -672,9 +669,8 @@ class _Search(ResumableRun):
             c = record["cost"]
             cost = ("" if not c else f"MFLOPs {c['achieved']:.2f}  " if c["unit"] == "MFLOPs"
                     else f"latency {c['achieved']:.3f} {c['unit']}  ")
-            arch = (f"tau {self.net.temperature:.2f}  {genotype.summary()}" if not self.uniform
-                    else genotype.summary() if subnets is not None
-                    else "architecture: scored after the last epoch")
+            arch = (("" if not self.strategy.temperature else f"tau {self.net.temperature:.2f}  ")
+                    + (genotype.summary() if decided else "architecture: not chosen yet"))
             tqdm.write(f"epoch {number}/{self.epochs}  loss {s['total'] / n:.3f}  {h}{cost}{arch}",
                        file=sys.stderr)
             if subnets is not None:
@@ -704,54 +700,9 @@ class _Search(ResumableRun):
             record["device"] = self.latency_table.device
         return record
 
-    def _score_subnets(self) -> dict[str, Any]:
-        """The ``uniform`` strategy's choice: every sub-network scored on the held-out share
-        (:mod:`nas_reid.search.subnets`), the architecture parameters set to the log of the
-        bootstrap frequencies (so the derived genotype is the bootstrap's mode and its
-        probabilities are those frequencies), ``subnets.csv`` written; returns the record."""
-        import random
-
-        from nas_reid.search.quality import append_row
-
-        started = time.monotonic()
-        broadcast_buffers(self.net, self.world)
-        pool = list(range(len(self.split.weight)))
-        chosen = sorted(random.Random(self.seed).sample(pool, min(CALIBRATION_IMAGES, len(pool))))
-        bar = tqdm(total=self.space.num_subnets(), desc="scoring sub-networks", unit="net",
-                   disable=not self.progress, leave=False, dynamic_ncols=True)
-        try:
-            scores = score_subnets(self.net, [self.split.weight[i] for i in chosen],
-                                   self.eval_split, self.device, batch_size=self.eval_batch,
-                                   num_workers=self.num_workers,
-                                   progress=lambda done, total: bar.update(done - bar.n))
-        finally:
-            bar.close()
-        resamples = self.space.sampling.bootstrap
-        pick, freq = scores.choose(resamples, self.seed)
-        with torch.no_grad():
-            for p, position in enumerate(scores.positions):
-                logits = torch.log(torch.from_numpy(freq[p]).clamp(min=0.5 / resamples))
-                self.net.arch[position].copy_(logits.to(self.net.arch[position]).view(1, -1))
-        rows = scores.rows(pick)
-        if self.is_main:
-            path = self.out / SUBNETS_FILE
-            path.unlink(missing_ok=True)
-            for row in rows:
-                append_row(path, row, list(row))
-        best = rows[0]
-        picked = next(r for r in rows if r["picked"])
-        return {"scored": len(rows), "resamples": resamples, "calibration_images": len(chosen),
-                "best": best["arch"], "best_mAP": best["heldout_mAP"],
-                "picked": picked["arch"], "picked_mAP": picked["heldout_mAP"],
-                "picked_rank": picked["rank"], "seconds": round(time.monotonic() - started, 3)}
-
-    @property
-    def uniform(self) -> bool:
-        return self.space.sampling.strategy == "uniform"
-
     @property
     def arch_on(self) -> bool:
-        return not self.uniform and self.epoch >= self.space.schedule.warmup_epochs
+        return self.strategy.arch_updates(self.epoch)
 
     @property
     def rib_weight(self) -> float:
@@ -778,10 +729,13 @@ class _Search(ResumableRun):
                       history=self.history_lines,
                       purge_step=self.step + 1 if self.ckpt is not None else None)
 
-    def _rib_images(self) -> tuple[list, tuple[int, int]]:
-        say(self.progress, f"set-up: fitting the RIB's input clusters on the "
-                           f"{len(self.split.weight):,} weight-share images ...")
-        return self.split.weight, self.space.input_size
+    def _prepare(self) -> None:
+        if self.rib is not None:
+            say(self.progress, f"set-up: fitting the RIB's input clusters on the "
+                               f"{len(self.split.weight):,} weight-share images ...")
+            self.rib.fit_on_images(self.split.weight, self.space.input_size,
+                                   batch_size=self.eval_batch, num_workers=self.num_workers,
+                                   device=self.device)
 
     @property
     def _stream(self) -> BatchStream:
@@ -836,7 +790,7 @@ class _Search(ResumableRun):
 
     def _schedules(self) -> dict[str, Any]:
         schedules: dict[str, Any] = {}
-        if self.space.sampling.strategy == "gumbel":
+        if self.strategy.temperature:
             tau, warmup = self.space.sampling.tau, self.space.schedule.warmup_epochs
             schedules["temperature"] = lambda e, n: tau.at_epoch(e, n, warmup)
         w = self.space.schedule.weights
@@ -866,20 +820,15 @@ class _Search(ResumableRun):
 
     def _decision_report(self, new: Genotype | None = None, *,
                          scored: bool = False) -> DecisionReport | None:
-        """The decisions of the last genotype over the history, ``new`` (this epoch's genotype,
-        not yet in the log) appended first; for ``uniform``, of the scored genotype (``new``
-        when ``scored``, else the finished search's), from its bootstrap frequencies."""
-        if self.uniform:
-            final = new if scored else self._last_genotype() if self.finished else None
-            return bootstrap_report(final, self.space.sampling.bootstrap)
+        """The strategy's decisions over the genotype history, ``new`` (this epoch's genotype,
+        not yet in the log) appended first; ``scored``: the strategy's ``end_epoch`` chose the
+        architecture this epoch (without ``new``: the search is finished)."""
         if self._genotypes is None:
             self._genotypes = [Genotype.from_dict(json.loads(line), where="genotype history")
                                for line in (self.log.history if self.log is not None else [])]
         if new is not None:
             self._genotypes.append(new)
-        if not self._genotypes:
-            return None
-        return decision_report(self._genotypes, self.space.schedule.warmup_epochs)
+        return self.strategy.decisions(self._genotypes, scored or (new is None and self.finished))
 
     def _last_genotype(self) -> Genotype | None:
         if not self.log.history:

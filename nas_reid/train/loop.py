@@ -641,10 +641,13 @@ class _Retrain(ResumableRun):
         return MetricsLog(self.out, enabled=self.is_main, metrics=self.metrics_lines,
                           purge_step=self.step + 1 if self.ckpt is not None else None)
 
-    def _rib_images(self) -> tuple[list, tuple[int, int]]:
-        say(self.progress, f"set-up: fitting the RIB's input clusters on the "
-                           f"{len(self.dataset.train):,} training images ...")
-        return self.dataset.train, self.genotype.input_size
+    def _prepare(self) -> None:
+        if self.rib is not None:
+            say(self.progress, f"set-up: fitting the RIB's input clusters on the "
+                               f"{len(self.dataset.train):,} training images ...")
+            self.rib.fit_on_images(self.dataset.train, self.genotype.input_size,
+                                   batch_size=self.eval_batch, num_workers=self.num_workers,
+                                   device=self.device)
 
     timed = True  # images_per_second
 
