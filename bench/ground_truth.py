@@ -17,6 +17,9 @@ their checkpoints are deleted once the row is written (a half-done run is resume
     python bench/ground_truth.py --epochs 8 --report --compare ""  # does it rank them alike?
     python bench/ground_truth.py --report                          # summary of the CSV
 
+``--device cuda`` runs every retrain on the GPU (``--workers`` image-loading processes each);
+``bench/gpu_ground_truth.sh`` is the script for a lent GPU machine.
+
 ``--epochs N`` retrains for N epochs with the recipe's learning-rate schedule scaled to them
 (warm-up and milestones at the same shares of the run, as ``nas-reid retrain --epochs``); it is
 recorded in the ``overrides`` column (``--epochs N``), so the rows of each recipe are apart.
@@ -66,13 +69,17 @@ def train_job(job: dict) -> dict:
     if not resume:
         shutil.rmtree(run_dir, ignore_errors=True)
     overrides = {**job["overrides"], "seed": job["seed"], "eval": {"every": 0}}
+    device = torch.device(job.get("device", "cpu"))
+    workers = job.get("workers", 0)
     result = retrain(None if resume else Genotype.from_json(job["genotype"]), data,
                      recipe=None if resume else job["recipe"],
                      overrides=None if resume else overrides, out_dir=run_dir, resume=resume,
-                     epochs=None if resume else job.get("epochs"), progress=False)
+                     epochs=None if resume else job.get("epochs"), progress=False,
+                     device=device, num_workers=workers)
     val = result.results["plain"]
-    loaded = load_model(run_dir)
-    got = evaluate_model(loaded.model, test, keep_features=False).plain
+    loaded = load_model(run_dir, device=device)
+    got = evaluate_model(loaded.model, test, device=device, num_workers=workers,
+                         keep_features=False).plain
     net = loaded.model
     cost = op_cost(net, 3, *loaded.genotype.input_size)
     shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)  # 100+ MB each; the row is kept
@@ -84,7 +91,8 @@ def train_job(job: dict) -> dict:
             "overrides": job["tag"], "epochs": result.epochs, "space": job["space"],
             "space_hash": job["space_hash"],
             "validation": f"{VALIDATION['fraction']} of the training ids, seed {VALIDATION['seed']}",
-            "threads": job["threads"], "torch": torch.__version__, "package_version": __version__,
+            "threads": job["threads"], "device": str(device), "torch": torch.__version__,
+            "package_version": __version__,
             "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
 
 
@@ -144,6 +152,8 @@ def main() -> None:
     parser.add_argument("--archs", type=int, default=None,
                         help="only this many architectures, drawn at random (seed 0)")
     parser.add_argument("--jobs", type=int, default=2)
+    parser.add_argument("--device", default="cpu", help="cpu or cuda (every job on that device)")
+    parser.add_argument("--workers", type=int, default=0, help="image-loading workers per job")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--csv", default=None, help="default bench/results/ground_truth_<space>.csv")
     parser.add_argument("--out", default="runs/ground_truth", help="run folders")
@@ -192,7 +202,8 @@ def main() -> None:
     run_ground_truth(jobs, train_job, csv_path, workers=args.jobs, log=lambda s: print(s, flush=True),
                      base={"recipe": args.recipe, "overrides": overrides, "tag": tag,
                            "epochs": args.epochs,
-                           "threads": args.threads, "out": str(Path(args.out) / label),
+                           "threads": args.threads, "device": args.device,
+                           "workers": args.workers, "out": str(Path(args.out) / label),
                            "space": space.name, "space_hash": space.canonical_hash()})
     print(f"done in {(time.perf_counter() - started) / 60:.1f} min")
     rows = [r for r in read_rows(csv_path) if r["overrides"] == tag]

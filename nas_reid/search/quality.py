@@ -36,7 +36,8 @@ from nas_reid.errors import UserError
 
 GT_FIELDS = ["arch", "seed", "val_mAP", "val_R1", "val_mINP", "test_mAP", "test_R1", "test_mINP",
              "params", "flops", "wall_seconds", "recipe", "overrides", "epochs", "space",
-             "space_hash", "validation", "threads", "torch", "package_version", "finished_at"]
+             "space_hash", "validation", "threads", "device", "torch", "package_version",
+             "finished_at"]
 """The ground-truth CSV's columns; metrics in percent."""
 
 

@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# The ground truth of the default space (bench/ground_truth.py) on one GPU: many retrains side by
+# side on the one device, every finished row appended to OUTDIR/ground_truth_cpu_small.csv.
+#
+#   bash bench/gpu_ground_truth.sh OUTDIR [ground_truth.py arguments ...]
+#   e.g. bash bench/gpu_ground_truth.sh /tmp/out --seeds 0 1            # the full recipe
+#        bash bench/gpu_ground_truth.sh /tmp/out --seeds 0 1 --epochs 6 # the cheap one
+#
+# Prepare here first: bash bench/gpu_wheels.sh (pydantic for the GPU machine's python), and
+#   mkdir -p .gpu_cache && cp -r ~/.cache/nas_reid/pretrained .gpu_cache/
+# so that the GPU retrains start from the same pretrained backbone file as the CPU rows (the
+# cache key and SHA-256 are checked; without it the backbone is pretrained again there). Name
+# .gpu_wheels and .gpu_cache in the device tool's carry. The CSV already committed is copied in
+# first, so rows measured before are skipped; merge the returned CSV's new rows into
+# bench/results/ground_truth_cpu_small.csv (same columns; the device column says cuda).
+# GT_JOBS retrains at a time (default 8), GT_LIMIT seconds in all (default 540): a row is written
+# the moment its retrain ends, so whatever finished before the limit comes back.
+set -uo pipefail
+OUT=${1:?usage: bash bench/gpu_ground_truth.sh OUTDIR [ground_truth.py arguments]}
+shift
+cd "$(dirname "$0")/.."
+mkdir -p "$OUT"
+WORK=${WORK:-/tmp/nas_reid_ground_truth}
+mkdir -p "$WORK/cache"
+export NAS_REID_CACHE="$WORK/cache" PYTHONUNBUFFERED=1
+[ -d .gpu_cache/pretrained ] && cp -r .gpu_cache/pretrained "$WORK/cache/"
+if ! python3 -c "import pydantic" 2>/dev/null; then
+    python3 -m pip install -q --no-index --no-deps .gpu_wheels/*.whl >> "$OUT/install.log" 2>&1
+fi
+python3 -m pip install -q --no-deps --no-build-isolation -e . >> "$OUT/install.log" 2>&1
+CSV="$OUT/ground_truth_cpu_small.csv"
+[ -f bench/results/ground_truth_cpu_small.csv ] && cp bench/results/ground_truth_cpu_small.csv "$CSV"
+nvidia-smi --query-gpu=name,memory.total --format=csv > "$OUT/env.txt" 2>&1
+timeout "${GT_LIMIT:-540}" python3 bench/ground_truth.py --device cuda --jobs "${GT_JOBS:-8}" \
+    --threads 2 --workers 1 --csv "$CSV" --out "$WORK/runs" "$@" > "$OUT/ground_truth.log" 2>&1
+echo "exit $? after ${SECONDS}s" >> "$OUT/ground_truth.log"
