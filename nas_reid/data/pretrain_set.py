@@ -1,14 +1,9 @@
 """synthreid-pretrain: a pretraining set whose people never appear in synthreid.
 
-Re-ID models start from a backbone pretrained elsewhere (ImageNet in both papers this project
-implements) and add freshly initialised attention modules. With no download allowed, the
-built-in benchmark gets its "elsewhere" from the same generator: :data:`PRETRAIN_CONFIG` is a
-synthreid config with another seed (other people, other cameras and backgrounds), more people
-(640 for training, 60 held out for a retrieval check) and the full clothing palette. It is the
-analogue of pretraining on another re-ID dataset, not of ImageNet: same rendering style,
-disjoint identities.
-
-Contracts:
+:data:`PRETRAIN_CONFIG` is a synthreid config with another seed (other people, other cameras and
+backgrounds), more people (640 for training, 60 held out for a retrieval check) and the full
+clothing palette: the analogue of pretraining on another re-ID dataset, not of ImageNet (same
+rendering style, disjoint identities). Why: docs/data.md, section `nas_reid.data.pretrain_set`.
 
 - Disjoint: no look (:func:`~nas_reid.data.synthreid.appearance_key`: every discrete attribute of
   a person) of the pretraining set is a look of the benchmark's train, query, gallery or

@@ -1,31 +1,22 @@
 """synthreid: the built-in synthetic re-ID benchmark, a deterministic procedural generator.
 
-Each identity is a small set of attributes (:class:`IdentitySpec`): body proportions, clothing
-colours and patterns from a limited palette, shoes, an optional bag, hat and chest logo, hair.
-Each camera (:class:`CameraSpec`) has its own background, illumination, colour cast, preferred
-viewpoint, scale, blur and occluders. A fraction of identities are *hard negatives*: a copy of
-another identity that differs in exactly one local detail (logo colour or shape, shoe colour,
-bag side, hat), so global colour statistics are not enough to tell them apart.
-
-The output uses the Market-1501 layout and names (``PPPP_cCsS_FFFFFF_BB.jpg``, pids from 1,
-cameras 1-based, distractors pid 0000), so the Market-style parser reads it::
+Identities (:class:`IdentitySpec`) are rendered under cameras (:class:`CameraSpec`); a fraction
+of identities are *hard negatives*, a copy of another identity that differs in exactly one local
+detail. The output uses the Market-1501 layout and names (``PPPP_cCsS_FFFFFF_BB.jpg``, pids from
+1, cameras 1-based, distractors pid 0000), so the Market-style parser reads it::
 
     <root>/bounding_box_train/   train identities, all their images
     <root>/query/                test identities: one image per (identity, camera)
     <root>/bounding_box_test/    test identities: the other images, plus pid-0 distractors
     <root>/synthreid.json        config, generator version, hash, per-split counts, hard negatives
 
-Every image is drawn from its own RNG, seeded by ``(seed, pid, camera, index)`` through
-:class:`numpy.random.SeedSequence`, so the bytes do not depend on the number of worker processes.
-Images are drawn at twice the output size (PIL + numpy) and averaged down 2x2 for anti-aliasing.
-
-Difficulty is monotone in the knobs of :class:`SynthConfig`. The photometric and geometric
-ones (``occluder_prob``, ``blur``, ``color_cast``, ``illumination``, ``crop_jitter``,
-``scale_jitter``, ``noise``) only scale a random effect whose random draws do not depend on the
-knob, so raising one never makes an image easier, and the other effects stay as they were.
-Raising ``hard_negative_fraction`` or ``distractor_fraction`` only adds hard-negative pairs or
-distractor images; raising ``view_bias`` makes each camera keep more to one viewpoint. All of
-these make the benchmark harder; raising ``palette_size`` (more clothing colours) makes it easier.
+Every image is drawn from its own RNG seeded by ``(seed, pid, camera, index)``, so the bytes do
+not depend on the number of worker processes. Difficulty is monotone in the knobs of
+:class:`SynthConfig`: raising ``occluder_prob``, ``blur``, ``color_cast``, ``illumination``,
+``crop_jitter``, ``scale_jitter``, ``noise``, ``hard_negative_fraction``,
+``distractor_fraction`` or ``view_bias`` makes it harder, raising ``palette_size`` easier.
+The attributes, the renderer and why the knobs are monotone: docs/data.md, section
+`nas_reid.data.synthreid`.
 """
 
 from __future__ import annotations

@@ -4,23 +4,16 @@ JDAI-CV/fast-reid ``fastreid/evaluation/rank.py``; re-ranking: Zhong, Zheng, Cao
 "Re-ranking Person Re-identification with k-reciprocal Encoding", CVPR 2017).
 
 :func:`evaluate_model` extracts the retrieval feature (``feat_bn`` by default) of every query
-and gallery image, then computes R1 / R5 / R10 / mAP / mINP with
-:func:`~nas_reid.evaluation.distance.evaluate_features` (one chunk of query rows of the distance
-at a time, so memory stays bounded on MSMT17) and, when asked, the same metrics after
-k-reciprocal re-ranking (:func:`~nas_reid.evaluation.k_reciprocal.rerank`, then
-:func:`~nas_reid.evaluation.ranking.evaluate_ranking`). Protocol: gallery items with the
-query's pid **and** camera are ignored, queries without a match under another camera are
-skipped, means are over the valid queries (step AP; INP as fast-reid).
-
-Re-ranking uses the squared Euclidean distance of the features as its base distance: of the
+and gallery image and computes R1 / R5 / R10 / mAP / mINP, and when asked the same metrics after
+k-reciprocal re-ranking. Protocol: gallery items with the query's pid **and** camera are ignored,
+queries without a match under another camera are skipped, means are over the valid queries (step
+AP; INP as fast-reid). Re-ranking's base distance is the squared Euclidean distance of the
 L2-normalised features with ``metric="cosine"`` (BoT's setting, same ranking as cosine), of the
-raw features with ``metric="euclidean"``.
-
-The :class:`EvaluationResult` keeps the features (on the CPU, unless ``keep_features=False``),
-so :func:`ranked_lists` can rank the gallery for a few chosen queries afterwards without the
-full query x gallery matrix; ``keep_distances=True`` also keeps the full plain (and re-ranked)
-matrices. :func:`format_results` prints a small table, :func:`write_results` writes the JSON
-atomically.
+raw features with ``metric="euclidean"``. The :class:`EvaluationResult` keeps the features (on
+the CPU, unless ``keep_features=False``) for :func:`ranked_lists`; ``keep_distances=True`` also
+keeps the full plain (and re-ranked) matrices. :func:`format_results` prints a small table,
+:func:`write_results` writes the JSON atomically.
+How it is computed: docs/evaluation.md, section `nas_reid.evaluation.evaluate`.
 """
 
 from __future__ import annotations

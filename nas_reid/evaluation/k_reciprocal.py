@@ -14,13 +14,9 @@ double-squared variant), on the N = Q + G items of query + gallery:
 6. Jaccard distance of the query rows: 1 - m / (2 - m), m = sum_k min(V[i, k], V[j, k]);
 7. final = (1 - lambda) * Jaccard + lambda * d, on the query x gallery block.
 
-Instead of the N x N matrices of the original code: the kNN lists come from ``topk`` over
-row blocks of the distance (one pass; the distances of the expanded sets come from the kNN
-lists or, for the ~20% outside them, from per-pair dot products), V is a sparse COO/CSR
-matrix, and the sum of minima is a sparse join over the columns shared by a query row and the
-gallery rows, processed in query chunks. Ties in the kNN lists are broken by ``topk`` (the
-original's argsort is unstable too). On CUDA, ``index_add_`` sums in a nondeterministic order
-(differences at rounding level).
+No N x N matrix is formed. Ties in the kNN lists are broken by ``topk``; on CUDA the sums run
+in a nondeterministic order (differences at rounding level).
+How it is computed: docs/evaluation.md, section `nas_reid.evaluation.k_reciprocal`.
 """
 
 from __future__ import annotations

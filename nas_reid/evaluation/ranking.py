@@ -15,15 +15,8 @@ Protocol (identical to torchreid / fast-reid ``eval_market1501``):
   hit adds (1/|positives|) * (precision before the hit + precision at the hit) / 2, with the
   precision before a hit at rank 0 taken as 1. It is never larger than the step AP.
 
-How: all three metrics only need the rank, among the kept items, of each positive. For a chunk
-of B queries the positives are gathered into a small padded (B x M) table sorted by (distance,
-gallery index); each negative that is not behind its query's last positive is given a bucket
-(the number of positives before it), the buckets are histogrammed and cumulated, and the rank
-of the j-th positive = j + negatives before it. Buckets come from a direct comparison with the
-table when such negatives are few (sparse path), else from one ``torch.searchsorted`` over the
-chunk (dense path). Exact negative/positive distance ties are fixed up by gallery index (only
-the tied entries). Cost per chunk is O(B * G) (sparse) or O(B * G * log M) (dense) instead of
-a full O(B * G * log G) sort.
+How the ranks are found without a full sort: docs/evaluation.md, section
+`nas_reid.evaluation.ranking`.
 """
 
 from __future__ import annotations

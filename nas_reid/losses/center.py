@@ -7,23 +7,11 @@ for each sample the squared Euclidean distance to its identity's centre, clamped
 
     L_C = (1/B) * sum_i clamp(||f_i - c_{y_i}||^2, 1e-12, 1e12)
 
-Wen et al. write ``1/2 * sum_i ||f_i - c_{y_i}||^2``; the 1/2 (and the sum rather than the mean)
-only rescale the loss, and BoT's weight 0.0005 and centre learning rate 0.5 were tuned for the
-form above, so that is the one implemented. Apply it to the pre-BN feature (as the triplet loss).
-
-The centres are an ``nn.Parameter`` initialised from ``N(0, 1)`` (as BoT), meant for their own
-optimiser. BoT's recipe (``configs/softmax_triplet_with_center.yml``), with ``w = 0.0005``::
-
-    center = CenterLoss(num_classes, feat_dim)
-    opt_center = torch.optim.SGD(center.parameters(), lr=0.5)
-    # the model's optimiser must NOT include center.parameters()
-    loss = ce + triplet + w * center(feat, labels)
-    optimizer.zero_grad(); opt_center.zero_grad()
-    loss.backward()
-    optimizer.step()
-    for p in center.parameters():      # undo w for the centres' update, so that they move
-        p.grad.mul_(1.0 / w)           # with lr 0.5 on the unweighted center loss
-    opt_center.step()
+Apply it to the pre-BN feature (as the triplet loss). The centres are an ``nn.Parameter``
+initialised from ``N(0, 1)`` (as BoT), meant for their own optimiser, which the model's must not
+include (BoT: weight 0.0005, SGD with lr 0.5 for the centres, their gradient divided by the
+weight before that step). Why this form and not Wen et al.'s, and BoT's recipe in code:
+docs/training.md, section `nas_reid.losses.center`.
 """
 
 from __future__ import annotations

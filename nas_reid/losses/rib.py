@@ -1,86 +1,21 @@
 """RIB: the information-bottleneck bound (IBB) loss of Wang, Jojic and Yang (arXiv 2505.08961,
-2025), as reconstructed from the same group's released code.
-
-Source of the recipe. The RIB paper ("Learning Informative Attention Weights for Person
-Re-Identification") could not be read; its public code (DCS-Attention) has no IB loss. What is
-implemented here is the IB bound of the same group's released code (Statistical-Deep-Learning/LTM
+2025), as reconstructed from the same group's released code (Statistical-Deep-Learning/LTM
 ``train.py`` and ``timm/loss/cross_entropy.py``; Statistical-Deep-Learning/DCS-Transformer's copy
-of the latter), written anew in torch.
+of the latter), written anew in torch: the RIB paper could not be read.
 
-Notation: B samples of a batch, C training identities, K_x input clusters, K_f feature clusters.
-
-* Soft cluster assignment of a vector v to L2-normalised centroids c_1..c_K::
-
-      phi(v, a) = softmax_a(-beta * ||v_hat - c_a||^2),   v_hat = v / ||v||,   beta = 1 by default
-
-  Since ||v_hat - c_a||^2 = 2 - 2 cos(v, c_a), phi depends on the direction of v only (the loss
-  is invariant to the feature scale).
-* Input clusters: spherical k-means (:func:`nas_reid.losses.kmeans.kmeans`, on the device, no
-  faiss) of the flattened training images, fitted **once** (:meth:`RIBLoss.fit_input_clusters`).
-  Images are area-downsampled (default 32x16) before flattening to bound memory; the group code
-  clusters full-resolution images. phi(X_i, .) of every training image is then precomputed and
-  stored per dataset index, so a batch looks it up by the indices the dataset returns.
-* Feature clusters: k-means of the whole training set's features, refitted at the start of every
-  epoch (:meth:`RIBLoss.start_epoch`), K_f = C by default (as the group code, K = #classes).
-* Variational Q, per epoch over the training set, from ``M[a, y] = sum_i phi(F_i, a) 1[y_i = y]``:
-
-  - ``q="p_a_given_y"`` (default): ``Q[a, y] = M[a, y] / #{i: y_i = y}``, a distribution over
-    clusters a for each identity y (columns sum to 1). This is what the group code does
-    (``Q_numerator / Q_denominator`` with the class counts), and it is the default because the
-    published numbers come from that code.
-  - ``q="q_y_given_a"``: ``Q[a, y] = M[a, y] / sum_i phi(F_i, a)``, a distribution over identities
-    for each cluster (rows sum to 1): the classic variational decoder q(y | a) of the
-    Barber-Agakov bound I(F;Y) >= H(Y) + E[log q(y | a)].
-
-  Which of the two the paper's printed equation uses could not be verified.
-* Per-batch bound (forward)::
-
-      IBB = (1/B) sum_i [ sum_a sum_b phi(F_i,a) phi(X_i,b) log phi(X_i,b)
-                          - sum_a phi(F_i,a) log Q(a, y_i) ]
-
-  The first term bounds I(X;F), the second -I(F;Y). Because sum_a phi(F_i,a) = 1 the first term
-  equals -H(phi(X_i, .)), which does not depend on the network: it is kept for the value (as the
-  group code does) but gives no gradient. The gradient comes from the second term, a
-  cross-entropy pulling each feature's soft assignment towards the clusters of its identity.
-* Total loss (group code): ``CE + weight * IBB`` with weight 0.1, and IBB off for the first
-  ``floor(warmup_ratio * total_epochs)`` epochs, warmup_ratio 0.3 (:meth:`RIBLoss.weight_at`).
-  For re-ID presumably ``CE_ls + triplet (+ center) + weight * IBB``.
-* Monitoring (:meth:`RIBLoss.estimates`), per epoch, in nats, from soft joint histograms over the
-  training set: ``p(b, a) = mean_i phi(X_i, b) phi(F_i, a)`` gives I(X;F), ``p(a, y) = mean_i
-  phi(F_i, a) onehot(y_i)`` gives I(F;Y), and IB = I(X;F) - I(F;Y). I(F;Y) <= log min(K_f, C).
-
-Not verified against the paper, and what was chosen:
-
-* the exact IBB equation as printed: the group code's bound above is implemented;
-* the weight and schedule used for re-ID: the group's ImageNet defaults (0.1, warm-up 0.3);
-* the Q normalisation: p(a | y) by default (the code), q(y | a) as an option;
-* beta = 1 (the code). With unit vectors the squared distances lie in [0, 4], so phi is flat
-  when K is large (max phi <= e^4 / (e^4 + K - 1), about 0.068 at K = 751) and the gradient of
-  the bound is small; beta is a parameter.
-
-Deliberate differences from the group code: k-means in torch (deterministic for a seed, no faiss
-point-per-centroid subsampling); Q and the estimates of an epoch use the centroids fitted at that
-epoch's start (the group code accumulates them with the previous epoch's centroids); input images
-are downsampled before clustering; log Q is taken of ``Q.clamp_min(eps)``; the MI estimates use
-0 log 0 = 0 instead of adding 1e-10.
-
-Typical use::
-
-    rib = RIBLoss(num_classes).to(device)
-    rib.fit_input_clusters(plain_train_loader)           # once; batches (img, pid, camid, index)
-    for epoch in range(E):
-        feats, labels, idx = extract(model, plain_train_loader)   # whole training set, eval mode
-        rib.start_epoch(feats, labels, idx); log(rib.estimates())
-        w = rib.weight_at(epoch, E)
-        for img, pid, camid, index in train_loader:
-            feat = ...                                   # the same feature as in start_epoch
-            loss = ce + tri + (w * rib(feat, pid, index) if w > 0 else 0)
-
-All state (centroids, per-image input assignments, Q, estimates) is in buffers, so it goes into
-``state_dict`` and a resumed run continues with it; the buffers' shapes are set by
-``load_state_dict``. The per-image input assignments take N x K_x floats (Market-1501: 12,936 x
-751, about 39 MB). In DDP, call :meth:`start_epoch` on every rank with the same gathered
-features, or on one rank and broadcast the buffers.
+Images X and features F are softly assigned to L2-normalised k-means centroids,
+``phi(v, a) = softmax_a(-beta * ||v_hat - c_a||^2)``, beta = 1 by default: input clusters once
+(:meth:`RIBLoss.fit_input_clusters`, stored per dataset index), feature clusters and the
+variational Q at the start of every epoch (:meth:`RIBLoss.start_epoch`, on the whole training
+set's features). The forward ``rib(feat, pid, index)`` returns the per-batch bound
+``IBB = (1/B) sum_i [ -H(phi(X_i, .)) - sum_a phi(F_i, a) log Q(a, y_i) ]`` (only the second
+term has a gradient). Total loss (group code): ``CE + weight * IBB``, weight 0.1, off for the first
+``floor(warmup_ratio * total_epochs)`` epochs, warmup_ratio 0.3 (:meth:`RIBLoss.weight_at`).
+:meth:`RIBLoss.estimates` gives I(X;F), I(F;Y) and IB per epoch, in nats. All state is in
+buffers (``state_dict``). Not verified against the paper: the printed IBB equation, the Q
+normalisation (p(a | y) by default, as the code; q(y | a) as an option), the re-ID weight and
+schedule, beta. The bound term by term, the choices, the differences from the group code,
+memory, DDP and a typical training loop: docs/training.md, section `nas_reid.losses.rib`.
 """
 
 from __future__ import annotations

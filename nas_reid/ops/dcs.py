@@ -1,77 +1,23 @@
 """DCS-Attention: self-attention over positions whose affinities use a selected set of channels.
 
-Two mechanisms are offered by the op ``dcs`` (Wang, Jojic and Yang, "Learning Informative
-Attention Weights for Person Re-Identification", arXiv 2505.08961, 2025; released code:
-github.com/Statistical-Deep-Learning/DCS-Attention):
+The op ``dcs`` (Wang, Jojic and Yang, "Learning Informative Attention Weights for Person
+Re-Identification", arXiv 2505.08961, 2025; released code:
+github.com/Statistical-Deep-Learning/DCS-Attention) maps (B, C, H, W) to the same shape:
 
-``variant="mask"`` (the default) is the method as the paper describes it (arXiv 2505.08961 v1,
-"Differentiable Channel Selection in Self-Attention"). It is the default because it is the
-published method; the window below is what the released code implements, a related but
-different mechanism. With tokens X (N = H*W positions, C channels each):
+- ``variant="mask"`` (the default; the method as the paper describes it): a per-token binary
+  channel mask M from logits ``Z = X W^T + b`` (training: a straight-through binary Gumbel sample,
+  P(M = 1) = sigmoid(Z) at every temperature ``tau``; eval: ``1[Z > 0]``), attention
+  ``A = softmax_j((X*M)_i . (X*M)_j / sqrt(C))`` over key positions (``scale=False``: no sqrt(C)),
+  output ``x + BN(A V)``. Each channel starts kept with probability ``mask_init_bias`` (0.9).
+- ``variant="window"``: the released code's ``DNonlocal`` block
+  (``modeling/backbones/final_version/DNLblock.py``): one contiguous channel window with learnable
+  fractional start and length for every token, no softmax, output ``x + BN(dwconv3x3(f))``.
 
-1. Mask logits ``Z = X W^T + b`` from one linear layer C -> C applied to every token.
-2. A per-token binary channel mask M in {0, 1}^(N x C). Training: a binary Gumbel-softmax
-   sample with straight-through gradient (:func:`binary_gumbel_sigmoid`): logistic noise
-   ``n = log u - log(1 - u)``, u ~ U(0, 1) (the difference of two Gumbel(0, 1) variables, so
-   this is the two-class Gumbel-softmax with logits (z, 0)); soft sample
-   ``s = sigmoid((z + n) / tau)``; the forward uses the hard value ``1[s > 1/2]`` exactly and the
-   backward the gradient of s. P(M = 1) = sigmoid(z) at every temperature; tau only sets how
-   close the relaxation s (hence the gradient) is to the hard sample. Eval mode: the
-   deterministic mask ``1[z > 0]`` (the most likely value of each entry), no noise.
-3. ``A = softmax_j((X*M)_i . (X*M)_j / sqrt(C))``, a softmax over the key positions j. Scaling:
-   the paper's summary writes softmax((X*M)(X*M)^T) without a scale. We divide by sqrt(C) (as
-   in scaled dot-product attention) because the affinities are sums of up to C products: with
-   C = 256 and O(1) activations they are O(10^2) and the softmax would be one-hot with
-   vanishing gradients. The scale is a constant, so the masked channels still have no
-   influence on A; ``scale=False`` gives the unscaled formula.
-4. Values: 1x1 conv C -> C (no bias: a bias passes through rows of A that sum to 1 and is then
-   removed by the BatchNorm). Output ``x + BN(A V)`` with the BN's gamma and beta initialised to
-   0, so the op is exactly the identity at initialisation (``zero_init=False`` keeps BN's
-   default gamma = 1, for ablations and gradient checks).
-
-The mask layer's weight starts at 0 and its bias at ``logit(mask_init_bias)``: every entry is
-kept with probability ``mask_init_bias`` (default 0.9, nearly full attention; the search learns
-which channels to drop) until training moves the weight. ``key_stride`` s > 1 takes keys and
-values (and their masks) at the positions ``[::s, ::s]`` only. The temperature ``tau`` is a
-buffer (saved in the state dict) set with :meth:`DCSAttention.set_temperature` or, for every
-DCS module in a model, :func:`set_dcs_temperature`. ``keep_ratio`` holds the mean of the mask
-used by the last forward (a detached scalar; NaN before the first); :func:`dcs_keep_ratios`
-collects them.
-
-``variant="window"`` is the released code's ``DNonlocal`` block
-(``modeling/backbones/final_version/DNLblock.py``), written anew from a reading of that file: a
-contiguous window of channels with a learnable fractional start s and length L (in channels;
-parameters ``start`` and ``length``), the same window for every token, no Gumbel:
-
-- channels wrap around (the input is doubled along channels); s is taken modulo C, L is clamped
-  to [max(1, C/4), C - 1] (the range the released searcher enforces);
-- with s = s0 + a and L = L0 + b (integer and fractional parts), the window has L0 + 1 channels
-  ``theta_k = (1 - a) x[s0 + k] + a x[s0 + k + 1]``, k = 0..L0, and its last channel is scaled
-  by b (the code's mix of the L0- and (L0 + 1)-channel windows). At integer s and L it is
-  ``x[s : s + L]`` (plus a zero channel); at s = 2.5 it is the mean of the windows at 2 and 3;
-- phi is the same window taken on the key positions, g is all channels at the key positions;
-  ``f = theta (phi^T g) / N_k``, no softmax, computed in the cheaper of the two product orders
-  (at layer1 the N x N matrix is never formed);
-- ``x + BN(dwconv3x3(f))`` with the same zero-initialised BN.
-
-The division is by the number of key positions N_k (= H*W at ``key_stride=1``): the released
-code writes ``f / H * W``, which divides by H and multiplies by W, an operator-precedence slip
-for the intended H*W; dividing by N_k keeps the scale independent of the stride.
-
-Memory. The mask variant's attention is N x N per image. At ResNet-50 layer1 for a 256x128
-input (C = 256, 64 x 32 map, N = 2048) A alone is 2048^2 = 4,194,304 floats = 16.8 MB in
-float32, 1.07 GB for a batch of 64. Everything the explicit path (CPU) saves for backward in
-training mode, counted with ``torch.autograd.graph.saved_tensors_hooks`` on distinct storages
-excluding x, parameters and buffers, is 7,340,544 floats = 29.4 MB per image (1.9 GB per batch
-of 64): A plus six (N x C) tensors (soft sample, mask, masked tokens, scaled masked tokens,
-values, BN input) and BN statistics; the affinities and A also coexist during the forward.
-``key_stride=2`` makes A (N x N/4) 1,048,576 floats and the total 3,408,384 (13.6 MB). On CUDA
-the forward calls :func:`torch.nn.functional.scaled_dot_product_attention`, whose fused kernels
-(where they accept the dtype and head size C; otherwise it runs the same math) never store A;
-:meth:`DCSAttention.attention` always forms it. The window variant stores 1,874,818 floats
-(7.5 MB) at layer1 and no N x N tensor. Forward FLOPs at layer1 (:func:`op_cost`, eval):
-mask 4.83 G (2.15 G each for the two N x N x C products), with key_stride 2 1.41 G; window
-0.28 G.
+Both are exactly the identity at initialisation (BN gamma and beta 0; ``zero_init=False`` keeps
+gamma = 1). ``key_stride`` s > 1 takes keys and values at the positions ``[::s, ::s]`` only.
+``tau`` is a buffer, set by :meth:`DCSAttention.set_temperature` or :func:`set_dcs_temperature`;
+``keep_ratio`` is the mean mask of the last forward (NaN before the first; :func:`dcs_keep_ratios`).
+Design notes and measurements: docs/ops.md, section `nas_reid.ops.dcs`.
 """
 
 from __future__ import annotations

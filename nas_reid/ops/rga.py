@@ -3,50 +3,15 @@
 Layer for layer the official ``RGA_Module`` (microsoft/Relation-Aware-Global-Attention-Networks,
 ``reid/models/models_utils/rga_modules.py``) of Zhang, Lan, Zeng, Jin and Chen,
 "Relation-Aware Global Attention for Person Re-identification", CVPR 2020 (arXiv 1904.02998).
-One branch treats n nodes, each with an F-dimensional feature (RGA-S: n = H*W positions,
-F = C channels; RGA-C: n = C channels, F = H*W positions):
-
-1. theta, phi: 1x1 conv F -> E (no bias), BN, ReLU. Relation G = theta^T phi, (n, n), with no
-   softmax and no scaling.
-2. Node i's relation vector is [G[i, :]; G[:, i]] (outgoing then incoming, raster order), 2n
-   values, embedded by 1x1 conv 2n -> R (no bias), BN, ReLU.
-3. Appearance: 1x1 conv F -> E (no bias), BN, ReLU, then the mean over the E channels (1 value).
-4. Score: y = [appearance; relation] (1 + R values) -> 1x1 conv -> (1 + R) // d_ratio (no
-   bias), BN, ReLU, 1x1 conv -> 1 (no bias), BN(1); weight = sigmoid(score).
-5. Output = weight * x (per position for RGA-S, per channel for RGA-C); no residual.
-
-RGA-S uses E = C // c_ratio, R = HW // s_ratio; RGA-C uses E = HW // s_ratio, R = C // c_ratio
-(as in the official code). RGA-SC applies RGA-S, then RGA-C to its output. All reduced widths
-are clamped to at least 1 so tiny test sizes build; at every size where the official module
-has non-empty layers the parameters are identical in number and shape.
-
-Factorised relation embedding. Step 2's conv weight splits into W = [W_out | W_in], each
-(R, n). Since G[i, j] = <theta_i, phi_j>, the conv output for node i is
-W_out G[i, :]^T + W_in G[:, i] = (W_out phi^T) theta_i + (W_in theta^T) phi_i, so the whole
-embedding is (W_out phi^T) theta + (W_in theta^T) phi: two (R x E) matrices times (E x n).
-Same function, same parameters (up to float rounding), but G (n x n), its transpose and the
-(2n x n) concatenation are never formed. The score conv is likewise applied to the two parts
-of y = [appearance; relation] separately, so y is not stored, and the sigmoid is taken on the
-(B, 1, H, W) map before broadcasting (the official code takes it on the expanded map).
-At layer1 of ResNet-50 at 256x128 (n = 2048, E = 32, R = 256) the official relation conv
-costs 2.15 GMAC per image, the factorised form 67 MMAC.
-
-Memory per image at layer1 (C = 256, H x W = 64 x 32): float32 tensors saved for backward,
-counted with ``torch.autograd.graph.saved_tensors_hooks`` on distinct storages, excluding the
-input x and the module's own parameters and buffers (they exist anyway):
-
-- RGA-S: 1,596,162 floats = 6.4 MB = theta/phi/appearance conv and ReLU outputs
-  6 x 65,536 + relation BN input and ReLU output 2 x 524,288 + score hidden BN input and ReLU
-  output 2 x 65,536 + two 256 x 32 products 16,384 + three (H x W) maps 3 x 2,048 + BN batch
-  statistics 770. The official module stores 11,014,914 floats = 44.1 MB (the 2n x n
-  concatenation alone is 8,388,608), and also forms G and the concatenation in the forward.
-- RGA-C: 430,410 floats = 1.7 MB (official 553,290). RGA-SC: 2,550,860 = 10.2 MB (official
-  12,092,492 = 48.4 MB). For batch 64 and all four ResNet-50 positions, RGA-SC stores
-  5,879,008 floats = 23.5 MB per image, 1.5 GB per batch (official 7.3 GB).
-- ``checkpoint=True``: a branch keeps only its gate ((H x W) or C floats: 2,048 for RGA-S at
-  layer1; RGA-SC also keeps the RGA-S output that feeds RGA-C) and recomputes the rest during
-  backward; BatchNorm running statistics are updated by the forward only, not again by the
-  recomputation.
+Output = sigmoid(score) * x, one weight per position (RGA-S) or per channel (RGA-C), no residual;
+RGA-SC applies RGA-S, then RGA-C to its output. Embedding widths: RGA-S uses E = C // c_ratio,
+R = HW // s_ratio; RGA-C uses E = HW // s_ratio, R = C // c_ratio (as in the official code), all
+clamped to at least 1; at every size where the official module has non-empty layers the
+parameters are identical in number and shape. The relation embedding is computed in a factorised
+form: the same function (up to float rounding) without forming the (n x n) relation matrix.
+``checkpoint=True`` keeps only each branch's gate and recomputes the rest during backward
+(BatchNorm running statistics are updated by the forward only).
+Design notes and measurements: docs/ops.md, section `nas_reid.ops.rga`.
 """
 
 from __future__ import annotations
