@@ -108,6 +108,7 @@ from nas_reid.losses import CrossEntropyLabelSmooth, RIBLoss, TripletLoss
 from nas_reid.ops.dcs import dcs_keep_ratios
 from nas_reid.engine.precision import Precision
 from nas_reid.engine.resumable import ResumableRun, check_new_total, inspect_run_folder
+from nas_reid.engine.optim import build_optimizer
 from nas_reid.engine.runtime import (
     World,
     all_reduce_sums,
@@ -384,12 +385,7 @@ class _Search(ResumableRun):
         self.arch = self.net.arch_parameters()
         self.weights = [q for q in self.net.weight_parameters() if q.requires_grad]
         w = sched.weights
-        if w.optimizer == "sgd":
-            self.weight_opt = torch.optim.SGD(self.weights, lr=w.lr, momentum=w.momentum,
-                                              weight_decay=w.weight_decay)
-        else:
-            self.weight_opt = torch.optim.Adam(self.weights, lr=w.lr, betas=tuple(w.betas),
-                                               weight_decay=w.weight_decay)
+        self.weight_opt = build_optimizer(self.weights, w)
         if w.lr_schedule == "cosine":
             self.weight_sched = torch.optim.lr_scheduler.CosineAnnealingLR(
                 self.weight_opt, T_max=self.epochs, eta_min=w.lr_min)

@@ -291,22 +291,38 @@ class BatchConfig(_Model):
     k: int = Field(default=4, ge=2)
 
 
-class WeightOptimizerConfig(_Model):
-    """Optimizer of the supernet weights (``momentum`` is SGD's, ``betas`` Adam's)."""
+class OptimizerConfig(_Model):
+    """The optimizer settings the search's weights and a retrain's recipe share (``momentum`` is
+    SGD's, ``betas`` Adam's); :func:`nas_reid.engine.optim.build_optimizer` builds one."""
 
-    optimizer: Literal["sgd", "adam"] = "sgd"
-    lr: float = Field(default=0.035, gt=0)
-    lr_schedule: Literal["cosine", "constant"] = "cosine"
-    lr_min: float = Field(default=0.0, ge=0)
+    lr: float = Field(default=3.5e-4, gt=0)
     weight_decay: float = Field(default=5e-4, ge=0)
     momentum: float = Field(default=0.9, ge=0, lt=1)
     betas: list[float] = Field(default_factory=lambda: [0.9, 0.999], min_length=2, max_length=2)
-    grad_clip: float | None = Field(default=5.0, gt=0)
 
     @field_validator("betas")
     @classmethod
     def _betas(cls, betas: list[float]) -> list[float]:
         return _check_betas(betas)
+
+    @property
+    def kind(self) -> str:
+        """``sgd`` or ``adam``."""
+        raise NotImplementedError
+
+
+class WeightOptimizerConfig(OptimizerConfig):
+    """The supernet weights' optimizer (SGD 0.035 by default) and its learning-rate schedule."""
+
+    optimizer: Literal["sgd", "adam"] = "sgd"
+    lr: float = Field(default=0.035, gt=0)
+    lr_schedule: Literal["cosine", "constant"] = "cosine"
+    lr_min: float = Field(default=0.0, ge=0)
+    grad_clip: float | None = Field(default=5.0, gt=0)
+
+    @property
+    def kind(self) -> str:
+        return self.optimizer
 
 
 class ArchOptimizerConfig(_Model):

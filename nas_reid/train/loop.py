@@ -75,6 +75,7 @@ from nas_reid.losses import CenterLoss, CrossEntropyLabelSmooth, RIBLoss, Triple
 from nas_reid.engine.precision import Precision
 from nas_reid.engine.resumable import ResumableRun, check_new_total, inspect_run_folder
 from nas_reid.engine.runlog import MetricsLog
+from nas_reid.engine.optim import build_optimizer
 from nas_reid.engine.runtime import (
     World,
     all_reduce_sums,
@@ -340,12 +341,7 @@ class _Retrain(ResumableRun):
             groups = [{"params": [q for q in self.params if id(q) in backbone]},
                       {"params": [q for q in self.params if id(q) not in backbone],
                        "lr": o.lr * o.new_lr_mult}]
-        if o.name == "sgd":
-            self.opt = torch.optim.SGD(groups, lr=o.lr, momentum=o.momentum,
-                                       weight_decay=o.weight_decay)
-        else:
-            self.opt = torch.optim.Adam(groups, lr=o.lr, betas=tuple(o.betas),
-                                        weight_decay=o.weight_decay)
+        self.opt = build_optimizer(groups, o)
         schedule = r.lr_schedule
         self.sched = torch.optim.lr_scheduler.LambdaLR(
             self.opt, lambda e: schedule.factor(e, self.epochs))

@@ -54,7 +54,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from nas_reid.errors import UserError
 from nas_reid.engine.precision import PrecisionConfig
-from nas_reid.space.config import BatchConfig, LossConfig, format_validation_error, read_yaml_mapping
+from nas_reid.space.config import (BatchConfig, LossConfig, OptimizerConfig, format_validation_error,
+                                   read_yaml_mapping)
 
 RECIPE_NAMES = ("bot", "synthetic", "mobile", "mobile_synthetic", "pretrain_synthetic")
 
@@ -77,16 +78,18 @@ class AugmentConfig(_Model):
         return max(1, round(self.pad * height / 256)) if self.pad else 0
 
 
-class OptimizerConfig(_Model):
+class RecipeOptimizerConfig(OptimizerConfig):
+    """A retrain's optimizer (Adam 3.5e-4 by default, BoT's)."""
+
     name: Literal["adam", "sgd"] = "adam"
-    lr: float = Field(default=3.5e-4, gt=0)
-    weight_decay: float = Field(default=5e-4, ge=0)
-    momentum: float = Field(default=0.9, ge=0, lt=1)
-    betas: list[float] = Field(default_factory=lambda: [0.9, 0.999], min_length=2, max_length=2)
     new_lr_mult: float = Field(default=1.0, gt=0)
     """Learning-rate multiplier of everything outside the backbone (attention cells, BNNeck
     head): the fine-tuning practice of training new layers faster than pretrained ones
     (torchreid's ``staged_lr``). 1: one rate for all."""
+
+    @property
+    def kind(self) -> str:
+        return self.name
 
 
 class LRScheduleConfig(_Model):
@@ -138,7 +141,7 @@ class Recipe(_Model):
     batch: BatchConfig = Field(default_factory=BatchConfig)
     augment: AugmentConfig = Field(default_factory=AugmentConfig)
     backbone: BackboneInit = Field(default_factory=BackboneInit)
-    optimizer: OptimizerConfig = Field(default_factory=OptimizerConfig)
+    optimizer: RecipeOptimizerConfig = Field(default_factory=RecipeOptimizerConfig)
     lr_schedule: LRScheduleConfig = Field(default_factory=LRScheduleConfig)
     loss: RecipeLossConfig = Field(default_factory=RecipeLossConfig)
     grad_clip: float | None = Field(default=None, gt=0)
