@@ -1,34 +1,17 @@
 """What one tuning trial runs and how it is scored, shared by the Optuna and the Ray backend.
 
-Honest scoring. A trial never sees the dataset's query / gallery split, which is the test set of
-the standard protocol. :func:`validation_split` holds out a share of the *training* identities
-(``validation.fraction`` of the tune space, seeded; identity-disjoint, as in the search) and
-cuts their images into a query and a gallery by camera
-(:func:`~nas_reid.search.data.query_gallery_split`). The result is a
-:class:`~nas_reid.data.ReIDDataset` whose ``train`` split holds only the remaining training
-identities and whose ``query`` / ``gallery`` hold only the held-out ones, so
-:func:`~nas_reid.train.loop.retrain` and :func:`~nas_reid.search.search` take it unchanged,
-train on the first and evaluate on the second. It keeps the dataset's ``name`` and ``root``
-(a trial's run folder names the dataset it came from; ``extra["validation"]`` says which
-identities were held out).
-
-A trial (:meth:`Objective.run`):
-
-- ``target: retrain``: retrain the genotype with the recipe, the tune space's ``fixed`` fields
-  and the trial's values;
-- ``target: search``: search the search space with its ``schedule`` (and ``sampling`` /
-  ``cells``) changed by ``fixed`` and the trial's values, then retrain the genotype found with
-  the recipe and the tune space's ``retrain`` fields.
-
-Either way the retrain evaluates on the validation query / gallery after every epoch
-(``eval.every`` is set to 1) and each epoch's figures go to ``report`` (:data:`REPORTED` keys:
-``epoch``, ``epochs``, the metrics ``mAP``, ``R1``, ``R5``, ``R10``, ``mINP``, and ``loss``);
-the trial's value is the metric of the last epoch. A trial's folder holds ``retrain/`` (the
-retrain run folder: what a resume needs) and, for a search target, ``search/`` (the search run
-folder, its checkpoint removed once the genotype is written).
-
-:meth:`Objective.build` checks everything a trial needs before the first one starts: the
-genotype or search space, the recipe, the tune space's fixed fields on them, the split.
+A trial never sees the dataset's query / gallery (the test split of the standard protocol):
+:func:`validation_split` holds out a seeded, identity-disjoint share of the *training*
+identities (``validation.fraction`` of the tune space), cut into a query and a gallery by camera,
+and returns a :class:`~nas_reid.data.ReIDDataset` that :func:`~nas_reid.train.loop.retrain` and
+:func:`~nas_reid.search.search` take unchanged (train on the other identities, evaluate on these).
+:meth:`Objective.run` is one trial (``target: retrain``: a retrain; ``target: search``: a search,
+then a retrain of the genotype found); the retrain evaluates on the validation split after every
+epoch and passes each epoch's figures to ``report`` (:data:`REPORTED` keys); the trial's value is
+the metric of the last epoch. :meth:`Objective.build` checks everything a trial needs (the
+genotype or search space, the recipe, the fixed fields, the split) before the first one starts.
+The split, what a trial overrides and its folder in detail: docs/tuning.md, section
+`nas_reid.hpo.objective`.
 """
 
 from __future__ import annotations

@@ -1,32 +1,17 @@
 """Tuning with a plain Optuna study, one trial after another, without Ray.
 
 :func:`run_study` samples a :class:`~nas_reid.hpo.space.TuneSpace` with a seeded
-``TPESampler`` and runs each trial (:class:`~nas_reid.hpo.objective.Objective`: a retrain, or
-a search and a retrain, scored on a validation split of the training identities) in
-``<out_dir>/trials/<trial number>/``. Every epoch's validation metric goes to the pruner
+``TPESampler`` and runs each trial (:class:`~nas_reid.hpo.objective.Objective`) in
+``<out_dir>/trials/<trial number>/``; every epoch's validation metric goes to the pruner
 (``early_stopping``: ``asha``, ``median`` or ``none``, the rule of :mod:`nas_reid.hpo.pruning`
-that the Ray backend's scheduler applies too), with the tune space's ``early_stopping`` grace
-period and reduction factor. The study lives in an Optuna RDB storage (default
-``sqlite:///<out_dir>/study.db``).
-
-Failures and resume. A trial that raises is recorded as ``FAIL`` (with its error) and the
-study goes on. Ctrl-C (``KeyboardInterrupt``) stops the study: the files are written and the
-result says ``interrupted``. A trial interrupted (by Ctrl-C, or by a killed session, which
-leaves it ``RUNNING``) is recorded as ``FAIL`` and, with ``resume=True``, continued: a new trial with the same values
-resumes its retrain from its last checkpoint in the same folder (after Ctrl-C: the step it
-stopped at; Optuna's line on the interrupted trial carries no traceback) (its ``continues``
-user attribute names the trial it continues; interrupted trials do not count toward
-``trials``). ``resume`` assumes no other process is running trials of this study. Nothing
-outside ``<out_dir>/trials`` is written or removed: a recorded folder that lies elsewhere
-(symbolic links resolved; an edited study, a moved folder) is left alone with a warning.
-
-Disk. After every trial the checkpoints of the pruned trials' retrains are removed (a pruned
-trial never resumes; its run folder keeps its config and metrics), as the Ray backend does.
-
-Files: see :mod:`nas_reid.hpo.report` (``trials.csv``, ``best.yaml``, ``best_trial.yaml``, the
-plots, rewritten after every trial) and :mod:`nas_reid.hpo.study` (``tune.yaml``). Bad inputs
-raise :class:`~nas_reid.errors.UserError` before anything is written; a failure before the
-first trial leaves nothing behind.
+that the Ray backend's scheduler applies too). The study lives in an Optuna RDB storage (default
+``sqlite:///<out_dir>/study.db``). A trial that raises is recorded as ``FAIL`` and the study goes
+on; Ctrl-C stops it with the files written (the result says ``interrupted``); ``resume=True``
+continues interrupted trials from their retrain's last checkpoint. Nothing outside
+``<out_dir>/trials`` is written or removed. Files: :mod:`nas_reid.hpo.report` and
+:mod:`nas_reid.hpo.study`. Bad inputs raise :class:`~nas_reid.errors.UserError` before anything
+is written. Failures, resume and disk in detail: docs/tuning.md, section
+`nas_reid.hpo.optuna_backend`.
 """
 
 from __future__ import annotations

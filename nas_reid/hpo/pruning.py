@@ -2,26 +2,14 @@
 
 A trial reports its validation metric after every epoch. :class:`StoppingRule` decides, from
 the value a trial reports at an epoch and the values the other trials reported at that same
-epoch before it, whether the trial stops there:
-
-- ``asha`` (asynchronous successive halving): at the rungs ``grace_period * reduction_factor
-  ** k`` (below the trials' last epoch) a trial goes on when its value is among the best
-  ``max(1, n // reduction_factor)`` of the ``n`` values recorded at that rung, its own
-  included (so the first trial at a rung always goes on, a second one only if it is at least
-  as good as the first);
-- ``median``: from ``grace_period`` on, at every epoch but the last, a trial stops when its
-  value is worse than the median of what at least two other trials reported at that epoch;
-- ``none``: no trial stops early.
-
-A trial is never stopped at its last epoch (it has finished). :func:`optuna_pruner` wraps the
-rule as an Optuna pruner (the other trials' values are their intermediate values in the
-study), :class:`nas_reid.hpo.ray_backend.RuleScheduler` as a Ray Tune scheduler (the values
-are the results it has seen), so the same reported values give the same decisions in both
-backends.
-
-Default grace period (:func:`default_grace_period`): the recipe's learning-rate warm-up plus a
-quarter of the epochs (at least one), so no trial is judged during its warm-up or on its first
-noisy epochs after it.
+epoch before it, whether the trial stops there: ``asha`` (asynchronous successive halving, at
+the rungs ``grace_period * reduction_factor ** k``), ``median`` (the median stopping rule, from
+``grace_period`` on) or ``none``. A trial is never stopped at its last epoch.
+:func:`optuna_pruner` wraps the rule as an Optuna pruner,
+:class:`nas_reid.hpo.ray_backend.RuleScheduler` as a Ray Tune scheduler, so the same reported
+values give the same decisions in both backends. :func:`default_grace_period`: the recipe's
+learning-rate warm-up plus a quarter of the epochs (at least one).
+The rules in detail: docs/tuning.md, section `nas_reid.hpo.pruning`.
 """
 
 from __future__ import annotations

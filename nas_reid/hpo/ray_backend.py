@@ -1,48 +1,18 @@
 """Tuning with Ray Tune: trials scheduled on this machine or on a Ray cluster, sampled by Optuna.
 
 :func:`run_tune` runs a ``tune.Tuner`` over the function trainable :func:`_trainable` (one
-trial of :class:`~nas_reid.hpo.objective.Objective`: a retrain, or a search and a retrain,
-scored on a validation split of the training identities), with
-
-- ``tune.with_resources(..., {"cpu": cpus_per_trial, "gpu": gpus_per_trial})`` (a fractional GPU
-  share puts several trials on one GPU; a trial with a GPU share trains on ``cuda``);
-- ``TuneConfig(metric, mode, search_alg=OptunaSearch(...), scheduler=..., num_samples,
-  max_concurrent_trials)``: Optuna's seeded ``TPESampler`` over the tune space's distributions,
-  writing into the Optuna study of the run's RDB storage (default ``sqlite:///<out>/study.db``,
-  so ``optuna-dashboard`` reads it); the scheduler (:class:`RuleScheduler`) stops trials by
-  the rule of :mod:`nas_reid.hpo.pruning` (``asha``, ``median`` or ``none``) on the ``epoch``
-  each trial reports, as the Optuna backend's pruner does. A trial the scheduler stops before
-  its last epoch is recorded in Optuna as ``PRUNED``;
-- ``RunConfig(name, storage_path, failure_config=FailureConfig(max_failures=0),
-  checkpoint_config=CheckpointConfig(num_to_keep=1))``: a trial that raises is recorded as
-  failed (Ray ``ERROR``, Optuna ``FAIL``) and the others go on.
-
-Each epoch a trial calls ``tune.report(figures, checkpoint=tune.Checkpoint.from_directory(...))``
-with its whole trial folder (the retrain run folder ``retrain/``, and ``search/`` for a search
-target); a trial restarted from a checkpoint (``tune.get_checkpoint()``) resumes its retrain
-exactly. Trials work in their trial folder on the node they run on (in Ray's session folder,
-which Ray does not sync); what persists is in the
-``storage_path`` (default ``<out>/ray``; point it at storage every node of a cluster reaches):
-``<storage_path>/<experiment>/trial_<n>/`` (``n`` is the Optuna trial number) with Ray's
-``result.json``, ``error.txt`` and ``checkpoint_*/retrain/`` (the trial's run folder).
-
-Cluster. ``address`` (or ``RAY_ADDRESS``): ``auto`` (the cluster this machine belongs to),
-``ray://HOST:PORT`` (Ray Client) or ``HOST:PORT``; without one a local Ray is started (all the
-machine's CPUs, no dashboard) and shut down at the end. If Ray is already initialised in this
-process, that connection is used. The cluster's nodes need nas-reid installed.
-
-Trust. ``Tuner.restore`` unpickles the experiment's ``tuner.pkl`` from the storage path, and
-unpickling runs whatever code the file names: the storage path must be storage only trusted
-users write to. A resumed run uses only the storage path its study was created with (recorded
-in the Optuna study; :func:`_check_storage_path`) and refuses any other.
-
-Resume. Ctrl-C (SIGINT) stops the experiment with its state saved (Tune's own handling; the
-result says ``interrupted``); ``resume=True`` restores it with ``Tuner.restore`` (unfinished
-trials continue from their checkpoints, failed ones stay failed, finished ones are not run
-again) and, when ``trials`` asks for more trials than the study holds, runs a further
-experiment (``<study>-2``, ...) on the same Optuna study.
-
-Files: see :mod:`nas_reid.hpo.report` and :mod:`nas_reid.hpo.study`.
+trial of :class:`~nas_reid.hpo.objective.Objective`) with ``cpus_per_trial`` /
+``gpus_per_trial`` per trial, Optuna's seeded ``TPESampler`` writing into the Optuna study of the
+run's RDB storage (default ``sqlite:///<out>/study.db``) and :class:`RuleScheduler` stopping
+trials by the rule of :mod:`nas_reid.hpo.pruning` (recorded in Optuna as ``PRUNED``). A trial
+that raises is recorded as failed and the others go on. Each epoch a trial reports its figures
+with its trial folder as the checkpoint, so a restarted trial resumes its retrain exactly; what
+persists is under ``storage_path`` (default ``<out>/ray``). ``address`` (or ``RAY_ADDRESS``)
+joins a cluster; without one a local Ray is started and shut down at the end. ``resume=True``
+restores the experiment with ``Tuner.restore``, which unpickles from the storage path: it must
+be storage only trusted users write to (a resumed run refuses any but its study's).
+Files: :mod:`nas_reid.hpo.report` and :mod:`nas_reid.hpo.study`. Configuration, storage,
+cluster, trust and resume in detail: docs/tuning.md, section `nas_reid.hpo.ray_backend`.
 """
 
 from __future__ import annotations

@@ -1,25 +1,13 @@
 """What a tuning run leaves in its study folder, for both backends, and what it returns.
 
 Files (written atomically at the end of a run; with the Optuna backend ``trials.csv`` and the
-best-trial files are also rewritten after every trial):
-
-- ``trials.csv``: one row per trial of the Optuna study: ``number``, ``state`` (``COMPLETE``;
-  ``PRUNED``: stopped early by ASHA or the median rule; ``FAIL``: it raised, or was interrupted;
-  ``RUNNING`` / ``WAITING``: not finished when the run stopped), ``value`` (the metric after the
-  last epoch, complete trials only), ``epochs`` (epochs reported) and ``last_value`` (the
-  metric of the last one), ``params_<key>`` per parameter, ``datetime_start``,
-  ``datetime_complete``, ``duration_s``, ``run_dir`` (the trial's retrain run folder), ``error``;
-- ``best.yaml``: the best complete trial's whole config, ready to use: for ``target: retrain`` a
-  recipe (``nas-reid retrain --genotype G --recipe best.yaml``), for ``target: search`` a search
-  space (``nas-reid search --space best.yaml``); a comment header says which trial it is, its
-  validation figure and its overrides;
-- ``best_trial.yaml``: the same trial as data: ``study``, ``storage``, ``metric``, ``direction``,
-  ``trial``, ``value``, ``params`` (flat dotted keys), ``overrides`` (nested: the recipe overrides
-  for a retrain target, the search-space overrides relative to ``schedule`` for a search
-  target), ``config`` (``best.yaml``);
-- ``optimization_history.png`` and ``param_importances.png`` (:mod:`nas_reid.viz.tune_plots`).
-
+best-trial files are also rewritten after every trial): ``trials.csv`` (one row per trial of
+the Optuna study: state, value, epochs, last value, parameters, times, run folder, error),
+``best.yaml`` (the best complete trial's whole config, ready to use: a recipe for ``target:
+retrain``, a search space for ``target: search``), ``best_trial.yaml`` (the same trial as data)
+and ``optimization_history.png`` / ``param_importances.png`` (:mod:`nas_reid.viz.tune_plots`).
 ``best.yaml`` and ``best_trial.yaml`` are absent while no trial has completed.
+The columns and keys of each file: docs/tuning.md, section `nas_reid.hpo.report`.
 """
 
 from __future__ import annotations

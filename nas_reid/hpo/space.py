@@ -1,63 +1,17 @@
 """The tune space: which recipe or search-space fields a tuning run varies, and how.
 
-A tune space is one YAML file (``search_spaces/tune/*.yaml``)::
-
-    name: retrain_small
-    target: retrain            # retrain | search: which config the parameters override
-    metric: {name: mAP, mode: max}
-    params:                    # dotted paths -> one distribution each
-      optimizer.lr: {type: float, low: 1.0e-4, high: 1.0e-3, log: true}
-      loss.triplet_margin: {type: float, low: 0.1, high: 0.5}
-      loss.rib: {type: categorical, choices: [0.0, 0.05, 0.1]}
-      batch.k: {type: int, low: 2, high: 8, step: 2}
-    fixed: {epochs: 5, lr_schedule.warmup_epochs: 1}   # applied to every trial
-    validation: {fraction: 0.25, seed: 0}              # the held-out identities (default)
-    early_stopping: {grace_period: 2, reduction_factor: 2}   # ASHA / median
-
-Distributions (Optuna's, see :meth:`TuneSpace.distributions`):
-
-- ``float``: ``low < high``; ``log: true`` needs ``low > 0``; an optional ``step`` (> 0) makes
-  it discrete; ``log`` and ``step`` cannot be combined;
-- ``int``: ``low <= high``, ``step >= 1`` (default 1), optional ``log`` (then ``low >= 1`` and
-  ``step`` 1);
-- ``categorical``: a non-empty list of distinct scalars (numbers, booleans, strings, null).
-
-Metric. One of the retrain evaluation metrics (``mAP``, ``R1``, ``R5``, ``R10``, ``mINP``),
-measured on the validation split (:mod:`nas_reid.hpo.objective`), never on the dataset's
-query / gallery.
-
-Keys. Parameter keys and ``fixed`` keys are dotted paths (``fixed`` may also be written as
-nested mappings). For ``target: retrain`` they are paths into the retrain recipe
-(:mod:`nas_reid.train.recipe`: ``optimizer.lr``, ``loss.rib``, ``batch.k``, ``epochs``...) and
-are checked against the resolved ``bot`` recipe. For ``target: search`` they are paths into a
-search space: relative to its ``schedule`` (``weights.lr``, ``arch.lr``, ``loss.rib``,
-``batch.p``, ``epochs``...; not ``schedule.weights.lr``), or, starting with ``sampling.`` or
-``cells.``, into those sections (``sampling.tau.start``, ``cells.nodes``); they are checked
-against the resolved ``search_spaces/cpu_small.yaml``. A key must name a leaf field; an
-unknown key is an error listing the closest known keys. A float distribution on an integer
-field, or a numeric distribution on a text, boolean or list field, is an error too.
-``eval.every`` cannot be set: every trial evaluates after every epoch, so the scheduler or
-pruner sees each epoch.
-
-``retrain`` (``target: search`` only): recipe fields fixed for the retrain that follows each
-trial's search (dotted or nested, e.g. ``{epochs: 2, batch.p: 4}``), on top of the recipe the
-run is given. For ``target: retrain`` such fields belong in ``fixed``.
-
-``validation``: the share (``fraction``, default 0.25) of the training identities held out to
-score the trials, drawn with ``seed`` (default 0). ``early_stopping``: the epochs every trial
-runs before it can be stopped (``grace_period``; default the retrain recipe's learning-rate
-warm-up plus a quarter of the epochs, so no trial is judged on its warm-up) and ASHA's
-``reduction_factor`` (default 2; the median rule does not use it); both backends apply the
-same rule (:mod:`nas_reid.hpo.pruning`).
-
+A tune space is one YAML file (``search_spaces/tune/*.yaml``): ``name``, ``target``
+(``retrain`` | ``search``: which config the parameters override), ``metric`` (``mAP``, ``R1``,
+``R5``, ``R10`` or ``mINP`` on the validation split, never on the dataset's query / gallery),
+``params`` (dotted paths -> one Optuna distribution each: ``float``, ``int`` or
+``categorical``), ``fixed`` (applied to every trial), ``retrain`` (``target: search`` only),
+``validation`` and ``early_stopping``. Keys are checked against the resolved ``bot`` recipe or
+``search_spaces/cpu_small.yaml`` and must name a leaf field; ``eval.every`` cannot be set.
 :meth:`TuneSpace.overrides` turns one trial's values into the nested overrides of that trial
-(``fixed`` merged with the values); for retrain targets the result is validated as a ``bot``
-recipe with those overrides, so an impossible combination fails before any training starts.
-Search-target overrides are checked against the real search space by the objective
-(:class:`~nas_reid.hpo.objective.Objective`).
-
-Every problem is one :class:`TuneSpaceError` (a :class:`~nas_reid.errors.UserError`) naming the
-file and the bad field by its path (``params.optimizer.lr.low``).
+(for retrain targets validated as a ``bot`` recipe). Every problem is one
+:class:`TuneSpaceError` (a :class:`~nas_reid.errors.UserError`) naming the file and the bad
+field by its path (``params.optimizer.lr.low``).
+The file format, distributions and keys in detail: docs/tuning.md, section `nas_reid.hpo.space`.
 """
 
 from __future__ import annotations

@@ -2,29 +2,15 @@
 
 FBNet prices a network by a lookup table of per-block costs: the network's cost is the sum of
 its blocks' (:mod:`nas_reid.search.latency`). This module names those blocks. Each is a small
-frozen dataclass with
-
-- ``key``: its canonical text, the lookup table's key (every number that changes the module or
-  its input is in it, e.g. ``ir:16->24:e6:k3:s2:plain:32x16:relu6``);
-- ``input_shape``: the ``(C, H, W)`` it takes;
-- :meth:`build`: the module alone, exactly as the network builds it;
-- :meth:`flops`: its FLOPs for one image (the :func:`nas_reid.ops.op_cost` convention).
-
-The kinds: a mobile backbone's :class:`StemBlock` (3x3/2 conv), :class:`InvertedResidualBlock`
-and :class:`HeadBlock` (1x1 conv); one candidate op of a cell at one size (:class:`OpBlock`); a
-fixed ResNet backbone as a single block (:class:`ResNetBlock`: it is the same in every network
-of its space). The BNNeck (pooling and a BatchNorm1d) is left out, as it is of the FLOPs.
-
-Two views:
-
-- :func:`network_blocks`: the blocks of one derived network (a genotype), one entry per block
-  that runs: the stem, every kept block, the head, the ResNet, the live cell edges;
-- :func:`space_blocks`: every block the space's networks can hold, laid out along the choices
-  (:class:`SpaceBlocks`): per mobile stage, the first block for every (previous stage's width,
-  width, kernel, expansion) and the later blocks for every (width, kernel, expansion); the head
-  for every last width; per cell position, every candidate op at every width the position can
-  have. The lookup table is measured over their union (:meth:`SpaceBlocks.blocks`) and the
-  cost model takes its expectations over the grids.
+frozen dataclass with ``key`` (its canonical text, the lookup table's key), ``input_shape``
+(the ``(C, H, W)`` it takes), :meth:`build` (the module alone, exactly as the network builds
+it) and :meth:`flops` (its FLOPs for one image, the :func:`nas_reid.ops.op_cost` convention).
+The kinds: :class:`StemBlock`, :class:`InvertedResidualBlock`, :class:`HeadBlock`,
+:class:`OpBlock` and :class:`ResNetBlock`; the BNNeck is left out. :func:`network_blocks` lists
+the blocks of one derived network (a genotype); :func:`space_blocks` every block the space's
+networks can hold, laid out along the choices (:class:`SpaceBlocks`; the lookup table is
+measured over their union, :meth:`SpaceBlocks.blocks`).
+The kinds and the two views in detail: docs/internals.md, section `nas_reid.space.blocks`.
 """
 
 from __future__ import annotations

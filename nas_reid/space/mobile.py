@@ -1,43 +1,20 @@
 """The searchable mobile backbone (FBNetV2 / MobileNetV2 family): its YAML, the chosen network
 built from a genotype, its stage shapes and its FLOPs.
 
-Macro-architecture. A 3x3/2 stem convolution, then *stages* of inverted-residual blocks
-(MobileNetV2: 1x1 expansion conv, kxk depthwise conv, 1x1 linear projection, each followed by
-BatchNorm; the first two by the activation), then a 1x1 ``head`` convolution (1280 channels in
-MobileNetV2) that the BNNeck pools. Each stage belongs to a *layer* group: ``stem`` (run before
-the first cell position) or ``layer1`` .. ``layer4``, so the cell positions keep their names: a
-cell at ``layer3`` sits after the last stage of the ``layer3`` group. The default table is
-MobileNetV2's (Statistical-Deep-Learning/DCS-Attention,
-``modeling/backbones/mobilenetv2_RGA/mobilenetv2_RGA.py``, places its attention after the 24-,
-32- and 96-channel stages and optionally after the 320-channel one; those are the ends of
-layer1, layer2, layer3 and layer4 here)::
-
-    stage  layer   channels  blocks  stride         stage  layer   channels  blocks  stride
-    s1     stem    16        1       1              s5     layer3  96        3       1
-    s2     layer1  24        2       2              s6     layer4  160       3       2
-    s3     layer2  32        3       2              s7     layer4  320       1       1
-    s4     layer3  64        4       2
-
-``last_stride: 1`` (the re-ID convention) sets every stride in the ``layer4`` group to 1.
-
-Choices, per stage (one decision shared by the stage's blocks, as FBNetV2 shares one width
-distribution per stage): the *width* (fractions of the stage's ``channels``, rounded to a
-multiple of ``divisor`` as MobileNet's ``make_divisible`` does), the depthwise *kernel* and the
-*expansion*; and, per block after the first, whether to *skip* it. The block's hidden width is
-``expansion x`` its input width (MobileNetV2's rule); an expansion of 1 has no expansion conv
-and may only be a stage's sole option. The first block of a stage changes the width (and maybe
-the resolution) and has no residual; later blocks have one. The global ``choices`` apply to
-every stage; a stage may override any of them (``s1`` is fixed by default: MobileNetV2's t=1
-block).
-
-A chosen backbone (:class:`MobileArch`, what a genotype's ``backbone.choices`` holds) names
-every stage's width, kernel, expansion and kept blocks; :class:`MobileBackbone` builds exactly
-that network from plain modules, block ``j`` of stage ``s`` under ``stages.<s>.b<j>`` (a skipped
-block is absent, so the names still match the supernet's, see :func:`narrow_state_dict`).
-
-FLOPs follow :func:`nas_reid.ops.op_cost`'s convention: 2 per multiply-accumulate of every
-convolution and linear layer, element-wise work ignored (:func:`arch_flops`; a test checks it
-against torch's ``FlopCounterMode``).
+A 3x3/2 stem convolution, *stages* of MobileNetV2 inverted-residual blocks, then a 1x1 ``head``
+convolution that the BNNeck pools. Each stage belongs to a *layer* group (``stem``, ``layer1``
+.. ``layer4``), so the cell positions keep their names. The default table is MobileNetV2's, its
+layer groups ending where Statistical-Deep-Learning/DCS-Attention
+(``modeling/backbones/mobilenetv2_RGA/mobilenetv2_RGA.py``) places its attention.
+``last_stride: 1`` sets every stride in the ``layer4`` group to 1. Per stage one *width*,
+depthwise *kernel* and *expansion* is chosen for all its blocks, and per block after the first
+whether to *skip* it. :class:`MobileArch` names a chosen backbone (a genotype's
+``backbone.choices``); :class:`MobileBackbone` builds exactly that network, block ``j`` of
+stage ``s`` under ``stages.<s>.b<j>`` (the supernet's names, see :func:`narrow_state_dict`).
+:func:`arch_flops` follows :func:`nas_reid.ops.op_cost`'s convention: 2 per
+multiply-accumulate of every convolution and linear layer, element-wise work ignored.
+The macro-architecture, its default table and the choices in detail: docs/internals.md,
+section `nas_reid.space.mobile`.
 """
 
 from __future__ import annotations

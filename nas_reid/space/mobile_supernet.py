@@ -2,37 +2,18 @@
 DMaskingNAS), with one architecture choice per stage and dimension.
 
 Choices (:attr:`MobileSupernetBackbone.choices`, in network order; only dimensions with more
-than one option get one): ``<stage>_width``, ``<stage>_kernel``, ``<stage>_expansion`` and, with
-``skip``, ``<stage>_b<j>_skip`` (options keep / skip) for every block ``j >= 1``. The supernet
-holds one architecture parameter (a logit per option) per choice, ``backbone_arch.<key>``.
-
-Each forward draws every choice once (:func:`choice_weights`) and shares the stage's draws
-between its blocks:
-
-- **width**: the stage's output channels beyond the drawn width are multiplied by 0 after the
-  projection's BatchNorm, ``mask = sum_j h_j * 1[c < w_j]``, in every block of the stage;
-- **expansion**: the hidden channels beyond ``e x (input width)`` are masked after the
-  expansion and depthwise BatchNorms+activations, ``sum_{i,k} h_in_i h_e_k 1[c < e_k w_i]``
-  (the input width is the previous stage's draw for a stage's first block);
-- **kernel**: the depthwise weights outside the centre ``k x k`` are multiplied by 0 (a larger
-  kernel with 'same' padding and a zero border computes what the smaller one does);
-- **skip**: a skipped block is not run; its output is its input.
-
-With the ``gumbel`` strategy the draws are GDAS's hard straight-through samples (exactly one
-option in value, gradients to every logit; :func:`nas_reid.space.mixed.gumbel_hard_sample`), so a
-training forward computes exactly one narrow network, and memory is that of the widest network
-whatever the number of options; in eval mode every choice takes its most probable option, so the
-supernet then computes exactly what :func:`derive_arch`'s network computes with the weights cut
-out by :func:`nas_reid.space.mobile.narrow_state_dict` (tested). With ``softmax`` the masks are
-the probability-weighted mixtures (FBNetV2's form with soft weights). As in
-:class:`~nas_reid.space.mixed.MixedOp`, a skip draw uses the block's input as the stand-in for
-the block that did not run.
-
-Cells after a stage are built for the stage's widest output; the supernet multiplies a cell's
-output by the stage's width mask again, so what follows sees the drawn width only.
-:func:`expected_flops` is the FLOPs of the backbone in expectation under the choice
-probabilities (independent choices, so a sum of products of per-choice moments): a
-differentiable cost for the cost-aware search loss (:mod:`nas_reid.search.cost`).
+than one option get one): ``<stage>_width``, ``<stage>_kernel``, ``<stage>_expansion`` and,
+with ``skip``, ``<stage>_b<j>_skip`` (keep / skip) for every block ``j >= 1``; one architecture
+parameter (a logit per option) per choice, ``backbone_arch.<key>``. Each forward draws every
+choice once (:func:`choice_weights`), shared by the stage's blocks: channels beyond the drawn
+width or expansion are masked, depthwise weights outside the drawn kernel zeroed, a skipped
+block not run. With ``gumbel`` a training forward computes exactly one narrow network; in eval
+mode every choice takes its most probable option, so the supernet computes exactly what
+:func:`derive_arch`'s network computes with the weights cut out by
+:func:`nas_reid.space.mobile.narrow_state_dict`. With ``softmax`` the masks are mixtures.
+:func:`expected_flops`: the backbone's FLOPs in expectation, a differentiable cost.
+The masks, the draws and the cells in detail: docs/internals.md, section
+`nas_reid.space.mobile_supernet`.
 """
 
 from __future__ import annotations

@@ -1,25 +1,14 @@
 """The papers' reference models as shipped genotypes, and the files shipped with the package.
 
 ``search_spaces/reference/<name>.json`` holds one hand-written genotype per model (exactly
-:meth:`Genotype.to_json` output: space ``{name: null, hash: null}``, no probabilities,
-provenance fields null but the package version). All are ResNet-50 with last stride 1 at a
-256x128 input and the BNNeck head of :func:`nas_reid.space.build_model`:
-
-========  =====================================================================================
-name      model
-========  =====================================================================================
-baseline  ResNet-50 alone (no cells): the baseline both papers compare against.
-rga_s     RGA-S after each of layer1 .. layer4 (the official model's placement), ``c_ratio =
-          s_ratio = d_ratio = 8`` (the official defaults): 3,223,800 parameters over the baseline.
-rga_c     RGA-C, same placement and ratios: 3,090,296 extra parameters.
-rga_sc    RGA-SC (spatial then channel, as the official module composes them), same placement
-          and ratios: 6,314,096 extra.
-rib_dcs   DCS-Attention, the paper's per-token Gumbel channel mask (``variant="mask"`` with the
-          op's defaults, as arXiv 2505.08961 v1 describes it) after each of layer1 .. layer4,
-          trained with the IBB loss.
-rib_ca    Channel attention (SE, reduction 16) after each of layer1 .. layer4, trained with
-          the IBB loss.
-========  =====================================================================================
+:meth:`Genotype.to_json` output), all ResNet-50 with last stride 1 at a 256x128 input and the
+BNNeck head of :func:`nas_reid.space.build_model`: ``baseline`` (no cells); ``rga_s``,
+``rga_c``, ``rga_sc`` (RGA after each of layer1 .. layer4, ratios 8); ``rib_dcs``
+(DCS-Attention, ``variant="mask"``) and ``rib_ca`` (SE, reduction 16), both placed as RGA is (an
+unverified choice). :data:`REFERENCES` gives each model's description, paper and
+``recipe_overrides``; :func:`retarget` puts the same cells on another backbone, input size or
+subset of positions; :func:`shipped_file` finds a file under ``search_spaces/`` in a source
+checkout, an editable install and a regular (wheel) install alike.
 
 RGA: Zhang, Lan, Zeng, Jin and Chen, "Relation-Aware Global Attention for Person
 Re-identification", CVPR 2020; official code microsoft/Relation-Aware-Global-Attention-Networks
@@ -27,45 +16,8 @@ Re-identification", CVPR 2020; official code microsoft/Relation-Aware-Global-Att
 ``reid/models/models_utils/rga_branches.py`` for the placement). RIB / DCS: Wang, Jojic and Yang,
 "Learning Informative Attention Weights for Person Re-Identification", arXiv 2505.08961 (v1,
 2025, titled "Differentiable Channel Selection in Self-Attention For Person Re-Identification").
-
-Each cell has one node and one edge ``0 -> 1``; every edge carries all the op's parameters
-(defaults filled in, as :func:`nas_reid.space.genotype.derive_genotype` writes them), so a later
-change of an op default does not change what a reference file means.
-
-Placement of the RIB models (a choice, not a fact from the RIB paper). What is known
-(the abstracts and summaries of arXiv 2505.08961 v1 and v2): the paper puts DCS-Attention
-into fixed backbones (DCS-FB) and into DNAS-found ones, and RIB-CA applies RIB to "existing
-channel-attention modules"; neither those nor the released code show the ResNet-50 insertion
-points or which channel-attention module is used. The released code
-(Statistical-Deep-Learning/DCS-Attention, MobileNetV2) places one DCS block after each of four
-stages, from stride 4 (conv3) to stride 16 (conv8), i.e. one block per resolution level, as the
-RGA code does in ResNet-50 (one module after each residual stage). ``rib_dcs`` and ``rib_ca``
-therefore use RGA's placement, layer1 .. layer4, which also makes the five attention models
-differ only in their op. For ``rib_ca`` the module is Squeeze-and-Excitation with its paper's
-reduction 16 (the most common channel attention; CBAM's channel half and ECA are registered
-too). Both choices are **unverified**: check them against arXiv 2505.08961 v2 when its text
-is available. Memory: the mask variant forms an N x N attention; at layer1 (N = 2048) that is
-about 1.9 GB saved for backward per batch of 64 on the explicit (CPU) path, see
-:mod:`nas_reid.ops.dcs`.
-
-Training recipe. A genotype describes the network only. :data:`REFERENCES` gives, per name, a
-one-line description, the paper and ``recipe_overrides``, the changes to the recipe's config
-the model is trained with (a nested mapping merged over the recipe's own): the RIB models add
-the IBB term, ``loss.rib = 0.1`` from 30 % of the epochs on (``rib_warmup = 0.3``), the
-defaults of the group's released IB code (``ib_weight`` and ``ib_warmup_ratio`` in
-Statistical-Deep-Learning/LTM ``train.py``; the paper's re-ID weight is unverified). The RGA
-models and the baseline use the recipe as it is (``{}``).
-
-Small sizes. The papers' models are built for ResNet-50 at 256x128; :func:`retarget` puts the
-same cells on another backbone, input size or subset of positions (RGA's relation convs depend
-on H*W, so the ops are rebuilt at the new sizes), e.g. ResNet-18 at 64x32 for a CPU comparison
-on the synthetic benchmark.
-
-Shipped files. :func:`shipped_file` finds a file under ``search_spaces/`` in a source checkout,
-an editable install and a regular (wheel) install alike: the folder is installed as the data
-package ``nas_reid.search_spaces`` (see ``pyproject.toml``) and read with
-:mod:`importlib.resources`; where that package cannot be imported (the source tree on
-``sys.path`` without any install) the checkout's own ``search_spaces/`` is used.
+The models, the placement choice, the recipes and the shipped files in detail:
+docs/internals.md, section `nas_reid.space.reference`.
 """
 
 from __future__ import annotations

@@ -3,23 +3,14 @@
 A retrain run folder holds ``checkpoints/last.pt`` (the model and the complete training state,
 for ``--resume``; what a run folder given to ``evaluate`` / ``export`` stands for) and
 ``checkpoints/best.pt`` (the model of the best evaluation mAP; the last model when the run never
-evaluated). Both are one ``torch.save`` dict with at least::
-
-    version       1
-    kind          "nas-reid/model"
-    run           "retrain": the kind of run that wrote it (a search checkpoint says "search")
-    genotype      the genotype as its JSON text (validated again on load)
-    num_classes   classifier outputs (training identities)
-    model         the network's state_dict (:class:`~nas_reid.space.discrete.ReIDNet`)
-    epoch         epochs done when it was written
-    data          {"name", "root"} of the training dataset
-    metrics       the evaluation of that epoch ({"mAP", "R1", ...} fractions) or None
-
-``last.pt`` adds the training state (``"training"``: optimizers, schedulers, RNG states, sampler
-position, loss buffers; see :mod:`nas_reid.train.loop`). Everything is a tensor, a number, a
+evaluated). Both are one ``torch.save`` dict with at least ``version`` (1), ``kind``
+(``"nas-reid/model"``), ``run``, ``genotype`` (its JSON text), ``num_classes``, ``model`` (the
+:class:`~nas_reid.space.discrete.ReIDNet` state_dict), ``epoch``, ``data`` and ``metrics``;
+``last.pt`` adds the training state (``"training"``). Everything is a tensor, a number, a
 string, or a list / dict of those, so :func:`load_model` reads it with
 ``torch.load(weights_only=True)``: loading a checkpoint runs no code. Writes are atomic
 (temporary sibling, fsync, rename).
+Each key in detail: docs/training.md, section `nas_reid.train.checkpoint`.
 """
 
 from __future__ import annotations

@@ -1,101 +1,21 @@
 """Export a model checkpoint's retrieval network to ONNX or TorchScript (``nas-reid export``).
 
-What is exported. :func:`export_model` loads a model checkpoint
-(:func:`nas_reid.train.checkpoint.load_model`, ``weights_only``) on the CPU in eval mode and wraps
-its :class:`~nas_reid.space.discrete.ReIDNet` in :class:`FeatureExtractor`, which returns only the
-retrieval feature ``feat_bn`` (the BNNeck output; no classifier, no ``feat``). The exported graph
-maps
-
-- input ``images``: float32 ``(N, 3, H, W)``, ``H x W`` the genotype's input size, RGB, prepared
-  like the test transform (:func:`nas_reid.data.transforms.build_transforms` with
-  ``train=False``): resized to ``H x W`` (antialiased), scaled to [0, 1], then
-  ``(x - mean) / std`` per channel with the ImageNet mean and std;
-- to output ``features``: float32 ``(N, D)``, the eval-mode ``feat_bn`` (compare with cosine or
-  Euclidean distance as ``nas-reid evaluate`` does; its optional flip averaging is not part of
-  the graph: run the flipped batch too and average).
-
-The batch size ``N`` is free; ``H`` and ``W`` are fixed (the attention ops are built for one
-spatial size). The weights are constants of the graph.
-
-Formats (the default output is next to the checkpoint file: ``<stem>.onnx`` /
-``<stem>.torchscript.pt``; an existing folder as ``out`` receives that file name):
-
-``onnx``
-    One self-contained ``.onnx`` file (opset 17 by default, 13..20 accepted), input ``images``
-    of shape ``["batch", 3, H, W]``, output ``features`` of shape ``["batch", D]``. Written by
-    torch's TorchScript-based exporter (``torch.onnx.export(..., dynamo=False)``), not by the
-    ``torch.export``-based one that is torch's default since 2.9, because on these networks the
-    latter (torch 2.14) fails on ``dcs`` with ``variant: window`` (its window offsets are
-    ``int()`` of parameters, a data-dependent guard for ``torch.export``), warns about the
-    ``keep_ratio`` attribute that ``dcs`` (mask) assigns in ``forward``, prints progress lines,
-    and takes 4-12 s per ResNet-18 model on 2 CPU cores where the TorchScript-based exporter
-    takes about 1 s; both give the same features otherwise. The TorchScript-based exporter is
-    deprecated in torch; its deprecation warnings are silenced inside :func:`export_model` only.
-    A successful export prints nothing. When the exporter itself fails, torch's C++ ONNX log
-    writes the TorchScript graph to the process's stdout (native code, beyond Python's
-    redirection; torch 2.14 switches that log on for every export and leaves it on,
-    :func:`export_model` restores its previous state); the :class:`ExportError` carries the
-    first line of the exporter's message.
-    Needs the ``onnx`` package (and ``onnxruntime`` for the check): ``pip install
-    'nas-reid[export]'``. ``onnxscript``, which the ``torch.export``-based exporter needs, is
-    not used.
-
-``torchscript``
-    A ``torch.jit.save`` archive (load with ``torch.jit.load``; no nas-reid code needed). The
-    network is traced (``torch.jit.trace``; ``torch.jit.script`` cannot compile ``ReIDNet``:
-    it uses a lambda and Python-level shape checks) and the trace is wrapped in a small scripted
-    module that raises a clear error for an input that is not ``(N, 3, H, W)``. ``torch.jit`` is
-    deprecated in torch 2.14 (every ``torch.jit`` call emits a ``FutureWarning``) but works; its
-    warnings are silenced inside :func:`export_model` only.
-
-Tracing, also done by the ONNX exporter, records the operations run for one example batch (of
-2 images): Python-level decisions become constants. Here those are the input-size checks (the
-trace is made at the right size; the exported files enforce ``(3, H, W)`` themselves: ONNX by
-its declared input shape, TorchScript by the wrapper) and the window offsets of ``dcs`` with
-``variant: window``, which are computed from its parameters and are therefore exact for the
-exported weights. The training-only paths (Gumbel mask sampling, checkpointed RGA) are never
-traced, since the network is in eval mode. ``dcs`` (mask) keeps a channel where its mask logit
-is > 0, a hard threshold: a logit within float rounding of 0 may fall on the other side in
-another runtime, which changes that one channel of one position (rare, and small in effect).
-
-Metadata. Both formats carry the same string key/value pairs (ONNX ``metadata_props``;
-TorchScript ``_extra_files``, stored in the archive as ``<archive>/extra/<key>``), read back by
-:func:`read_export_metadata`:
-
-==============================  ===============================================================
-``nas_reid.export_version``     ``"1"`` (this layout)
-``nas_reid.version``            the nas-reid version that wrote the file
-``nas_reid.format``             ``"onnx"`` or ``"torchscript"``
-``nas_reid.space.genotype``           the genotype JSON (:meth:`nas_reid.space.genotype.Genotype.to_json`)
-``nas_reid.input_name``         ``"images"``
-``nas_reid.output_name``        ``"features"``
-``nas_reid.input_height``       ``H`` (decimal)
-``nas_reid.input_width``        ``W`` (decimal)
-``nas_reid.mean``               JSON list of the 3 per-channel normalisation means (RGB)
-``nas_reid.std``                JSON list of the 3 per-channel standard deviations (RGB)
-``nas_reid.preprocessing``      the preparation of ``images`` in words (see above)
-``nas_reid.feature``            ``"feat_bn"`` (the network output exported)
-``nas_reid.feature_dim``        ``D`` (decimal)
-==============================  ===============================================================
-
-Check (``check=True``, the default). Before anything is written, the serialised file is loaded
-back (onnxruntime ``InferenceSession`` on the CPU provider; ``torch.jit.load``) and run on a
-deterministic random batch (``torch.Generator`` seed 0, standard normal, which is the range of
-normalised images) of 3 images and on its first image alone, i.e. batch sizes 3 and 1 (the trace
-used 2). Each output is compared with PyTorch's ``feat_bn`` for the same images. The export
-fails (:class:`ExportError`, nothing written) unless the largest absolute difference is at most
-``CHECK_RTOL * s + CHECK_ATOL``, ``s`` the largest absolute PyTorch feature value of the batch:
-``1e-3 * s + 1e-5``. Retrieval ranks by distances between features, so what matters is the
-error relative to the features' magnitude; float32 results that differ only by the order of
-operations (onnxruntime's fused kernels, other GEMM blocking) were measured here at about
-1e-6 * s for every op a genotype can hold, so 1e-3 leaves ample room for other CPUs, while an actual
-export bug (a wrong op, BatchNorm in training mode, a batch size baked into the graph) gives
-errors of the order of ``s``.
-
-Writing. The file is built in memory and written atomically
-(:func:`nas_reid.fileio.atomic_write_bytes`: temporary sibling, fsync, rename), only after the
-check passed: a failure leaves neither a partial file nor a temporary one, and an existing file
-is replaced only with ``overwrite=True`` (never the checkpoint itself).
+:func:`export_model` loads a model checkpoint (:func:`nas_reid.train.checkpoint.load_model`,
+``weights_only``) on the CPU in eval mode and exports its :class:`~nas_reid.space.discrete.ReIDNet`
+wrapped in :class:`FeatureExtractor`: input ``images``, float32 ``(N, 3, H, W)`` at the genotype's
+input size, RGB, prepared like the test transform (resized, scaled to [0, 1], normalised with the
+ImageNet mean and std); output ``features``, float32 ``(N, D)``, the eval-mode ``feat_bn`` (the
+BNNeck output; flip averaging is not part of the graph). ``N`` is free, ``H`` and ``W`` are
+fixed, the weights are constants. ``onnx``: one self-contained file (opset 17 by default, 13..20
+accepted; torch's TorchScript-based exporter; ``pip install 'nas-reid[export]'``).
+``torchscript``: a ``torch.jit.save`` archive of a trace wrapped in an input-shape check. Both
+carry ``nas_reid.*`` string metadata (genotype, input size, normalisation, feature), read back by
+:func:`read_export_metadata`. With ``check=True`` (the default) the serialised file is run at
+batch sizes 3 and 1 and must match PyTorch within ``CHECK_RTOL * s + CHECK_ATOL`` (``s`` the
+largest absolute feature value), else :class:`ExportError`; only then is it written, atomically,
+replacing an existing file only with ``overwrite=True``.
+Formats, tracing, metadata keys and the check in detail: docs/training.md, section
+`nas_reid.train.export`.
 """
 
 from __future__ import annotations

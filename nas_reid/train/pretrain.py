@@ -1,23 +1,16 @@
 """Pretraining a ResNet backbone on the synthetic pretraining set, once per machine.
 
-The papers this project implements start every model from an ImageNet backbone. With no
-download allowed, the built-in benchmark's backbone is pretrained locally instead:
-:func:`pretrain` trains the ``baseline`` network (the backbone, a BNNeck, no attention) with the
-``pretrain_synthetic`` recipe on ``synthreid_pretrain`` (:mod:`nas_reid.data.pretrain_set`,
-people disjoint from synthreid's), and keeps the backbone's state_dict in torchvision's own key
-layout, so the file is what ``--backbone-weights`` takes for an ImageNet one.
-
-Cache. ``$NAS_REID_CACHE/pretrained/<backbone>-<H>x<W>-<key>/`` holds ``backbone.pth``,
-``pretrain.json`` (the key's inputs, the file's SHA-256, the held-out retrieval figures on the
-pretraining set's own 60 query / gallery identities, the wall time) and ``metrics.jsonl``. The key
-hashes everything that changes the weights: backbone, last stride, input size, the resolved
-recipe, the pretraining set's config and image hash. A finished entry is returned without
-training when its file matches its recorded hash; a killed pretraining resumes from its run
-folder (``<entry>.run``); processes asking at once wait for one another (a file lock).
-
-Where it is used: a space's ``backbone: {weights: synthetic}`` (search) and a recipe's
-``backbone: {weights: synthetic}`` (retrain; ``--backbone-weights synthetic``) name it, and
-:func:`resolve_backbone_weights` turns that into the file, pretraining on first use.
+With no download allowed, the built-in benchmark's backbone is pretrained locally instead of on
+ImageNet: :func:`pretrain` trains the ``baseline`` network (the backbone, a BNNeck, no
+attention) with the ``pretrain_synthetic`` recipe on ``synthreid_pretrain``
+(:mod:`nas_reid.data.pretrain_set`) and keeps the backbone's state_dict in torchvision's own key
+layout, so the file is what ``--backbone-weights`` takes for an ImageNet one. Entries are cached
+under ``$NAS_REID_CACHE/pretrained/<backbone>-<H>x<W>-<key>/`` (``backbone.pth``,
+``pretrain.json``, ``metrics.jsonl``), keyed by everything that changes the weights; a finished
+entry is reused, a killed pretraining resumes, processes asking at once wait for one another.
+:func:`resolve_backbone_weights` turns ``backbone: {weights: synthetic}`` (a space's or a
+recipe's; ``--backbone-weights synthetic``) into the file, pretraining on first use.
+The cache in detail: docs/training.md, section `nas_reid.train.pretrain`.
 """
 
 from __future__ import annotations

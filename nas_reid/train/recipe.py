@@ -1,44 +1,17 @@
 """The training recipe of a retrain: a validated YAML document.
 
 Five recipes ship in ``search_spaces/recipes/``: ``bot`` (the BoT strong baseline, Luo et al.,
-CVPRW 2019; the default for real datasets), ``synthetic`` (the same recipe shortened, from the
-locally pretrained backbone; the default on the built-in benchmark), ``mobile`` (the
-DCS-Attention repo's SGD recipe for its searched MobileNetV2-family networks trained from
-scratch) and ``mobile_synthetic`` (``synthetic`` with that SGD, from scratch); the last two are
-the defaults for a genotype with a mobile backbone (:func:`default_recipe`).
-``pretrain_synthetic`` trains the backbone that ``backbone.weights: synthetic`` names
-(:mod:`nas_reid.train.pretrain`). A recipe names:
-
-==============  ===========================================================================
-``epochs``      training epochs (one epoch = one pass of the PK sampler over the identities)
-``batch``       ``{p, k}``: P identities x K images per batch
-``augment``     ``flip`` (probability), ``pad`` (pixels for a 256-pixel-high input, scaled
-                with the input height, then a random crop back), ``random_erasing``
-                (probability; area 0.02-0.4, aspect 0.3-3.3, filled with 0 after normalising)
-``backbone``    ``weights``: ``synthetic`` (pretrained on the synthetic pretraining set, once per
-                machine: :mod:`nas_reid.train.pretrain`), a torchvision state_dict file, or
-                null (random initialisation); ``--backbone-weights`` overrides it
-``optimizer``   ``name`` adam | sgd, ``lr``, ``weight_decay``, ``momentum`` (SGD), ``betas`` (Adam),
-                ``new_lr_mult`` (the cells' and head's rate over the backbone's)
-``lr_schedule`` per epoch: linear warm-up from ``warmup_factor`` x lr over ``warmup_epochs``,
-                then ``decay: step`` (x ``gamma`` at each of ``milestones``; one at or
-                after ``epochs`` is never reached) or ``cosine`` (to 0 at the last epoch)
-``loss``        weights of label-smoothed CE (``id``, ``label_smoothing``), batch-hard triplet
-                on the pre-BN feature (``triplet``, ``triplet_margin``), center loss
-                (``center``; its centres have their own SGD with ``center_lr``, gradients
-                divided by the weight as in BoT), RIB / IBB (``rib``, off for the first
-                ``rib_warmup`` fraction of the epochs, ``rib_beta``)
-``grad_clip``   clip the gradient norm at this value (null: no clipping)
-``eval``        ``every`` N epochs (0: at the end only) on query / gallery, with ``flip``
-``precision``   ``bf16`` autocast and ``channels_last``: ``auto`` (on CUDA only), true, false
-                (:mod:`nas_reid.engine.precision`)
-``deterministic`` deterministic algorithms (slower on GPU; CPU runs are deterministic anyway)
-``seed``        python / numpy / torch seed, sampler and augmentation streams
-==============  ===========================================================================
-
+CVPRW 2019; the default for real datasets), ``synthetic`` (the default on the built-in
+benchmark), ``mobile`` (the DCS-Attention repo's SGD recipe) and ``mobile_synthetic``, the
+defaults for a genotype with a mobile backbone (:func:`default_recipe`), and
+``pretrain_synthetic`` (:mod:`nas_reid.train.pretrain`). A recipe names ``epochs``, ``batch``
+(``{p, k}``), ``augment``, ``backbone`` (``weights``), ``optimizer``, ``lr_schedule``,
+``loss``, ``grad_clip``, ``eval``, ``precision``, ``deterministic`` and ``seed``.
 :func:`load_recipe` reads a recipe name, a YAML path or a dict, applies overrides (a nested dict
 or ``"key.sub=value"`` strings, values parsed as YAML) and validates every field, naming the bad
 one in its error (:class:`RecipeError`, a :class:`~nas_reid.errors.UserError`).
+The shipped recipes and every field in detail: docs/training.md, section
+`nas_reid.train.recipe`.
 """
 
 from __future__ import annotations

@@ -3,22 +3,13 @@ search and tuning plots).
 
 The plotting functions are importable from here (``from nas_reid import viz;
 viz.plot_cells(genotype)``); they load lazily, so ``import nas_reid.viz`` costs nothing until
-one is used:
-
-- genotypes (:mod:`~nas_reid.viz.genotype_plots`): :func:`plot_cells`,
-  :func:`plot_arch_probabilities`, :func:`plot_cell_costs`, :func:`plot_genotype_diff`,
-  :func:`op_color`, a searched backbone's :func:`plot_backbone`,
-  :func:`plot_backbone_probabilities`, :func:`option_color`;
-- runs over epochs (:mod:`~nas_reid.viz.search_plots`): :func:`plot_probability_evolution`,
-  :func:`plot_op_counts`, :func:`plot_losses`, :func:`plot_rib`, :func:`plot_heldout`,
-  :func:`plot_temperature`, :func:`plot_backbone_evolution`, :func:`plot_cost`;
-- all the pictures of a genotype or run at once (:mod:`~nas_reid.viz.genotype_figures`):
-  :func:`genotype_figures`, :func:`write_genotype_figures`;
-- tuning studies (:mod:`~nas_reid.viz.tune_plots`): :func:`plot_optimization_history`,
-  :func:`plot_param_importances`, :func:`write_tune_plots`;
-- :func:`save_figure` (PNG, SVG, PDF) and :func:`message_figure` (:mod:`~nas_reid.viz.figures`);
-- the notebooks (:mod:`~nas_reid.viz.notebooks`): :func:`execute_notebook`,
-  :func:`render_notebooks`.
+one is used. They come from :mod:`~nas_reid.viz.genotype_plots` (genotypes and a searched
+backbone), :mod:`~nas_reid.viz.search_plots` (runs over epochs),
+:mod:`~nas_reid.viz.genotype_figures` (all the pictures of a genotype or run at once),
+:mod:`~nas_reid.viz.tune_plots` (tuning studies), :mod:`~nas_reid.viz.figures`
+(:func:`save_figure`, :func:`message_figure`) and :mod:`~nas_reid.viz.notebooks`
+(:func:`execute_notebook`, :func:`render_notebooks`).
+The functions by module: docs/genotypes.md, section `nas_reid.viz`.
 """
 
 from importlib import import_module

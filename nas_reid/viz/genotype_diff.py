@@ -1,24 +1,13 @@
 """How two genotypes differ, position by position: the layer under ``nas-reid genotype diff``.
 
-:func:`diff_genotypes` compares
-
-- the network around the cells: search space (name, hash), input size, backbone (name, last
-  stride); a different backbone or input changes every cell's ``(C, H, W)`` and so its cost even
-  where the cell itself is the same;
-- every cell position of either genotype (in network order): a cell only in A or only in B, or,
-  for a cell in both, its node count and its edges by ``(source, target)``: an edge only in B
-  (``added``), only in A (``removed``), with another op (``op``), or with the same op and other
-  parameters (``params``; parameters are compared with the op's defaults filled in, so a
-  hand-written genotype that leaves a default out is not different), and edges whose liveness
-  changed (``live``);
-- a searched mobile backbone on either side, stage by stage (matched by stage name): a stage
-  only in A or only in B, or the differences in layer, stride, width, kernel, expansion and
-  kept blocks; and the stem, head and activation;
-- parameters and FLOPs per cell and in total (:func:`nas_reid.space.costs.cell_costs`), of
-  the backbone and of the whole network (:func:`~nas_reid.space.costs.backbone_cost`,
-  :func:`~nas_reid.space.costs.network_cost`).
-
-:func:`format_diff` writes it as text; :func:`nas_reid.viz.plot_genotype_diff` draws it.
+:func:`diff_genotypes` compares the network around the cells (search space, input size,
+backbone), every cell position of either genotype (a cell only in A or only in B; node counts;
+edges added, removed, with another op or other parameters, or whose liveness changed), a
+searched mobile backbone on either side stage by stage, and the parameters and FLOPs per cell,
+of the backbone and of the whole network (:mod:`nas_reid.space.costs`). Parameters are compared
+with the op's defaults filled in. :func:`format_diff` writes it as text;
+:func:`nas_reid.viz.plot_genotype_diff` draws it.
+What is compared, in detail: docs/genotypes.md, section `nas_reid.viz.genotype_diff`.
 """
 
 from __future__ import annotations

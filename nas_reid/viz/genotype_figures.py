@@ -1,29 +1,13 @@
 """All the pictures of a genotype or a run at once: what ``nas-reid genotype plot`` writes.
 
 :func:`genotype_figures` builds, for anything :func:`nas_reid.viz.genotype_report.load_source`
-reads, every figure that the source has data for, and says why each other one is left out:
-
-==================  ===================================================  =====================
-file stem           picture                                              needs
-==================  ===================================================  =====================
-cells               the cell DAGs                                        a cell
-arch_probs          the final architecture-probability heatmap           probabilities
-prob_evolution      the probabilities over epochs, one panel per edge    a search history
-op_counts           live edges per op in each epoch's genotype           a search history
-cell_costs          parameters and FLOPs per cell, stacked by op         a cell
-backbone            a searched backbone's stages: widths, kernels, ...   a searched backbone
-backbone_probs      its final choice-probability heatmap                 backbone probabilities
-backbone_evolution  its choice probabilities over epochs                 a search history
-losses              the loss curves                                      metrics.jsonl
-evaluation          held-out (search) or query / gallery (retrain) mAP   metrics.jsonl
-rib                 the RIB estimates                                    RIB in the metrics
-temperature         the Gumbel temperature                               a search's metrics
-cost                expected and achieved cost per epoch (MFLOPs or ms)  cost in the metrics
-==================  ===================================================  =====================
-
-A fixed ResNet backbone has no ``backbone*`` figures; a search logs its ``cost`` when it has a
-cost model (a cost term in its loss, or a searched backbone), in MFLOPs or, with
-``schedule.cost.metric: latency``, in ms (the ``cost`` picture's axis says which).
+reads, every figure that the source has data for (the cell DAGs, the probability heatmap and its
+evolution, op counts, cell costs, a searched backbone's stages and probabilities, losses,
+evaluation, RIB, temperature, cost), and says why each other one is left out. A fixed ResNet
+backbone has no ``backbone*`` figures; the ``cost`` figure is in MFLOPs or, for a latency cost,
+in ms.
+The figures' file stems and what each needs: docs/genotypes.md, section
+`nas_reid.viz.genotype_figures`.
 """
 
 from __future__ import annotations

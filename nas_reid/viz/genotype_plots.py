@@ -5,29 +5,13 @@ Every function takes a :class:`~nas_reid.space.genotype.Genotype` (as derived by
 with :func:`~nas_reid.space.genotype.load_genotype`) or, where said, anything
 :func:`nas_reid.viz.genotype_report.load_source` reads; it returns a matplotlib ``Figure`` (built
 without pyplot, see :mod:`nas_reid.viz.figures`) and, given a path, also writes it as a PNG
-atomically. A notebook shows the returned figure as is.
-
-- :func:`plot_cells`: one panel per cell, nodes left to right (``networkx.multipartite_layout``
-  by node index), each chosen edge an arrow coloured by its op and labelled with it; edges that
-  cannot reach the output (dead) are dashed and faded.
-- :func:`plot_arch_probabilities`: rows are the edges of every cell (``layer3 0->1``), columns
-  the candidate ops (their names in the op's colour), colour and number the probability
-  softmax(alpha) the genotype was derived from; the chosen op of each kept edge is outlined.
-- :func:`plot_cell_costs`: parameters and FLOPs of every cell, stacked by op.
-- :func:`plot_genotype_diff`: the cells of two genotypes side by side, position by position,
-  the edges that differ under a pastel halo (added, removed, changed).
-- :func:`plot_backbone`: a searched mobile backbone stage by stage, the chosen width against
-  the stage's widest option, kernel, expansion and kept blocks written on each bar, stages
-  grouped by layer, the cell positions marked with their ops.
-- :func:`plot_backbone_probabilities`: heatmap of softmax(alpha) of every backbone choice over
-  its options, the chosen option outlined (as in :func:`plot_arch_probabilities`).
-
-Colours. Each op keeps the same colour in every picture (:func:`op_color`: identity and zero in
-greys, the others from tab10 then Dark2 without their greys, by the op's place in the sorted
-registry), nodes are coloured by kind (input, inner node, output), and the diff's halos use
-pastels that no op uses. Probabilities use viridis, the chosen option a red outline; a
-backbone choice's options are coloured by their place in the option order
-(:func:`option_color`), the backbone's widths by :data:`BACKBONE_COLORS`.
+atomically. A notebook shows the returned figure as is. The pictures: :func:`plot_cells`,
+:func:`plot_arch_probabilities`, :func:`plot_cell_costs`, :func:`plot_genotype_diff`,
+:func:`plot_backbone`, :func:`plot_backbone_probabilities`. Each op keeps the same colour in
+every picture (:func:`op_color`); a backbone choice's options are coloured by
+:func:`option_color`, the backbone's widths by :data:`BACKBONE_COLORS`.
+What each picture draws, and the colours: docs/genotypes.md, section
+`nas_reid.viz.genotype_plots`.
 """
 
 from __future__ import annotations

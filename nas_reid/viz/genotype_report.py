@@ -3,31 +3,14 @@
 
 :func:`load_source` reads anything that names a genotype, the way ``nas-reid retrain
 --genotype`` does (a ``genotype.json``, a run folder, a reference name such as ``rga_sc``), and
-with a run folder also what the run logged:
-
-==============  ===========================================================================
-search run      ``genotype.json`` (or, unfinished, the last line of ``genotype_history.jsonl``),
-                ``metrics.jsonl`` epoch records (losses, RIB, held-out mAP, temperature,
-                ``arch_probs``, ``op_counts``; :mod:`nas_reid.search.runlog`), the genotype
-                history, and the candidate ops of ``config.yaml`` (label -> op name and params)
-retrain run     ``genotype.json`` and ``metrics.jsonl`` (losses, ``eval``, lr); a retrain trains
-                one fixed genotype, so there is no probability history
-genotype file   the genotype alone (a searched one still carries its final probabilities)
-reference       a shipped hand-written genotype: no probabilities, no history
-==============  ===========================================================================
-
-What a source lacks is said in :attr:`RunSource.notes` (and by the plots, on the figure), never
-raised: only a spec that names no genotype at all, or a broken file, raises
-:class:`~nas_reid.space.genotype.GenotypeError` / :class:`~nas_reid.errors.UserError`.
-
-Costs: :mod:`nas_reid.space.costs` (re-exported here for the reports).
-
-Searched backbone (:func:`backbone_stages`): per stage of a mobile backbone its chosen width,
-kernel, expansion and kept blocks, and, from the genotype's ``backbone_probabilities``, the
-options of each choice and the probability of the chosen one;
-:func:`backbone_probability_history` gives those probabilities over a search's epochs, and
-:func:`cost_history` the cost it logged (expected and achieved, in MFLOPs or, for a latency
-cost, ms) per epoch.
+with a run folder also what the run logged (``metrics.jsonl``, the genotype history, the
+candidate ops of ``config.yaml``). What a source lacks is said in :attr:`RunSource.notes` (and
+by the plots, on the figure), never raised: only a spec that names no genotype at all, or a
+broken file, raises :class:`~nas_reid.space.genotype.GenotypeError` /
+:class:`~nas_reid.errors.UserError`. Costs: :mod:`nas_reid.space.costs` (re-exported here for
+the reports). A searched backbone: :func:`backbone_stages`, :func:`backbone_probability_history`;
+:func:`cost_history` gives the cost a search logged per epoch.
+What each kind of source holds: docs/genotypes.md, section `nas_reid.viz.genotype_report`.
 """
 
 from __future__ import annotations

@@ -4,21 +4,11 @@ Every function takes anything :func:`nas_reid.viz.genotype_report.load_source` r
 folder, or a :class:`~nas_reid.viz.genotype_report.RunSource` already loaded), returns a matplotlib
 ``Figure`` and, given a path, also writes it (the suffix names the format; PNG without one).
 What a source does not have (a reference genotype has no epochs, a retrain run no
-probabilities or temperature) gives a small figure saying so, never an error.
-
-- :func:`plot_probability_evolution`: softmax(alpha) of every candidate on every cell edge,
-  epoch by epoch, one panel per edge (rows: cells), lines in the op colours of
-  :func:`~nas_reid.viz.genotype_plots.op_color`, the candidate the final genotype kept thick.
-- :func:`plot_op_counts`: live edges per op in each epoch's genotype, stacked bars.
-- :func:`plot_backbone_evolution`: a searched backbone's choice probabilities epoch by epoch,
-  one row of panels per stage, one panel per choice kind (width, kernel, expansion: one line
-  per option in :func:`~nas_reid.viz.genotype_plots.option_color`, the chosen one thick;
-  blocks: the probability of skipping each block).
-- :func:`plot_cost`: the architecture's cost per epoch (MFLOPs, or ms for a latency cost),
-  expected under the probabilities and achieved by the epoch's genotype, the cost term's
-  target as a line.
-- :func:`plot_losses`, :func:`plot_rib`, :func:`plot_heldout`, :func:`plot_temperature`: the
-  search report's curves (a retrain run's losses and evaluations too).
+probabilities or temperature) gives a small figure saying so, never an error. The pictures:
+:func:`plot_probability_evolution`, :func:`plot_op_counts`, :func:`plot_backbone_evolution`,
+:func:`plot_cost` (MFLOPs, or ms for a latency cost), :func:`plot_losses`, :func:`plot_rib`,
+:func:`plot_heldout`, :func:`plot_temperature`.
+What each picture draws: docs/genotypes.md, section `nas_reid.viz.search_plots`.
 """
 
 from __future__ import annotations
