@@ -3,12 +3,12 @@
     python bench/train_throughput.py [--device cpu|cuda] [--searched GENOTYPE.json]
                                      [--models baseline rga_sc ...] [--p P --k K]
                                      [--backbone resnet18|resnet50] [--size HxW]
-                                     [--repeats N] [--threads T]
+                                     [--repeats N] [--threads T] [--bf16]
 
 One training step is what :mod:`nas_reid.train.loop` does per batch: forward of a P x K batch,
 label-smoothed CE on the logits + batch-hard triplet on the pre-BN feature, backward, Adam. On
 CUDA it runs twice per model, in float32 and as the recipe runs it there (bf16 autocast and
-channels_last). The reference is the ``baseline`` row (the same backbone without attention
+channels_last); on CPU too with ``--bf16`` (worth it on CPUs with AVX512-BF16). The reference is the ``baseline`` row (the same backbone without attention
 cells), measured in the same run; each other row gives its ratio to it.
 
 Defaults: on CUDA the papers' models as shipped (ResNet-50, 256x128) at batch 16x4 = 64; on
@@ -105,6 +105,8 @@ def main(argv=None) -> None:
     parser.add_argument("--k", type=int, default=4)
     parser.add_argument("--repeats", type=int, help="timed steps (default: 3 on CPU, 10 on CUDA)")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    parser.add_argument("--bf16", action="store_true",
+                        help="on CPU also measure bf16 autocast + channels_last (always on CUDA)")
     add_worker_arguments(parser)
     args = parser.parse_args(argv)
     serve_worker(args, run_case)
@@ -116,7 +118,7 @@ def main(argv=None) -> None:
     size = ([int(v) for v in args.size.lower().split("x")] if args.size
             else None if cuda else [64, 32])
     repeats = args.repeats or (10 if cuda else 3)
-    precisions = ["fp32", "bf16"] if cuda else ["fp32"]
+    precisions = ["fp32", "bf16"] if cuda or args.bf16 else ["fp32"]
     models = list(args.models) + (["searched"] if args.searched else [])
     where = (torch.cuda.get_device_name() if cuda else
              f"CPU ({os.cpu_count()} cores, {args.threads or torch.get_num_threads()} threads)")

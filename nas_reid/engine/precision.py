@@ -10,9 +10,11 @@ convolutions and matrix products in bf16, softmax and normalisations in float32 
 own lists); the network outputs are cast back with ``.float()`` before the losses. Weights,
 gradients and optimizer states stay float32, and bf16 has float32's exponent range, so no loss
 scaling is needed. ``channels_last`` keeps the 4-D weights and images in NHWC order, the layout
-GPU convolution kernels prefer. Both are on by default on CUDA only (``auto``): on a CPU bf16 is
-emulated on most processors and slower; setting them to ``true`` there is allowed (the tests do,
-so the code paths run without a GPU).
+GPU convolution kernels prefer. Both are on by default on CUDA only (``auto``), because on a CPU
+without native bf16 instructions bf16 is emulated and slower; setting them to ``true`` there is
+allowed (the tests do). On a CPU with AVX512-BF16 it pays: a ResNet-18 training step at 128x64,
+batch 64, 1 thread took 1.06 s against 2.36 s in float32, and a 2-epoch retrain 0.8 min of
+training against 1.4 (2026-12-04, docs/results.md, "bf16 on this CPU").
 """
 
 from __future__ import annotations
