@@ -258,14 +258,18 @@ def _default_workers(workers: int | None, device: str) -> int:
 
 
 def _default_threads(device: str) -> int | None:
-    """Half the CPU cores (at least 1), shared by the torchrun processes of this machine; on
-    CUDA torch's own default."""
+    """torch's own default (the physical cores, or OMP_NUM_THREADS), shared by the torchrun
+    processes of this machine (at least 1 each); on CUDA torch's own default. (Until
+    2026-12-04 half the logical cores: the no-argument search took 12.4 min on 1 thread of an
+    idle 2-core machine against 6.8 min on 2, docs/results.md.)"""
     if device != "cpu":
         return None
     import os
 
+    import torch
+
     local = max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
-    return max(1, (os.cpu_count() or 2) // 2 // local)
+    return max(1, torch.get_num_threads() // local)
 
 
 def _set_threads(threads: int | None, device: str) -> None:
@@ -302,9 +306,9 @@ def _set_threads(threads: int | None, device: str) -> None:
               help="Continue the search in --out from its last checkpoint.")
 @click.option("--seed", type=int, default=None, help="Override the space's schedule.seed.")
 @click.option("--threads", type=click.IntRange(min=1), default=None,
-              help="torch CPU threads. Default on cpu: half the cores (a shared or busy machine "
-              "runs small ops much faster with fewer threads). Results are reproducible for a "
-              "given thread count.")
+              help="torch CPU threads. Default on cpu: torch's default, the physical cores (on a "
+              "busy machine fewer threads can be faster). Results are reproducible for a given "
+              "thread count.")
 @click.option("--workers", type=click.IntRange(min=0), default=None,
               help=f"Image-loading worker processes (results do not depend on it). {WORKERS_HELP}")
 @click.option("--checkpoint-every", type=click.IntRange(min=0), default=0, show_default=True,
@@ -370,7 +374,7 @@ def search_cmd(space, overrides, data, root, epochs, device, out, resume, seed, 
 @click.option("--device", type=DEVICE, default="auto", show_default=True,
               help=AUTO_HELP)
 @click.option("--threads", type=click.IntRange(min=1), default=None,
-              help="torch CPU threads. Default on cpu: half the cores.")
+              help="torch CPU threads. Default on cpu: the physical cores (torch's default).")
 @click.option("--workers", type=click.IntRange(min=0), default=None,
               help=f"Image-loading worker processes (results do not depend on it). {WORKERS_HELP}")
 def pretrain_cmd(backbone, size, last_stride, overrides, device, threads, workers) -> None:
@@ -511,7 +515,7 @@ def latency_table_cmd(space, device, out, batch, warmup, repeats, threads, overw
               "for bot).")
 @click.option("--rerank", is_flag=True, help="The final evaluation also reports re-ranking.")
 @click.option("--threads", type=click.IntRange(min=1), default=None,
-              help="torch CPU threads. Default on cpu: half the cores.")
+              help="torch CPU threads. Default on cpu: the physical cores (torch's default).")
 @click.option("--workers", type=click.IntRange(min=0), default=None,
               help=f"Image-loading worker processes (results do not depend on it). {WORKERS_HELP}")
 @click.option("--checkpoint-every", type=click.IntRange(min=0), default=0, show_default=True,
@@ -579,7 +583,7 @@ def retrain_cmd(genotype, data, root, recipe, overrides, epochs, seed, device, o
               help=f"{AUTO_HELP} cuda: the features are computed under bf16 autocast (as in "
               "training).")
 @click.option("--threads", type=click.IntRange(min=1), default=None,
-              help="torch CPU threads. Default on cpu: half the cores.")
+              help="torch CPU threads. Default on cpu: the physical cores (torch's default).")
 @click.option("--workers", type=click.IntRange(min=0), default=None,
               help=f"Image-loading worker processes. {WORKERS_HELP}")
 def evaluate_cmd(checkpoint, data, root, cuhk03_variant, rerank, flip, out, ranked, device,
