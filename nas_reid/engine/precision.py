@@ -5,16 +5,12 @@ space::
 
     precision: {bf16: auto, channels_last: auto}   # auto: on CUDA only; true / false: always / never
 
-Under ``bf16`` the forward passes run in ``torch.autocast(..., dtype=torch.bfloat16)``:
-convolutions and matrix products in bf16, softmax and normalisations in float32 (autocast's
-own lists); the network outputs are cast back with ``.float()`` before the losses. Weights,
-gradients and optimizer states stay float32, and bf16 has float32's exponent range, so no loss
-scaling is needed. ``channels_last`` keeps the 4-D weights and images in NHWC order, the layout
-GPU convolution kernels prefer. Both are on by default on CUDA only (``auto``), because on a CPU
-without native bf16 instructions bf16 is emulated and slower; setting them to ``true`` there is
-allowed (the tests do). On a CPU with AVX512-BF16 it pays: a ResNet-18 training step at 128x64,
-batch 64, 1 thread took 1.06 s against 2.36 s in float32, and a 2-epoch retrain 0.8 min of
-training against 1.4 (2026-12-04, docs/results.md, "bf16 on this CPU").
+Under ``bf16`` the forward passes run in ``torch.autocast(..., dtype=torch.bfloat16)``; the
+network outputs are cast back with ``.float()`` before the losses. Weights, gradients and
+optimizer states stay float32 (no loss scaling). ``channels_last`` keeps the 4-D weights and
+images in NHWC order. Both are on by default on CUDA only (``auto``); ``true`` on a CPU is
+allowed (the tests do).
+Why, and the bf16 measurements on a CPU: docs/search.md, section `nas_reid.engine.precision`.
 """
 
 from __future__ import annotations

@@ -1,56 +1,20 @@
 """The skeleton a search and a retrain share: one resumable run in a run folder.
 
-:meth:`ResumableRun.run`:
-
-1. a fresh run (no checkpoint) creates the run folder on rank 0, writes ``config.yaml`` and the
-   run's own files (:meth:`~ResumableRun._write_run_files`); DDP ranks wait for it;
-2. opens the run's metrics log (:meth:`~ResumableRun._open_log`, holding the lines restored
-   from a checkpoint);
-3. a fresh run does its one-off preparation (:meth:`~ResumableRun._prepare`: the search and
-   the retrain fit their RIB's input clusters) and saves the epoch-0 checkpoint, so it can be
-   resumed from the very start;
-4. trains (:meth:`~ResumableRun._train`, True when stopped early by ``max_steps``) and, unless
-   stopped, finishes (:meth:`~ResumableRun._finish`);
-5. returns :meth:`~ResumableRun._result`.
-
-:meth:`ResumableRun._train` runs the remaining epochs from the checkpoint's position (epoch,
-batch within it): a fresh epoch starts with :meth:`~ResumableRun._start_epoch`; every batch of
-the training stream is one :meth:`~ResumableRun._train_step` (the subclass's step or steps and
-its loss sums), counted in ``batch`` / ``step``, shown on the progress bar, and every
-``log_every`` steps logged (:meth:`~ResumableRun._log_step`); every ``checkpoint_every`` steps
-and at ``max_steps`` the state is saved mid-epoch; each epoch ends with
-:meth:`~ResumableRun._end_epoch` (which saves). With ``timed`` the seconds spent training (CUDA
-synchronised, checkpoint writing left out) are added to ``sums["seconds"]``.
-
-Ctrl-C (SIGINT, in the main thread): the step in progress ends and is checkpointed (during an
-epoch's end or the set-up: at their checkpoint; during the final files the run finishes), then
-:class:`~nas_reid.errors.Interrupted` says where the run stopped and gives
-:meth:`~ResumableRun.resume_command`; the CLI exits 130. A second Ctrl-C stops at once: the last
-checkpoint written is kept (writes are atomic) and the message names it. Under DDP the ranks
-agree on the step to stop at.
-
-On any exception the log is closed and a run folder that this call created and that holds no
-checkpoint yet is removed: a failed start leaves nothing half-written; a run that got as far as
-a checkpoint is kept, so it can be resumed. A checkpoint that cannot be written (any
-``OSError``), or any file once the disk is full (``ENOSPC``, ``EDQUOT``, ``EFBIG``, ``EROFS``),
-ends the run with a :class:`UserError` that names the file, the last checkpoint written and
-the command that resumes from it (:meth:`~ResumableRun.resume_command`).
-
-A different total of epochs on resume (``--resume --epochs N``, N at least the epochs begun:
-:func:`check_new_total`): from the position the run resumes at (the rest of a part-done epoch
-included) every schedule that depends on the total (:meth:`~ResumableRun._schedules`: the
-temperature, a cosine learning rate, a warm-up share such as the RIB's) follows the new total;
-the epochs done keep the values they had (their records say so). A finished run goes on. The
-change is printed schedule by schedule, recorded in ``config.yaml`` (``epochs_changed``), and
-checkpointed before the first step, so a run killed afterwards resumes with it, exactly.
-
-The run folder (:func:`inspect_run_folder`, decided before anything is written): absent or
-empty, a fresh run starts there; with a checkpoint, ``resume`` continues it (else refused); with
-``config.yaml`` but no checkpoint (the run stopped before its first one: killed, or an error
-during set-up), the run starts again: ``resume`` from that ``config.yaml``, a plain run with its
-own settings; the run's own files are replaced first (others are left alone), and one line says
-so. Anything else is refused. Every session first removes the temporary files that a killed
-write of the run's own files left (``checkpoints/.last.pt.<random>.tmp``, ...), saying so.
+:meth:`ResumableRun.run` creates a fresh run's folder on rank 0 (``config.yaml``,
+:meth:`~ResumableRun._write_run_files`), opens the metrics log (:meth:`~ResumableRun._open_log`),
+runs a fresh run's :meth:`~ResumableRun._prepare` and saves the epoch-0 checkpoint, trains
+(:meth:`~ResumableRun._train`: :meth:`~ResumableRun._start_epoch`, one
+:meth:`~ResumableRun._train_step` per batch, :meth:`~ResumableRun._log_step` every
+``log_every`` steps, a checkpoint every ``checkpoint_every`` steps and at ``max_steps``,
+:meth:`~ResumableRun._end_epoch`, which saves), then :meth:`~ResumableRun._finish` unless
+stopped, and returns :meth:`~ResumableRun._result`. Ctrl-C checkpoints the step in progress and
+raises :class:`~nas_reid.errors.Interrupted` (the CLI exits 130); a checkpoint that cannot be
+written or a full disk ends the run with a :class:`UserError` naming the command that resumes
+(:meth:`~ResumableRun.resume_command`). A new total of epochs on resume is checked by
+:func:`check_new_total` and re-times :meth:`~ResumableRun._schedules`; the run folder is judged
+by :func:`inspect_run_folder` before anything is written.
+The steps, interrupts, failures, changed totals and run-folder rules in detail: docs/search.md,
+section `nas_reid.engine.resumable`.
 """
 
 from __future__ import annotations

@@ -1,44 +1,23 @@
 """The cost-aware search loss: the FLOPs or the latency of the network the architecture
 parameters describe (``schedule.cost.metric``).
 
-Cost, ``metric: flops`` (the default). :meth:`CostModel.expected` is the FLOPs (in MFLOPs, the
-:func:`nas_reid.ops.op_cost` convention: 2 per multiply-accumulate) of the derived network in
-expectation under the architecture probabilities ``softmax(alpha)``: the searchable backbone's
-(:meth:`~nas_reid.space.mobile_supernet.MobileSupernetBackbone.expected_flops`; a fixed ResNet
-is a constant, counted once by ``FlopCounterMode`` on the ``meta`` device) plus every cell
-edge's ``sum_{j,k} P(width_j) P(op_k) FLOPs(op_k at width_j)`` (the op table is built once, by
-building each candidate at each width its position can have). Every edge of a cell counts,
-also those the derivation may drop (nodes keep ``edges_per_node`` incoming edges): a proxy,
-exact for one-node cells. It is differentiable in the architecture parameters, and a smooth
-expectation rather than a sampled cost (FBNet weights the costs by the Gumbel sample; the
-expectation has the same mean and no sampling noise). :meth:`CostModel.achieved` is the exact
-FLOPs of a derived genotype's network (live edges only).
-
-Cost, ``metric: latency``: milliseconds from FBNet's latency lookup table
-(:mod:`nas_reid.search.latency`), whose entries are the measured latencies of every block the
-space can hold (:mod:`nas_reid.space.blocks`); a network's latency is the sum of its blocks'.
-The expectation runs over the same probabilities, written out in full (a latency is no product
-of the choices' moments, as FLOPs are): for each mobile stage, its first block's
-``sum_{i,j,k,e} P(in width_i) P(width_j) P(kernel_k) P(expansion_e) L(first block_ijke)`` (the
-in width is the previous stage's), plus each later block's ``P(keep) sum_{j,k,e} P(width_j)
-P(kernel_k) P(expansion_e) L(block_jke)``; the stem, a constant; the head's ``sum_j P(last
-width_j) L(head_j)``; a fixed ResNet, one constant entry; the cell edges as for FLOPs with the
-op table of latencies. For one-hot probabilities it is exactly :meth:`CostModel.achieved`, the
-sum of the entries of the derived network's blocks (tested). ``unit`` and ``target`` are then
-milliseconds too.
-
-Loss, applied to the architecture step only (the cost does not depend on the weights):
+:meth:`CostModel.expected` is the cost of the derived network in expectation under the
+architecture probabilities ``softmax(alpha)``, differentiable in them; :meth:`CostModel.achieved`
+is the exact cost of a derived genotype's network (live edges only). ``metric: flops`` (the
+default): MFLOPs, the :func:`nas_reid.ops.op_cost` convention (2 per multiply-accumulate).
+``metric: latency``: milliseconds from FBNet's latency lookup table
+(:mod:`nas_reid.search.latency`); ``unit`` and ``target`` are then milliseconds too.
+Loss, applied to the architecture step only:
 
 - ``multiplicative`` (FBNet: Wu et al., "FBNet: Hardware-Aware Efficient ConvNet Design via
   Differentiable Neural Architecture Search", CVPR 2019; also the search loss of
   Statistical-Deep-Learning/DCS-Attention, ``imageNetDA/search.py``):
-  ``task * alpha * log(cost / unit) ** beta``, cost in MFLOPs or ms (``unit`` 1 by default;
-  FBNet's cost is a latency in ms). It needs ``log(cost / unit) > 1`` for every network of the
-  space, which is checked when the search starts (a CPU-sized space takes a smaller ``unit``);
+  ``task * alpha * log(cost / unit) ** beta``; ``log(cost / unit) > 1`` for every network of
+  the space is checked when the search starts;
 - ``additive``: ``task + weight * max(0, cost / target - 1)``, a hinge above the target.
 
-Each epoch the search logs the form, the metric and its unit, the target, the expected cost and
-the achieved cost of the epoch's genotype.
+The expectations written out, and what each epoch logs: docs/search.md, section
+`nas_reid.search.cost`.
 """
 
 from __future__ import annotations

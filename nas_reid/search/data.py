@@ -1,27 +1,16 @@
 """The search's data: disjoint weight / held-out identities, resumable PK streams, a quick eval.
 
-Split. The training identities of a dataset (its ``train`` split only; query and gallery are
-left for the retrained model) are shuffled with a generator seeded by the search seed and cut
-in two *disjoint* shares: ``round(heldout_fraction * N)`` held-out identities for the
-architecture step, the rest for the weights (each share at least P identities, so a PK batch
-fits). Each share is relabelled ``0..n-1`` in the order of the original pids. The weights never
-see a held-out identity, so the architecture is chosen by how well it serves identities it
-was not trained on (the identity-disjoint split of MSINet's Twins Contrastive Mechanism: Gu et
-al., "MSINet: Twins Contrastive Search of Multi-Scale Interaction for Object ReID", CVPR 2023;
-code vimar-gu/MSINet, ``reid/engine/searcher.py``).
-
-Streams. The weight share and the held-out share are each walked by a resumable
-:class:`~nas_reid.data.streams.BatchStream` (augmentation a pure function of seed, stream,
-epoch and image): the weight stream epoch by epoch by the loop, the held-out stream one batch
-per architecture step, rolling over into its next epoch when it runs out (the held-out share
-may have more or fewer batches than the weight share).
-
-Quick eval. The held-out images are split into query and gallery by camera
-(:func:`query_gallery_split`): for every identity, the first image seen under each camera is a
-query, where possible (a query needs a gallery image of its identity under another camera, the
-Market protocol ignoring same-camera matches), and all the other images are gallery.
-:func:`quick_eval` ranks them by cosine distance between ``feat_bn`` features (the retrieval
-feature of the BNNeck) and returns mAP and CMC rank-1/5 as fractions.
+Split: the dataset's ``train`` identities are shuffled with a generator seeded by the search
+seed and cut in two *disjoint* shares, ``round(heldout_fraction * N)`` held-out identities for
+the architecture step and the rest for the weights (each at least P identities), each relabelled
+``0..n-1`` in the order of the original pids (the identity-disjoint split of MSINet's Twins
+Contrastive Mechanism: Gu et al., "MSINet: Twins Contrastive Search of Multi-Scale Interaction
+for Object ReID", CVPR 2023; code vimar-gu/MSINet, ``reid/engine/searcher.py``). Each share is
+walked by a resumable :class:`~nas_reid.data.streams.BatchStream`. :func:`query_gallery_split`
+splits the held-out images into query and gallery by camera; :func:`quick_eval` ranks them by
+cosine distance between ``feat_bn`` features and returns mAP and CMC rank-1/5 as fractions.
+Why the shares are disjoint, how the streams roll over and the query rule: docs/search.md,
+section `nas_reid.search.data`.
 """
 
 from __future__ import annotations

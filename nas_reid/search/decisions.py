@@ -1,49 +1,19 @@
 """How firmly a search made each of its choices: the margin over the runner-up, and how long the
 choice has held.
 
-A DNAS search ends with an argmax over architecture probabilities; after a short search the
-probabilities may sit close to uniform, and the argmax of the last epoch can be one draw of the
-search's noise (a search of ``cpu_small`` that changes its ``layer3`` op in its last epoch with a
-margin of 0.001 picks that op by chance). This module says which choices of the final genotype
-the search had settled on and which it had not, from the genotype of every epoch
-(``genotype_history.jsonl``).
-
-Decisions of a genotype (:func:`decision_values`), each with a key, a value, the probability
-behind the value and the runner-up:
-
-==============================  ===============================================================
-``layer3 0->1``                 the op of each kept edge of the final genotype: DARTS' rule,
-                                the most probable candidate other than ``zero``; the runner-up
-                                is the next one. Where the skip cap replaced an ``identity``
-                                choice, the decision stays the search's own (``identity``) and
-                                is marked ``capped``.
-``layer3 node 2 inputs``        which incoming edges a node keeps (only where it has more than
-                                it keeps): the value is the kept sources, the probability the
-                                strength of the weakest kept edge, the runner-up the strongest
-                                dropped edge (an edge's strength is its best non-zero
-                                probability).
-``backbone s2_width``           each choice of a searchable backbone: the most probable option
-                                and the next one.
-==============================  ===============================================================
-
-Only epochs that updated the architecture count (after ``warmup_epochs``: before them the
-argmax is that of the initial parameters). A decision is **settled** when its value was the
-same over the last :data:`SETTLE_EPOCHS` such epochs (every one of them when the search had
-fewer: then it is not settled) **and** its final margin (``probability -
-runner_up_probability``) is more than :data:`NOISE_MULTIPLE` times the margin's own
-epoch-to-epoch movement over those epochs (the mean absolute change of the choice's signed
-margin, negative in an epoch where another candidate led): a margin that two epochs of the
-search's usual movement could close is not a decision, however long the argmax held.
-``held_since`` is the first epoch of the final run of equal values, ``changes`` the number of
-times the value changed over the architecture epochs, and ``confidence`` the final margin over
-that movement (``inf`` for a margin that did not move). How large a margin means anything
-depends on the space's number of candidates and on the architecture learning rate; its movement
-is measured in the same units, so their ratio does not.
-
-The ``uniform`` strategy trains no architecture parameters: its genotype's probabilities are
-bootstrap frequencies (:mod:`nas_reid.search.subnets`), and :func:`bootstrap_report` judges
-them instead: a choice is settled when its op was that of the best sub-network in at least
-:data:`SETTLE_FREQUENCY` of the resamples of the held-out queries.
+From the genotype of every epoch (``genotype_history.jsonl``) this module says which choices of
+the final genotype the search had settled on and which it had not. :func:`decision_values` lists
+a genotype's decisions, each with a key, a value, the probability behind the value and the
+runner-up: the op of each kept edge (``layer3 0->1``), which incoming edges a node keeps
+(``layer3 node 2 inputs``), each choice of a searchable backbone (``backbone s2_width``). Only
+epochs that updated the architecture count (after ``warmup_epochs``). A decision is **settled**
+when its value was the same over the last :data:`SETTLE_EPOCHS` such epochs **and** its final
+margin is more than :data:`NOISE_MULTIPLE` times the margin's own epoch-to-epoch movement. For
+the ``uniform`` strategy :func:`bootstrap_report` judges the bootstrap frequencies instead: a
+choice is settled when its op was the best sub-network's in at least :data:`SETTLE_FREQUENCY` of
+the resamples.
+The decisions, the rule and its reasons in detail: docs/search.md, section
+`nas_reid.search.decisions`.
 """
 
 from __future__ import annotations

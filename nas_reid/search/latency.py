@@ -1,43 +1,18 @@
 """Measured latency for the cost-aware search loss: FBNet's latency lookup table (LUT).
 
 FBNet (Wu et al., "FBNet: Hardware-Aware Efficient ConvNet Design via Differentiable Neural
-Architecture Search", CVPR 2019) does not time every candidate network: it times every *block*
-a network of the space can hold, once, and prices a network as the **sum of its blocks'
-latencies**. The assumption is that blocks run one after another and do not overlap, so a
-network's latency is
-additive over its blocks (true of a batch-1 forward on a CPU or a GPU up to launch overheads
-and cache effects; ``bench/latency_table.py`` checks how well the sums rank real networks). The
-sum is then differentiable in the architecture probabilities exactly as the FLOPs are: an
-expectation over the table (:mod:`nas_reid.search.cost`).
-
-The blocks (:mod:`nas_reid.space.blocks`): a mobile backbone's stem, every inverted-residual
-configuration the space can reach (a stage's first block for every previous width x width x
-kernel x expansion at its stride and input size, later blocks for every width x kernel x
-expansion), the head at every last width, every candidate op at every size its cell position
-can have, and a fixed ResNet backbone as one block. Each is built alone (random weights, eval
-mode, under ``no_grad``), fed a random input of its shape, run ``warmup`` times, then timed
-``repeats`` times; its entry is the median in milliseconds. On CUDA each forward is timed with
-CUDA events and the device synchronized; on the CPU with ``time.perf_counter`` (with the
-current ``torch.get_num_threads()``, recorded in the table). The global RNG is left as it was.
-
-File (``latency_table.json`` in a search's run folder, or any file handed to
-``schedule.cost.latency.table``), JSON, written atomically and read back validated (never
-pickle)::
-
-    {"kind": "nas-reid/latency-table", "version": 1,
-     "meta": {"device": "NVIDIA H100 80GB HBM3", "device_type": "cuda", "threads": 8,
-              "torch": "2.4.1", "batch": 1, "warmup": 10, "repeats": 30,
-              "date": "2025-01-31T12:00:00", "input": {"height": 256, "width": 128},
-              "space": {"name": "mobile_dnas", "hash": "..."}, "seconds": 41.2},
-     "entries": {"stem:3->32:k3:s2:256x128:relu6": 0.071, ...}}
-
-Reading is tolerant of extra ``meta`` fields (a later version may add some) and strict about
-the rest: an unknown ``kind`` or ``version``, a field of the wrong type, a negative or non-finite
-latency, or a key the space needs that is missing raise :class:`LatencyTableError` naming it.
-
-Measured latencies vary from run to run (other processes, clocks, caches), so a search that
-measures its own table is not bit-reproducible; hand it a fixed table (``table:``) for "same
-seed, same genotype". A resumed search reads the table its run folder holds.
+Architecture Search", CVPR 2019) times every *block* a network of the space can hold
+(:mod:`nas_reid.space.blocks`), once, and prices a network as the **sum of its blocks'
+latencies**; the sum is differentiable in the architecture probabilities, as an expectation over
+the table (:mod:`nas_reid.search.cost`). An entry is the median of ``repeats`` timed forwards
+after ``warmup``, in milliseconds. The table is JSON (``"kind": "nas-reid/latency-table"``,
+``"version": 1``, ``meta``, ``entries``; ``latency_table.json`` in a search's run folder, or any
+file handed to ``schedule.cost.latency.table``), written atomically and read back validated
+(never pickle): a bad field, or a key the space needs that is missing, raises
+:class:`LatencyTableError` naming it. Measured latencies vary from run to run: hand a search a
+fixed table (``table:``) for "same seed, same genotype".
+The additivity assumption, the timing and the file format in detail: docs/search.md, section
+`nas_reid.search.latency`.
 """
 
 from __future__ import annotations

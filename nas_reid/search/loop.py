@@ -2,81 +2,19 @@
 
 First-order DARTS (and GDAS when the space samples with ``gumbel``); the two steps themselves
 are :class:`nas_reid.search.bilevel.Bilevel`, this module builds their losses and runs them in a
-run folder. Per step:
-
-1. **Weight step** on a PK batch of the *weight-share* identities:
-   ``id * CE_ls(logits) + triplet * batch_hard(feat) + rib_weight(epoch) * IBB(feat)``,
-   SGD or Adam on every weight (per the YAML), gradient norm clipped at ``grad_clip``, the
-   learning rate following the YAML's schedule (cosine or constant, stepped per epoch).
-2. **Architecture step** (from epoch ``warmup_epochs`` on) on a PK batch of the *held-out*
-   identities, never seen by the weights nor by the classifier: a retrieval loss,
-   batch-hard triplet on the L2-normalised ``feat_bn`` (the BNNeck feature retrieval ranks by,
-   with the cosine metric it ranks by: on unit vectors the Euclidean distance is a monotone
-   function of the cosine distance), margin ``triplet_margin``. Adam (lr 3e-4, betas
-   (0.5, 0.999), weight decay 1e-3 by default) on the architecture parameters only. No
-   classifier (the held-out identities have none) and no RIB term: the IB bound needs a Q table
-   fitted on the identities it is applied to, which would make the held-out share a training
-   set of the architecture; the RIB shapes the weights, as in the paper, and its estimates are
-   logged. The weights are frozen (``requires_grad=False``) for this step, so the backward
-   stops at the first cell instead of running through the whole backbone; under DDP its
-   forward goes through the bare supernet and the architecture gradients are averaged over the
-   ranks with one all-reduce (in the weight step DDP averages every gradient itself).
-
-Strategies (:mod:`nas_reid.search.strategies`) decide whether the architecture step runs, what
-happens at the end of an epoch and how the decisions are judged. ``uniform`` (SPOS) runs only
-the weight step, on one uniformly drawn path per step, and after the last epoch's quick eval
-scores every sub-network on the held-out identities (under DDP every rank scores them all and
-gets the same figures), so its genotype is that scoring's choice.
-
-Temperature. At the start of every epoch the supernet's Gumbel temperature is set by
-``sampling.tau`` over the architecture epochs (GDAS: linear 10 -> 0.1 by default): ``start``
-during the warm-up and in the first architecture epoch, ``end`` in the last
-(:meth:`~nas_reid.space.config.TauConfig.at_epoch`); the ``softmax`` strategy ignores it. DCS ops keep their own mask temperature (the op parameter ``tau``): it is
-part of the op as recorded in the genotype and retrained, and the probability that a channel
-is kept does not depend on it (only the smoothness of its gradient does), so the search does
-not anneal it. Their keep ratios are logged.
-
-Every epoch (see :mod:`nas_reid.search.runlog` for the exact keys): the losses, learning rate,
-temperature, RIB estimates I(X;F), I(F;Y), IB (fitted on the weight share's ``feat`` at the
-epoch's start), a quick mAP / R1 on the held-out identities (:func:`nas_reid.search.data.quick_eval`),
-softmax(alpha) per cell, edge and op, the derived genotype (appended to
-``genotype_history.jsonl``; ``schedule.skip_cap`` applied), its op counts, the collapse guard
-(:mod:`nas_reid.search.guards`) on the genotype derived without the cap, DCS keep ratios; then a
-checkpoint (:mod:`nas_reid.search.checkpoint`). The final genotype is the last epoch's
-(DARTS' convention); the best held-out mAP is recorded alongside.
-
-Precision. ``schedule.precision`` (:mod:`nas_reid.engine.precision`): on CUDA by default both steps'
-forward passes, the RIB's feature extraction and the quick eval run under bf16 autocast, and
-the supernet and images use channels_last; the losses take the outputs cast to float32, the
-cost term is computed outside autocast, and weights, architecture parameters and optimizer
-states stay float32. On a CPU both are off unless set to ``true``.
-
-Reproducibility. Deterministic algorithms are switched on for the search
-(``torch.use_deterministic_algorithms(True, warn_only=True)``, cuDNN benchmark off,
-``CUBLAS_WORKSPACE_CONFIG`` set on CUDA) and restored afterwards; python, numpy and torch are
-seeded from the search seed; augmentation is a pure function of (seed, epoch, image) and each
-loader has its own generator (:mod:`nas_reid.search.data`). The same seed with the same thread
-count on the same machine gives the same genotype, and a run resumed from any checkpoint ends
-with the same architecture parameters and genotype as an uninterrupted one.
-
-Latency. With ``schedule.cost.metric: latency`` the cost term prices networks with a latency
-lookup table (:mod:`nas_reid.search.latency`): ``schedule.cost.latency.table`` when given, else
-measured when the search starts (on ``latency.device``, default the search's device), and saved
-as ``latency_table.json`` in the run folder (its device is in ``config.yaml``'s
-``search.latency`` and in every epoch's ``cost`` record); a resumed run reads that file and
-never measures again. Measured latencies are not deterministic (other processes, clocks,
-caches), so "same seed, same genotype" holds for a search given a fixed ``table:`` only.
-
-DDP. Under ``torchrun`` (``WORLD_SIZE`` > 1) the search joins a process group (gloo on CPU,
-NCCL on CUDA, one GPU per local rank), wraps the supernet in ``DistributedDataParallel``
-(``find_unused_parameters=True``: a Gumbel step runs one candidate per edge), and gives each
-rank a disjoint share of every PK batch list. Each rank draws its own Gumbel samples (seeded
-by rank). Buffers (BN statistics) are broadcast from rank 0 before every evaluation, features
-for the RIB and the quick eval are extracted in shards and all-gathered, so every rank holds
-the same architecture parameters, RIB state and genotype; each epoch the ranks compare their
-genotypes (``ddp.genotypes_agree`` in the metrics). Only rank 0 writes files; the checkpoint
-holds every rank's RNG state. A latency table is measured (or read) by rank 0 and broadcast, so
-every rank prices the networks alike.
+run folder. Per step: a **weight step** on a PK batch of the *weight-share* identities,
+``id * CE_ls(logits) + triplet * batch_hard(feat) + rib_weight(epoch) * IBB(feat)``; from epoch
+``warmup_epochs`` on, an **architecture step** on a PK batch of the *held-out* identities
+(batch-hard triplet on the L2-normalised ``feat_bn``, margin ``triplet_margin``; no classifier,
+no RIB term), on the architecture parameters only. Strategies
+(:mod:`nas_reid.search.strategies`) decide whether the architecture step runs and what happens
+at the end of an epoch. Every epoch is logged (:mod:`nas_reid.search.runlog`) and checkpointed
+(:mod:`nas_reid.search.checkpoint`). The final genotype is the last epoch's (DARTS' convention);
+the best held-out mAP is recorded alongside. The same seed with the same thread count on the same
+machine gives the same genotype (with a latency cost: given a fixed ``table:``), and a resumed
+run ends as an uninterrupted one. Under ``torchrun`` it runs DDP; only rank 0 writes files.
+The steps, temperature, logs, precision, reproducibility, latency and DDP in detail:
+docs/search.md, section `nas_reid.search.loop`.
 """
 
 from __future__ import annotations

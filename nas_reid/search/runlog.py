@@ -1,66 +1,18 @@
 """What a search writes while it runs: metrics.jsonl, genotype_history.jsonl, TensorBoard, progress.
 
 ``metrics.jsonl``: one JSON object per line, ``"kind": "epoch"`` once per epoch and, every
-``log_every`` steps, ``"kind": "step"``. Numbers that are not finite are written as ``null``.
-
-Epoch record (all keys always present; ``null`` where a figure does not apply)::
-
-    kind         "epoch"
-    epoch        1-based number of the epoch just finished; epochs: the total
-    step         optimisation steps done so far (weight steps; each may carry an arch step)
-    time         seconds of search so far (over resumed sessions)
-    lr           {"weights": lr of this epoch, "arch": Adam lr}
-    tau          Gumbel temperature of this epoch
-    arch_updates whether this epoch updated the architecture (false during warm-up)
-    loss         {"weights": {"total", "id", "triplet", "rib"}, "arch": {"triplet", "total"}
-                 | null}: means over the epoch's steps (over all ranks under DDP); the arch
-                 "total" includes the cost term
-    rib          {"weight", "I_XF", "I_FY", "IB"} (nats) from the epoch's start | null
-    heldout      {"mAP", "R1", "R5", "queries", "gallery"} quick eval on held-out ids | null
-    arch_probs   {position: [[p per op] per edge]}: softmax(alpha); rows follow
-                 genotype_history's "probabilities" edges, columns the space's op labels
-    backbone_probs {choice: [p per option]}: softmax of a searchable backbone's choices ({})
-    backbone     the derived genotype's backbone in one line (``mobilenetv2: s1 16 k3 ...``)
-    cost         {"form", "metric", "unit", "target", "expected", "achieved"[, "device"]}:
-                 the cost in "unit" ("MFLOPs" for metric flops, "ms" for latency, then with
-                 the lookup table's "device"), expected under the probabilities, achieved by
-                 the derived genotype | null (no cost model: a fixed backbone with
-                 ``schedule.cost.form: none``)
-    genotype     one-line summary of the derived genotype (skip cap applied)
-    op_counts    {op: live edges using it} in that genotype
-    collapse     {"identity_edges", "live_edges", "identity_fraction", "identity_cells",
-                 "warning"} of the genotype derived *without* the skip cap
-    decisions    {"settled", "total", "window", "arch_epochs", "decisions": [{"key", "choice",
-                 "probability", "runner_up", "runner_up_probability", "margin", "held_since",
-                 "held_epochs", "changes", "settled", "capped", "movement", "confidence"}]}:
-                 which choices of this epoch's genotype have held over the last "window"
-                 architecture epochs with a margin beyond its movement (:mod:`nas_reid.search.decisions`)
-    dcs_keep     {module: mean kept-channel fraction of the last training forward}
-    best         {"mAP", "R1", "epoch"}: best held-out mAP so far
-    ddp          {"world_size", "genotypes_agree"}: every rank derived the same genotype
-    subnets      ``uniform`` strategy, last epoch: {"scored", "resamples", "calibration_images",
-                 "best", "best_mAP", "picked", "picked_mAP", "picked_rank", "seconds"} (held-out
-                 mAP in percent; every sub-network in ``subnets.csv``) | null
-
-A ``uniform`` search trains no architecture parameters: until its last epoch they stay at 0
-(``arch_probs`` uniform, ``decisions`` empty, ``arch_updates`` false); after it, they are the
-log of the bootstrap frequencies of :mod:`nas_reid.search.subnets`, and ``decisions`` has
-``"resamples"`` and each decision ``"basis": "bootstrap"``.
-
-Step record: ``kind: "step"``, ``epoch`` (1-based, in progress), ``step``, ``time``, ``lr``,
-``tau``, ``loss`` (this step's values, this rank).
-
-``genotype_history.jsonl``: the genotype JSON (:meth:`nas_reid.space.genotype.Genotype.to_dict`) of
-every epoch, one per line, in order.
-
-Both files are kept in memory (and in the checkpoint) and rewritten atomically at each flush, so
-they always hold whole lines; a resumed search rewrites them from its checkpoint. TensorBoard
-events go to ``tensorboard/`` (scalars ``loss/*``, ``lr/*``, ``tau``, ``heldout/*``,
-``rib/*``, ``prob/<position>/<edge>/<op>``, ``prob/backbone/<choice>/<option>``,
-``decisions/settled`` (the settled fraction of the choices),
-``cost/*_mflops`` or ``cost/*_ms``, ``ops/<op>``, ``collapse/identity_fraction``,
-``dcs_keep/*``, and the genotype as text); a resumed search purges the events written after its
-checkpoint (``purge_step``). Only rank 0 writes anything.
+``log_every`` steps, ``"kind": "step"``. Numbers that are not finite are written as ``null``. An
+epoch record has all its keys always (``null`` where a figure does not apply): ``kind``,
+``epoch`` (1-based; ``epochs``: the total), ``step``, ``time``, ``lr``, ``tau``, ``arch_updates``,
+``loss``, ``rib``, ``heldout``, ``arch_probs``, ``backbone_probs``, ``backbone``, ``cost``,
+``genotype``, ``op_counts``, ``collapse``, ``decisions``, ``dcs_keep``, ``best``, ``ddp``,
+``subnets``. A step record: ``kind: "step"``, ``epoch`` (1-based, in progress), ``step``,
+``time``, ``lr``, ``tau``, ``loss`` (this step's values, this rank). ``genotype_history.jsonl``:
+the genotype JSON (:meth:`nas_reid.space.genotype.Genotype.to_dict`) of every epoch, one per
+line, in order. Both files are rewritten atomically at each flush, so they always hold whole
+lines; TensorBoard events go to ``tensorboard/``. Only rank 0 writes anything.
+Every key of the epoch record, a ``uniform`` search's records and the TensorBoard scalars:
+docs/search.md, section `nas_reid.search.runlog`.
 """
 
 from __future__ import annotations

@@ -10,9 +10,6 @@ Contract of :func:`score_subnets`:
   statistics of the BNs that follow a choice are recomputed from ``calibration`` images (the
   weight share, test-time transform) as a cumulative average, BNs in training mode, every
   other module in eval mode (nothing random runs). The supernet's state is restored on exit.
-- Work is shared along the network: the part before the first cell runs once per image, and
-  the sub-networks that agree on their first ``i`` positions share everything up to them, so
-  the cost is about one forward of the rest per op and position, not per sub-network.
 - Returns per-query APs (query / gallery split by camera, cosine distance on ``feat_bn``, as
   the search's quick eval), so a choice's confidence is a bootstrap over held-out queries.
 
@@ -20,6 +17,8 @@ Contract of :func:`score_subnets`:
 the sub-network with the best mean AP; the frequency with which each op is at each position of
 that best sub-network is the op's *probability*, and the pick is, at each position, the most
 frequent op (the bootstrap's mode; with one clear winner, the sub-network of best held-out mAP).
+How the scoring shares work along the network: docs/search.md, section
+`nas_reid.search.subnets`.
 """
 
 from __future__ import annotations

@@ -1,40 +1,18 @@
 """The search-space YAML: schema, validation, defaults and the canonical hash.
 
-A search space is one YAML file (``search_spaces/*.yaml``)::
-
-    name: cpu_small
-    input: {height: 64, width: 32}
-    backbone: {name: resnet18, last_stride: 1}        # weights: path/to/resnet18.pth (optional)
-    cells: {positions: [layer3, layer4], nodes: 1, edges_per_node: 1}
-    ops:                                               # the candidates of every edge, in order
-      - identity                                       # shorthand for {name: identity}
-      - {name: se, params: {reduction: 8}}
-      - {name: rga_s, params: {s_ratio: 2}, label: rga_s2}
-    sampling: {strategy: gumbel, tau: {start: 10.0, end: 0.1, schedule: linear}}
-    schedule: {epochs: 12, warmup_epochs: 2, batch: {p: 8, k: 4}}   # everything has a default
-
-Loading (:func:`load_space`) validates every field; unknown fields are errors. Every problem
-becomes one :class:`SpaceError` that names the file and each bad field by its path
-(``ops[2].params.c_ratio``, ``cells.positions[1]``). Op parameters are checked by building every
-candidate for every cell position's ``(C, H, W)`` (on the ``meta`` device: no memory, no time),
-so a parameter that only fails at some size (an RGA ratio, a DCS window) is caught at load time.
-The input height and width must be multiples of the backbone's total stride
-(:func:`input_stride`: 16 for a ResNet with last stride 1), so every stage halves them exactly.
-
-Canonical hash. :meth:`SearchSpace.canonical_hash` is the sha256 (first 16 hex digits) of the
-sorted-key JSON of what defines the architecture space: ``input``, ``backbone`` name and last
-stride (and a searchable backbone's stages and choices), ``cells`` and the ordered candidate ops
-with all their parameters (defaults filled in,
-so writing a default explicitly changes nothing). It leaves out ``name``, op ``label``s (display
-only), ``backbone.weights`` (an initialisation), ``sampling`` and ``schedule`` (how the space
-is searched). A genotype records the hash, so it stays valid for any schedule or sampler change
-and is rejected when the architecture space it came from has changed. YAML formatting, comments
-and key order do not matter.
-
-YAML is read with a ``yaml.SafeLoader`` subclass that also takes ``3e-4`` as a number (plain
-YAML 1.1 reads it as text). ``backbone.weights`` and ``schedule.cost.latency.table`` are resolved
-against the YAML file's folder when relative (a space given as a dict: the current folder), and
-read when the supernet is built / the search starts.
+A search space is one YAML file (``search_spaces/*.yaml``) with ``name``, ``input``,
+``backbone``, ``cells``, ``ops`` (the candidates of every edge, in order), ``sampling`` and
+``schedule`` (everything has a default). Loading (:func:`load_space`) validates every field
+(unknown fields are errors; op parameters are checked by building every candidate at every cell
+position's ``(C, H, W)`` on the ``meta`` device) and raises one :class:`SpaceError` that names
+the file and each bad field by its path (``ops[2].params.c_ratio``). The input height and width
+must be multiples of the backbone's total stride (:func:`input_stride`).
+:meth:`SearchSpace.canonical_hash` is the sha256 (first 16 hex digits) of what defines the
+architecture space (not ``name``, op ``label``s, ``backbone.weights``, ``sampling`` or
+``schedule``); a genotype records it. ``backbone.weights`` and ``schedule.cost.latency.table``
+are resolved against the YAML file's folder when relative.
+An example, the hash in detail and the YAML reader: docs/internals.md, section
+`nas_reid.space.config`.
 """
 
 from __future__ import annotations

@@ -1,64 +1,20 @@
 """The genotype: the searched architecture as a versioned, validated JSON document.
 
-Format (``schema: "nas-reid/genotype"``, ``version: 1`` or ``2``), keys always in this order::
-
-    {
-      "schema": "nas-reid/genotype",
-      "version": 1,
-      "space": {"name": "cpu_small", "hash": "3f2a..."},      # SearchSpace.canonical_hash()
-      "input": {"height": 64, "width": 32},
-      "backbone": {"name": "resnet18", "last_stride": 1, "choices": {}},
-      "cells": [
-        {"position": "layer3", "nodes": 1,
-         "edges": [{"source": 0, "target": 1, "op": "se", "params": {"reduction": 8}}]}
-      ],
-      "probabilities": {                                       # what it was derived from
-        "layer3": {"ops": ["identity", "se", ...], "edges": [[0, 1]], "values": [[0.1, 0.6, ...]]}
-      },
-      "provenance": {"seed": 0, "epoch": 11, "search_run": "runs/x", "package_version": "0.1.0"}
-    }
-
-A cell has nodes 0..n: node 0 is the stage output, node t the sum of its incoming edges' ops, the
-output node n. Edges go from a lower to a higher node; every node 1..n needs an input. Edge
-``params`` hold every parameter of the op (defaults filled in by :func:`derive_genotype`; a
-hand-written genotype may leave defaults out).
-
-Backbone. For a fixed ResNet ``backbone.choices`` is ``{}``. Version 2 adds the searched mobile
-backbone (``name: mobilenetv2``): ``choices`` then holds the whole chosen backbone, what
-``build_model`` needs (:class:`~nas_reid.space.mobile.MobileArch`)::
-
-      "backbone": {"name": "mobilenetv2", "last_stride": 1, "choices": {
-        "stem": 32, "head": 1280, "activation": "relu6",
-        "stages": [{"name": "s2", "layer": "layer1", "stride": 2, "width": 20, "kernel": 5,
-                    "expansion": 3, "blocks": [true, false]}, ...]}},
-      ...
-      "backbone_probabilities": {"s2_width": {"options": [12, 20, 24], "values": [...]}, ...},
-
-A genotype is written as the lowest version that holds it (:attr:`Genotype.version`): 1 without
-backbone choices, so ResNet genotypes are byte-identical to those of earlier releases;
-``backbone_probabilities`` is left out when empty. Version 1 and 2 files are read.
-``space.hash`` and ``probabilities`` may be ``null`` / ``{}`` for a hand-written genotype (the
-papers' reference models), ``provenance`` fields ``null``.
-
-Loading (:meth:`Genotype.from_json`) validates everything and raises :class:`GenotypeError`
-naming the file and the field: unknown schema or version, unknown fields, unknown op, bad op
-parameters (each op is built, on the ``meta`` device, at its cell's ``(C, H, W)``), a graph that
-is not a DAG, a node without input, and, when a search space is given, a different space hash.
-:meth:`Genotype.to_json` is deterministic (fixed key order, indent 2, a list or object of
-scalars, or of such lists and objects, on one line when it fits 100 characters; trailing
-newline), so JSON -> object -> JSON is byte-identical.
-
-Derivation (:func:`derive_genotype`, DARTS' rule): on each edge the candidate with the largest
-probability other than ``zero``; the edge's strength is that probability; each node keeps its
-``edges_per_node`` strongest incoming edges (ties: the lower source). With a skip cap (the
-space's ``schedule.skip_cap`` or the argument), a cell keeps at most that many ``identity``
-edges, the ones with the largest identity probability; the others take their best candidate
-other than ``zero`` and ``identity`` (P-DARTS' skip regularisation, applied at derivation).
-
-Live edges. The output is node n only, so an intermediate node may feed nothing that reaches it
-(in a 2-node cell keeping only 0->2, node 1 is dead). The genotype keeps such edges (it is what
-the rule chose); :meth:`CellGenotype.live_edges` leaves them out, and the discrete network
-builds only live edges (a dead edge cannot change the output).
+Format: ``schema: "nas-reid/genotype"``, ``version: 1`` or ``2``, then ``space`` (``name``,
+``hash``: :meth:`SearchSpace.canonical_hash`), ``input``, ``backbone`` (``name``,
+``last_stride``, ``choices``: ``{}`` for a fixed ResNet, the whole chosen mobile backbone in
+version 2), ``cells`` (per position its ``nodes`` and ``edges``: ``source``, ``target``, ``op``,
+``params``), ``probabilities`` (what it was derived from), version 2's
+``backbone_probabilities`` (left out when empty) and ``provenance``. A genotype is written as
+the lowest version that holds it; version 1 and 2 files are read. A cell has nodes 0..n: node 0
+is the stage output, node t the sum of its incoming edges' ops, the output node n.
+:meth:`Genotype.from_json` validates everything and raises :class:`GenotypeError` naming the file
+and the field; :meth:`Genotype.to_json` is deterministic (JSON -> object -> JSON is
+byte-identical). :func:`derive_genotype` is DARTS' rule, with an optional skip cap (P-DARTS'
+skip regularisation); :meth:`CellGenotype.live_edges` leaves out the edges whose output cannot
+reach node n, and the discrete network builds only live edges.
+The format with examples, the validation, the derivation and live edges in detail:
+docs/internals.md, section `nas_reid.space.genotype`.
 """
 
 from __future__ import annotations

@@ -1,50 +1,20 @@
 """Mixed ops: one edge of a cell, holding every candidate op and mixing them by architecture weights.
 
 A :class:`MixedOp` owns the candidate modules but not the architecture parameters: the supernet
-passes the edge's row ``alpha`` (one logit per candidate) to :meth:`MixedOp.forward`, so the
-parameters stay plain ``nn.Parameter``s of the supernet, apart from the weights.
+passes the edge's row ``alpha`` (one logit per candidate) to :meth:`MixedOp.forward`. Strategies
+(``nas-reid/space`` YAML ``sampling.strategy``):
 
-Strategies (``nas-reid/space`` YAML ``sampling.strategy``):
+- ``softmax``: the DARTS continuous relaxation, ``sum_i softmax(alpha)_i * op_i(x)``;
+- ``gumbel``: GDAS's hard Gumbel-softmax with a straight-through gradient; in training only the
+  sampled candidate k runs and the output is ``h_k * op_k(x) + (sum_{i != k} h_i) * x``, exactly
+  ``op_k(x)`` in value (the cell input stands in for the candidates that did not run);
+- ``uniform``: SPOS (Guo et al., "Single Path One-Shot Neural Architecture Search with Uniform
+  Sampling", ECCV 2020): one candidate drawn uniformly, alpha not trained.
 
-``softmax``: the DARTS continuous relaxation. ``w = softmax(alpha)`` and the output is
-``sum_i w_i * op_i(x)``; every candidate runs (in training and in eval). The temperature is not
-used.
-
-``gumbel``: GDAS's hard Gumbel-softmax with a straight-through gradient. In training, each
-forward draws ``g_i ~ Gumbel(0, 1)`` and ``p = softmax((log_softmax(alpha) + g) / tau)``; the
-sampled candidate is ``k = argmax p`` (a sample of ``Categorical(softmax(alpha))`` whatever
-``tau``), and ``h = onehot(k) + (p - p.detach())`` is exactly one-hot in value but carries the
-gradient of ``p`` (and through the softmax reaches every ``alpha_i``). Only candidate k runs, so
-memory and time do not grow with the number of candidates. ``tau`` (the supernet's temperature)
-only shapes that gradient: large tau gives smooth, small tau sharp gradients. In eval mode the
-choice is deterministic: ``k = argmax alpha`` and the output is ``op_k(x)`` exactly, as in the
-discrete network derived from it.
-
-The output is ``h_k * op_k(x) + (sum_{i != k} h_i) * x``, whose value is exactly ``op_k(x)``.
-The full straight-through estimator would be ``sum_i h_i * op_i(x)``, which needs every
-candidate's output; GDAS's single-term form ``h_k * op_k(x)`` stands in 0 for the candidates
-that did not run. Here the cell input ``x`` stands in for them instead: our candidates are
-attention modules that re-weight their input or add a zero-initialised residual to it, so
-``op_i(x) ~ x`` is the closer guess. It also matters for the search to work at all: with GDAS's
-form, ``dL/dh_k = <g, op_k(x)>`` only measures the effect of rescaling the output, which the
-BatchNorms downstream cancel, so with one edge per cell alpha got gradients of ~1e-8 (measured
-on cpu_small); with the input as stand-in, ``dL/dh_k - dL/dh_i = <g, op_k(x) - x>`` compares the
-sampled op with doing nothing. The sampled identity therefore gives alpha no gradient.
-
-``uniform``: single-path one-shot training with uniform sampling (SPOS: Guo et al., "Single
-Path One-Shot Neural Architecture Search with Uniform Sampling", ECCV 2020). In training each
-forward runs one candidate drawn uniformly at random (from torch's global generator, so the
-search seed and the checkpoint's RNG states fix the draws) and returns its output as it is:
-alpha gets no gradient and is not trained. The architecture is chosen afterwards by scoring
-every sub-network with the trained weights (:mod:`nas_reid.search.subnets`). In eval mode
-``k = argmax alpha``, as for ``gumbel``.
-
-:attr:`MixedOp.fixed` (any strategy): when set to an index, the edge runs that candidate alone,
-in training and in eval, whatever alpha: one sub-network of the supernet, as scored by
-:mod:`nas_reid.search.subnets` (set through :meth:`nas_reid.space.Supernet.fixed`).
-
-A ``zero`` candidate is never run: it contributes nothing to the softmax sum, and when it is
-sampled its output is zeros (and alpha's gradient is ``<g, 0 - x>``).
+In eval mode ``gumbel`` and ``uniform`` run ``k = argmax alpha``. :attr:`MixedOp.fixed`, when
+set to an index, runs that candidate alone whatever alpha. A ``zero`` candidate is never run.
+Each strategy in detail, and why the cell input is the stand-in: docs/internals.md, section
+`nas_reid.space.mixed`.
 """
 
 from __future__ import annotations

@@ -1,32 +1,18 @@
 """The supernet: a backbone, a search cell after each configured stage, and a BNNeck head.
 
 Backbone: a fixed torchvision ResNet, or the searchable mobile backbone
-(:mod:`nas_reid.space.mobile_supernet`), whose choices have their own architecture parameters
-``arch_backbone.<choice>`` (one logit per option, initialised like the cells'); each forward
-draws them once for the whole batch.
-
-Parameters. The architecture parameters are one ``nn.Parameter`` per cell position, of shape
-``(num_edges, num_ops)`` (rows: the cell's edges in :func:`~nas_reid.space.cell.cell_edges`
-order; columns: the space's candidate ops in YAML order), named ``arch.<position>`` and
-initialised to ``1e-3 * N(0, 1)`` as in DARTS (to 0 for ``uniform`` sampling, which does not
-train them: :mod:`nas_reid.search.subnets` sets them after scoring). Everything else is a weight.
-:meth:`Supernet.arch_parameters` and :meth:`Supernet.weight_parameters` split
-``named_parameters()`` by that prefix: disjoint, and together every parameter (the weights include
-the BNNeck's frozen bias, ``requires_grad=False``). Because they are ordinary parameters, the
-state_dict, optimizers and DDP's all-reduce treat them like any other, and every rank derives the
-same genotype.
-
-The Gumbel temperature is the buffer ``tau`` (saved in the state_dict, so a resumed search
-restores it); :meth:`Supernet.set_temperature` sets it. It is the architecture sampler's
-temperature only; a ``dcs`` op's own mask temperature is an op parameter
-(:func:`nas_reid.ops.dcs.set_dcs_temperature`).
-
-Head (the BNNeck, as in the official RGA model, microsoft/Relation-Aware-Global-Attention-Networks
-``reid/models/rga_model.py``, and in BoT, Luo et al., CVPR Workshops 2019): global average
-pooling gives ``feat`` (before BN; for the triplet and RIB losses), BatchNorm1d with its bias
-frozen at 0 gives ``feat_bn`` (for retrieval), and a bias-free Linear classifier
-(weights ~ N(0, 0.001^2)) gives ``logits`` (training mode only). ``forward`` returns
-``{"feat", "feat_bn"}`` plus ``"logits"`` in training.
+(:mod:`nas_reid.space.mobile_supernet`) with its own architecture parameters
+``arch_backbone.<choice>``. The cells' architecture parameters are one ``nn.Parameter`` per cell
+position, ``arch.<position>``, of shape ``(num_edges, num_ops)`` (rows: the cell's edges in
+:func:`~nas_reid.space.cell.cell_edges` order; columns: the space's candidate ops in YAML order).
+:meth:`Supernet.arch_parameters` and :meth:`Supernet.weight_parameters` split the parameters by
+prefix: disjoint, and together every parameter. The Gumbel temperature is the buffer ``tau``
+(:meth:`Supernet.set_temperature`). Head: the BNNeck (as in the official RGA model,
+microsoft/Relation-Aware-Global-Attention-Networks ``reid/models/rga_model.py``, and in BoT,
+Luo et al., CVPR Workshops 2019); ``forward`` returns ``{"feat", "feat_bn"}`` plus ``"logits"``
+in training.
+The initialisation, the temperature and the head in detail: docs/internals.md, section
+`nas_reid.space.supernet`.
 """
 
 from __future__ import annotations
