@@ -4,7 +4,7 @@ DMaskingNAS), with one architecture choice per stage and dimension.
 Choices (:attr:`MobileSupernetBackbone.choices`, in network order; only dimensions with more
 than one option get one): ``<stage>_width``, ``<stage>_kernel``, ``<stage>_expansion`` and,
 with ``skip``, ``<stage>_b<j>_skip`` (keep / skip) for every block ``j >= 1``; one architecture
-parameter (a logit per option) per choice, ``backbone_arch.<key>``. Each forward draws every
+parameter (a logit per option) per choice, ``arch_backbone.<key>``. Each forward draws every
 choice once (:func:`choice_weights`), shared by the stage's blocks: channels beyond the drawn
 width or expansion are masked, depthwise weights outside the drawn kernel zeroed, a skipped
 block not run. With ``gumbel`` a training forward computes exactly one narrow network; in eval
