@@ -266,3 +266,17 @@ def test_every_strategy_the_space_accepts_has_a_mixed_op_rule_and_a_strategy_cla
         assert strategy.temperature == (name == "gumbel")
         assert strategy.arch_updates(5) == (name != "uniform")
         assert strategy.decided(False) == (name != "uniform")
+
+
+def test_a_finished_uniform_search_extended_scores_again_at_its_new_last_epoch(dataset, tmp_path):
+    out = tmp_path / "extended"
+    first = search(uniform_space(), dataset, out_dir=out, progress=False)
+    assert first.finished
+    more = search(None, dataset, out_dir=out, progress=False, resume=True, epochs=3)
+    assert more.finished and more.epochs_done == 3
+    epochs = [r for r in more.metrics if r["kind"] == "epoch"]
+    assert [r["epoch"] for r in epochs] == [1, 2, 3]
+    assert epochs[0]["subnets"] is None and epochs[1]["subnets"] is not None
+    assert epochs[2]["subnets"]["scored"] == 9 and more.decisions.resamples == 200
+    picked = epochs[2]["subnets"]["picked"]
+    assert picked == " ".join(f"{c.position}={c.edges[0].op}" for c in more.genotype.cells)
