@@ -35,6 +35,7 @@ from nas_reid.data.base import Item
 from nas_reid.evaluation import evaluate_features
 from nas_reid.search.data import QueryGallery, plain_loader
 
+
 @dataclass
 class SubnetScores:
     """Held-out figures of every sub-network: ``choices[i][p]`` is the op index at position
