@@ -20,6 +20,8 @@ differently, a branch in ``MixedOp.forward``; the loop does not change.
 
 from __future__ import annotations
 
+import csv
+import io
 import random
 import time
 from typing import TYPE_CHECKING, Any, Sequence
@@ -28,6 +30,7 @@ import torch
 from tqdm.auto import tqdm
 
 from nas_reid.engine.runtime import broadcast_buffers
+from nas_reid.fileio import atomic_write_text
 from nas_reid.search.decisions import DecisionReport, bootstrap_report, decision_report
 from nas_reid.search.subnets import score_subnets
 from nas_reid.space.genotype import Genotype
@@ -106,8 +109,6 @@ class Uniform(Strategy):
         ``world``, ``is_main``, ``progress`` and run folder ``out``."""
         if number != run.epochs:
             return None
-        from nas_reid.search.quality import append_row
-
         started = time.monotonic()
         net = run.net
         broadcast_buffers(net, run.world)
@@ -130,10 +131,11 @@ class Uniform(Strategy):
                 net.arch[position].copy_(logits.to(net.arch[position]).view(1, -1))
         rows = scores.rows(pick)
         if run.is_main:
-            path = run.out / SUBNETS_FILE
-            path.unlink(missing_ok=True)
-            for row in rows:
-                append_row(path, row, list(row))
+            text = io.StringIO()
+            writer = csv.DictWriter(text, fieldnames=list(rows[0]))
+            writer.writeheader()
+            writer.writerows(rows)
+            atomic_write_text(run.out / SUBNETS_FILE, text.getvalue())
         best, picked = rows[0], next(r for r in rows if r["picked"])
         return {"scored": len(rows), "resamples": resamples, "calibration_images": len(chosen),
                 "best": best["arch"], "best_mAP": best["heldout_mAP"],

@@ -34,6 +34,7 @@ from torch import nn
 from nas_reid.data.base import Item
 from nas_reid.evaluation import evaluate_features
 from nas_reid.search.data import QueryGallery, plain_loader
+from nas_reid.search.quality import arch_key
 
 
 @dataclass
@@ -53,7 +54,7 @@ class SubnetScores:
 
     def key(self, i: int) -> str:
         """``"layer3=eca layer4=se"``, the ground-truth table's architecture key."""
-        return " ".join(f"{p}={self.labels[k]}" for p, k in zip(self.positions, self.choices[i]))
+        return arch_key({p: self.labels[k] for p, k in zip(self.positions, self.choices[i])})
 
     def choose(self, resamples: int, seed: int) -> tuple[tuple[int, ...], np.ndarray]:
         """The pick (op index per position) and ``(positions, ops)`` bootstrap frequencies."""

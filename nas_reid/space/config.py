@@ -271,7 +271,8 @@ class BatchConfig(_Model):
 
 class OptimizerConfig(_Model):
     """The optimizer settings the search's weights and a retrain's recipe share (``momentum`` is
-    SGD's, ``betas`` Adam's); :func:`nas_reid.engine.optim.build_optimizer` builds one."""
+    SGD's, ``betas`` Adam's); each subclass names its optimizer (``kind``: ``sgd`` or ``adam``,
+    from its own YAML field) and :func:`nas_reid.engine.optim.build_optimizer` builds it."""
 
     lr: float = Field(default=3.5e-4, gt=0)
     weight_decay: float = Field(default=5e-4, ge=0)
@@ -282,11 +283,6 @@ class OptimizerConfig(_Model):
     @classmethod
     def _betas(cls, betas: list[float]) -> list[float]:
         return _check_betas(betas)
-
-    @property
-    def kind(self) -> str:
-        """``sgd`` or ``adam``."""
-        raise NotImplementedError
 
 
 class WeightOptimizerConfig(OptimizerConfig):
