@@ -269,6 +269,28 @@ def test_hash_ignores_schedule_sampling_name_labels_and_weights():
     assert all(load_space(d).canonical_hash() == base for d in same)
 
 
+
+def test_the_space_file_is_two_schemas_the_architecture_hashed_and_the_strategy_not():
+    """Every top-level field of a space is architecture (``canonical()`` covers it; ``name``
+    only names it) or strategy (``sampling`` / ``schedule``, typed by nas_reid.space.strategy);
+    the loss, optimizer and batch settings are the ones a retrain's recipe subclasses."""
+    from nas_reid.engine import schema
+    from nas_reid.space import strategy
+    from nas_reid.space.config import SearchSpace
+    from nas_reid.train.recipe import Recipe
+
+    fields = SearchSpace.model_fields
+    hashed = set(load_space(small()).canonical()) - {"hash_version"}
+    strategy_fields = {k for k, f in fields.items() if f.annotation.__module__ == strategy.__name__}
+    assert strategy_fields == {"sampling", "schedule"}
+    assert set(fields) == hashed | strategy_fields | {"name"}
+    schedule = strategy.ScheduleConfig.model_fields
+    recipe = Recipe.model_fields
+    for key, base in (("loss", schema.LossConfig), ("batch", schema.BatchConfig)):
+        assert issubclass(schedule[key].annotation, base) and issubclass(recipe[key].annotation, base)
+    assert issubclass(schedule["weights"].annotation, schema.OptimizerConfig)
+    assert issubclass(recipe["optimizer"].annotation, schema.OptimizerConfig)
+
 def test_tau_schedules():
     space = load_space(small(sampling={"tau": {"start": 8.0, "end": 0.5, "schedule": "linear"}}))
     tau = space.sampling.tau

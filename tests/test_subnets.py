@@ -254,7 +254,7 @@ def test_every_strategy_the_space_accepts_has_a_mixed_op_rule_and_a_strategy_cla
     from typing import get_args
 
     from nas_reid.search.strategies import STRATEGIES, strategy_for
-    from nas_reid.space.config import SamplingConfig
+    from nas_reid.space.strategy import SamplingConfig
     from nas_reid.space.mixed import STRATEGIES as MIXED
 
     names = set(get_args(SamplingConfig.model_fields["strategy"].annotation))

@@ -1,7 +1,7 @@
 """The optimizer a config names, for the search's weights and a retrain alike.
 
 :func:`build_optimizer` takes parameters (or parameter groups, each may carry its own ``lr``)
-and an :class:`~nas_reid.space.config.OptimizerConfig`: SGD with momentum, or Adam with betas,
+and an :class:`~nas_reid.engine.schema.OptimizerConfig`: SGD with momentum, or Adam with betas,
 both with ``weight_decay`` added to the gradients (L2), as torch's SGD and Adam apply it.
 """
 

@@ -22,11 +22,11 @@ import os
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, Field, PrivateAttr, ValidationError, field_validator, model_validator
 
 from nas_reid.errors import UserError, unknown_field
 from nas_reid.evaluation.evaluate import METRIC_KEYS
-from nas_reid.space.config import format_validation_error, read_yaml_mapping
+from nas_reid.engine.schema import StrictModel, format_validation_error, read_yaml_mapping
 
 TARGETS = ("retrain", "search")
 DIST_TYPES = ("float", "int", "categorical")
@@ -44,9 +44,6 @@ class TuneSpaceError(UserError):
     invalid configuration."""
 
 
-class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
-
 
 def _finite(value: float) -> float:
     if not math.isfinite(value):
@@ -57,7 +54,7 @@ def _finite(value: float) -> float:
 # ------------------------------------------------------------------------------ distributions
 
 
-class FloatParam(_Model):
+class FloatParam(StrictModel):
     type: Literal["float"]
     low: float
     high: float
@@ -88,7 +85,7 @@ class FloatParam(_Model):
         return trial.suggest_float(key, self.low, self.high, step=self.step, log=self.log)
 
 
-class IntParam(_Model):
+class IntParam(StrictModel):
     type: Literal["int"]
     low: int
     high: int
@@ -117,7 +114,7 @@ class IntParam(_Model):
 Scalar = Union[bool, int, float, str, None]
 
 
-class CategoricalParam(_Model):
+class CategoricalParam(StrictModel):
     type: Literal["categorical"]
     choices: list[Scalar] = Field(min_length=1)
 
@@ -148,20 +145,20 @@ _PARAM_MODELS: dict[str, type[BaseModel]] = {
 # ------------------------------------------------------------------------------ the space
 
 
-class MetricConfig(_Model):
+class MetricConfig(StrictModel):
     name: Literal[METRICS] = "mAP"
     """A metric the trials report: ``mAP``, ``R1``, ``R5``, ``R10`` or ``mINP``."""
     mode: Literal["max", "min"] = "max"
 
 
-class ValidationConfig(_Model):
+class ValidationConfig(StrictModel):
     """The held-out identities that score the trials (see :mod:`nas_reid.hpo.objective`)."""
 
     fraction: float = Field(default=0.25, gt=0, lt=1)
     seed: int = 0
 
 
-class EarlyStoppingConfig(_Model):
+class EarlyStoppingConfig(StrictModel):
     """ASHA / median stopping on the epochs (see the backends)."""
 
     grace_period: int | None = Field(default=None, ge=1)
@@ -171,7 +168,7 @@ class EarlyStoppingConfig(_Model):
     """ASHA: the share ``1 / reduction_factor`` of the trials at a rung goes on."""
 
 
-class TuneSpace(_Model):
+class TuneSpace(StrictModel):
     """A validated tune space (see the module doc for the YAML)."""
 
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")

@@ -32,7 +32,8 @@ from nas_reid.space.genotype import Genotype
 from nas_reid.space.costs import network_cost
 from nas_reid.search.latency import LatencyTable
 from nas_reid.space.blocks import Block, SpaceBlocks, network_blocks, space_blocks
-from nas_reid.space.config import CostConfig, SearchSpace
+from nas_reid.space.config import SearchSpace
+from nas_reid.space.strategy import CostConfig
 from nas_reid.space.mobile_supernet import MobileSupernetBackbone
 from nas_reid.space.supernet import Supernet
 

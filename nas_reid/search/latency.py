@@ -34,7 +34,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from nas_reid.errors import UserError
 from nas_reid.fileio import atomic_write_json
 from nas_reid.space.blocks import Block, space_blocks
-from nas_reid.space.config import SearchSpace, format_validation_error
+from nas_reid.engine.schema import format_validation_error
+from nas_reid.space.config import SearchSpace
 
 KIND = "nas-reid/latency-table"
 VERSION = 1

@@ -27,9 +27,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Mapping
 
 import networkx as nx
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 
 from nas_reid import __version__
+from nas_reid.engine.schema import StrictModel, format_validation_error
 from nas_reid.errors import UserError
 from nas_reid.fileio import atomic_write_text
 from nas_reid.ops import available_ops
@@ -39,7 +40,6 @@ from nas_reid.space.config import (
     canonical_params,
     check_input_divides,
     check_op,
-    format_validation_error,
     input_stride,
     scalar_params,
 )
@@ -59,11 +59,8 @@ class GenotypeError(UserError):
     """A genotype file or object that is invalid or does not fit the given search space."""
 
 
-class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
 
-
-class Edge(_Model):
+class Edge(StrictModel):
     """One chosen edge: ``op`` (with ``params``) maps node ``source`` into node ``target``."""
 
     source: int = Field(ge=0)
@@ -77,7 +74,7 @@ class Edge(_Model):
         return scalar_params(params)
 
 
-class CellGenotype(_Model):
+class CellGenotype(StrictModel):
     """The chosen edges of the cell after stage ``position``."""
 
     position: Literal["layer1", "layer2", "layer3", "layer4"]
@@ -108,7 +105,7 @@ class CellGenotype(_Model):
         return g
 
 
-class BackboneGenotype(_Model):
+class BackboneGenotype(StrictModel):
     """The backbone: a fixed ResNet (``choices`` is ``{}``) or a searched mobile backbone, whose
     ``choices`` are a :class:`~nas_reid.space.mobile.MobileArch` (every stage's width, kernel,
     expansion and kept blocks, plus the stem, head and activation)."""
@@ -148,7 +145,7 @@ class BackboneGenotype(_Model):
         return self.name if mobile is None else f"{self.name}: {mobile.summary()}"
 
 
-class ChoiceProbabilities(_Model):
+class ChoiceProbabilities(StrictModel):
     """softmax(alpha) of one backbone choice: ``values[k]`` for option ``options[k]``."""
 
     options: list[int | str] = Field(min_length=2)
@@ -163,19 +160,19 @@ class ChoiceProbabilities(_Model):
         return self
 
 
-class SpaceRef(_Model):
+class SpaceRef(StrictModel):
     """The search space a genotype was derived from (``None`` for a hand-written one)."""
 
     name: str | None = None
     hash: str | None = Field(default=None, pattern=r"^[0-9a-f]{16}$")
 
 
-class InputSize(_Model):
+class InputSize(StrictModel):
     height: int = Field(ge=16, le=4096)
     width: int = Field(ge=16, le=4096)
 
 
-class CellProbabilities(_Model):
+class CellProbabilities(StrictModel):
     """softmax(alpha) of one cell: ``values[e][k]`` for edge ``edges[e]`` and candidate ``ops[k]``."""
 
     ops: list[str] = Field(min_length=1)
@@ -196,7 +193,7 @@ class CellProbabilities(_Model):
         return self
 
 
-class Provenance(_Model):
+class Provenance(StrictModel):
     """Where a genotype comes from."""
 
     seed: int | None = None
@@ -205,7 +202,7 @@ class Provenance(_Model):
     package_version: str = __version__
 
 
-class Genotype(_Model):
+class Genotype(StrictModel):
     """A validated genotype (see the module doc). Build one with :func:`derive_genotype` or
     :meth:`Genotype.from_json`; the constructor validates too."""
 

@@ -23,17 +23,16 @@ from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 from torch import nn
+
+from nas_reid.engine.schema import StrictModel
 
 LAYERS = ("stem", "layer1", "layer2", "layer3", "layer4")
 POSITIONS = LAYERS[1:]
 MOBILE_BACKBONES = ("mobilenetv2",)
 ACTIVATIONS = {"relu6": nn.ReLU6, "hswish": nn.Hardswish}
 
-
-class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
 
 
 def make_divisible(value: float, divisor: int) -> int:
@@ -48,7 +47,7 @@ def make_divisible(value: float, divisor: int) -> int:
 # ------------------------------------------------------------------------------ the YAML
 
 
-class ChoicesConfig(_Model):
+class ChoicesConfig(StrictModel):
     """The options of a stage; their order is the column order of its architecture parameters."""
 
     width: list[float] = Field(default_factory=lambda: [1.0], min_length=1)
@@ -96,7 +95,7 @@ def _distinct(values: list) -> list:
     return values
 
 
-class StageConfig(_Model):
+class StageConfig(StrictModel):
     """One stage: ``blocks`` inverted-residual blocks of at most ``channels`` output channels;
     the first has stride ``stride``. ``width``/``kernel``/``expansion``/``skip`` override the
     global choices for this stage."""
@@ -139,7 +138,7 @@ def _mobilenetv2_stages() -> list[StageConfig]:
             for n, layer, c, b, s in rows]
 
 
-class MobileConfig(_Model):
+class MobileConfig(StrictModel):
     """``backbone.mobile`` of a search space (see the module doc)."""
 
     stem: int = Field(default=32, ge=1, le=4096)
@@ -197,7 +196,7 @@ class MobileConfig(_Model):
 # ------------------------------------------------------------------------------ a chosen network
 
 
-class StageArch(_Model):
+class StageArch(StrictModel):
     """One stage of a chosen network. ``blocks[j]``: whether block j is kept (block 0 always)."""
 
     name: str = Field(pattern=r"^[A-Za-z][A-Za-z0-9_]*$")
@@ -221,7 +220,7 @@ class StageArch(_Model):
         return sum(self.blocks)
 
 
-class MobileArch(_Model):
+class MobileArch(StrictModel):
     """A chosen mobile backbone: everything :class:`MobileBackbone` needs."""
 
     stem: int = Field(ge=1, le=4096)

@@ -23,12 +23,12 @@ from pathlib import Path
 from typing import Any, Literal, Mapping, Sequence
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import Field, ValidationError, model_validator
 
 from nas_reid.errors import UserError
 from nas_reid.engine.precision import PrecisionConfig
-from nas_reid.space.config import (BatchConfig, LossConfig, OptimizerConfig, format_validation_error,
-                                   read_yaml_mapping)
+from nas_reid.engine.schema import (BatchConfig, LossConfig, OptimizerConfig, StrictModel,
+                                    format_validation_error, read_yaml_mapping)
 
 RECIPE_NAMES = ("bot", "synthetic", "mobile", "mobile_synthetic", "pretrain_synthetic")
 
@@ -37,11 +37,8 @@ class RecipeError(UserError):
     """A recipe that cannot be read or does not validate."""
 
 
-class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
 
-
-class AugmentConfig(_Model):
+class AugmentConfig(StrictModel):
     flip: float = Field(default=0.5, ge=0, le=1)
     pad: int = Field(default=10, ge=0, le=64)
     random_erasing: float = Field(default=0.5, ge=0, le=1)
@@ -65,7 +62,7 @@ class RecipeOptimizerConfig(OptimizerConfig):
         return self.name
 
 
-class LRScheduleConfig(_Model):
+class LRScheduleConfig(StrictModel):
     warmup_epochs: int = Field(default=10, ge=0)
     warmup_factor: float = Field(default=0.01, gt=0, le=1)
     decay: Literal["step", "cosine"] = "step"
@@ -95,18 +92,18 @@ class RecipeLossConfig(LossConfig):
     center_lr: float = Field(default=0.5, gt=0)
 
 
-class EvalConfig(_Model):
+class EvalConfig(StrictModel):
     every: int = Field(default=10, ge=0)
     flip: bool = False
 
 
-class BackboneInit(_Model):
+class BackboneInit(StrictModel):
     weights: str | None = None
     """``synthetic`` (the backbone pretrained on synthreid_pretrain, :mod:`nas_reid.train.pretrain`),
     a local torchvision state_dict file, or null / ``none``: random initialisation."""
 
 
-class Recipe(_Model):
+class Recipe(StrictModel):
     """A validated training recipe (see the module doc)."""
 
     name: str = Field(default="custom", min_length=1)
