@@ -632,6 +632,9 @@ CASES: list[Case] = [
     # -- tune: the study folder
     c("tune-out-is-a-file", *OPTUNA, words="not a folder", setup=write("study", "x")),
     c("tune-out-foreign", *OPTUNA, words="holds no tuning run", setup=write("study/a.txt", "x")),
+    c("tune-out-under-a-file", "tune", "{tune}", "--genotype", "{genotype}", "--out", "afile/study",
+      "--data", "synthreid", "--root", "{data}", "--recipe", "bot", "--backend", "optuna",
+      words="afile is not a folder", setup=write("afile", "x")),
     c("tune-out-holds-a-run", *OPTUNA, words="add --resume", setup=tune_run("study")),
     c("tune-resume-no-out", "tune", "--resume", words="--resume needs --out"),
     c("tune-resume-nothing", "tune", "--resume", "--out", "study", words="holds no tuning run"),

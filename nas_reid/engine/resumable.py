@@ -95,6 +95,17 @@ class RunFolder:
     """For an unstarted run: the line that says it starts again."""
 
 
+def folder_is_new(out: Path) -> bool:
+    """Whether ``--out`` is absent or an empty folder, after checking that it can be written
+    (or created); :class:`UserError` when it exists and is not a folder. The first check of
+    every run folder: a search's, a retrain's (:func:`inspect_run_folder`) and a tuning run's
+    (:func:`nas_reid.hpo.study.check_folder`)."""
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {out} exists and is not a folder")
+    check_writable(out, f"--out {out}")
+    return not out.exists() or not any(out.iterdir())
+
+
 def inspect_run_folder(out: Path, kind: str, *, resume: bool, checkpoint: Path,
                        finished: tuple[str, str], config_keys: Mapping[str, type | tuple]
                        ) -> RunFolder:
@@ -105,15 +116,7 @@ def inspect_run_folder(out: Path, kind: str, *, resume: bool, checkpoint: Path,
     :class:`UserError` for a folder the run cannot use (see the module doc)."""
     nothing = UserError(f"--resume: no checkpoint at {out / checkpoint}; nothing to resume (run "
                         f"without --resume to start a {kind})")
-    if not out.exists():
-        if resume:
-            raise nothing
-        check_writable(out, f"--out {out}")
-        return RunFolder("new")
-    if not out.is_dir():
-        raise UserError(f"--out {out} exists and is not a folder")
-    check_writable(out, f"--out {out}")
-    if not any(out.iterdir()):
+    if folder_is_new(out):
         if resume:
             raise nothing
         return RunFolder("new")

@@ -25,6 +25,7 @@ from typing import Any, Callable
 
 import yaml
 
+from nas_reid.engine.resumable import folder_is_new
 from nas_reid.errors import UserError
 from nas_reid.fileio import atomic_write_text
 from nas_reid.hpo.objective import Objective
@@ -153,17 +154,18 @@ def _brief(value: Any) -> str:
 
 
 def check_folder(out: Path, resume: bool) -> None:
-    """A new run needs an absent or empty ``out``; a resumed one its ``tune.yaml``."""
-    if out.exists() and not out.is_dir():
-        raise UserError(f"--out {out} exists and is not a folder")
+    """A new run needs an absent or empty ``out``, a resumed one its ``tune.yaml``; either must
+    be writable (:func:`nas_reid.engine.resumable.folder_is_new`)."""
+    new = folder_is_new(out)
     if resume:
         read_settings(out)
+        return
+    if new:
         return
     if (out / SETTINGS_FILE).is_file():
         raise UserError(f"--out {out} already holds a tuning run; add --resume to continue it, "
                         "or choose another --out")
-    if out.is_dir() and any(out.iterdir()):
-        raise UserError(f"--out {out} is not empty and holds no tuning run; choose another --out")
+    raise UserError(f"--out {out} is not empty and holds no tuning run; choose another --out")
 
 
 class SetupGuard:
