@@ -1,47 +1,16 @@
 """Retraining a genotype from scratch: the discrete network, the recipe, a run folder.
 
-:func:`retrain` builds :func:`~nas_reid.space.discrete.build_model` of the genotype alone (its
-backbone randomly initialised, or from a local torchvision weights file), trains it on the
-training identities of a dataset with a :class:`~nas_reid.train.recipe.Recipe`, evaluates it on
-the dataset's query / gallery split every ``eval.every`` epochs and at the end, and writes:
-
-=========================  ================================================================
-``config.yaml``            the resolved recipe, the data, device, versions, parameter count
-``genotype.json``          the genotype trained (what ``evaluate`` / ``export`` rebuild)
-``metrics.jsonl``          one ``"kind": "epoch"`` record per epoch (below), step records
-                           every ``log_every`` steps
-``tensorboard/``           scalars ``loss/*``, ``lr``, ``eval/*``, ``rib/*``, ``images_per_second``
-``checkpoints/last.pt``    the complete training state after the last epoch (or step, with
-                           ``checkpoint_every``); see :mod:`nas_reid.train.checkpoint`
-``checkpoints/best.pt``    the model of the best evaluation mAP so far
-``results.json``           the final evaluation of the last model (``nas-reid evaluate``'s
-                           format), with and without re-ranking when asked
-=========================  ================================================================
-
-Epoch record: ``epoch`` (1-based), ``epochs``, ``step``, ``time`` (seconds, over resumed
-sessions), ``lr``, ``loss`` ``{"total", "id", "triplet", "center", "rib"}`` (means over the
-epoch's steps and ranks), ``rib`` (``{"weight", "I_XF", "I_FY", "IB"}`` or null),
-``eval`` (``{"mAP", "R1", "R5", "R10", "mINP"}`` fractions, or null on epochs without an
-evaluation), ``best`` (``{"mAP", "R1", "epoch"}``), ``images_per_second`` (training images per
-second of the epoch's steps, all ranks), ``peak_memory_mib`` (CUDA peak allocated, null on CPU).
-
-Which model is reported. ``results.json`` is the *last* model's evaluation, the honest figure:
-``best.pt`` is chosen by the mAP on the query / gallery split, which is the test set of the
-standard protocol, so its figure is optimistic (reported separately as ``best`` in the metrics).
-
-Resume. ``resume=True`` continues from ``checkpoints/last.pt``: weights, optimizers (and the
-center-loss optimizer), the learning-rate schedule, RIB buffers, every rank's RNG states and the
-sampler position; augmentation is a pure function of (seed, epoch, image)
-(:mod:`nas_reid.data.streams`), so a resumed run ends with the same weights as an uninterrupted
-one with the same seed (on CPU; on CUDA with ``deterministic: true``).
-
-Precision. On CUDA the forward passes run under bf16 autocast and the model and images use
-channels_last (``precision`` in the recipe; ``auto`` means on CUDA only; :mod:`nas_reid.engine.precision`);
-weights, optimizer state and the gradients stay float32, so no loss scaling is needed.
-
-DDP. Under ``torchrun`` every rank trains on a disjoint share of every PK batch list
-(:class:`~nas_reid.data.sampler.PKBatchSampler`) and DDP averages the gradients; the
-evaluations run on rank 0 (the others wait), and only rank 0 writes files.
+Contract of :func:`retrain`: builds :func:`~nas_reid.space.discrete.build_model` of the genotype
+alone (backbone random, or from a local weights file), trains it on a dataset's training
+identities with a :class:`~nas_reid.train.recipe.Recipe`, evaluates on query / gallery every
+``eval.every`` epochs and at the end, and writes ``config.yaml``, ``genotype.json``,
+``metrics.jsonl``, ``tensorboard/``, ``checkpoints/{last,best}.pt`` and ``results.json`` (the
+*last* model's evaluation: ``best.pt`` is chosen on the test split, so its figure is optimistic
+and reported apart). ``resume=True`` ends with the same weights as an uninterrupted run (CPU;
+CUDA with ``deterministic: true``). bf16 autocast and channels_last on CUDA
+(:mod:`nas_reid.engine.precision`); under ``torchrun`` each rank trains on a disjoint share of
+every PK batch and only rank 0 evaluates and writes. The files, the epoch record and the
+resume, precision and DDP details: docs/training.md, section `nas_reid.train.loop`.
 """
 
 from __future__ import annotations
