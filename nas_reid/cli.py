@@ -835,11 +835,15 @@ def genotype_notebooks(spec, out, compare, notebooks, timeout) -> None:
 @click.option("--threads", type=click.IntRange(min=1), default=None,
               help="torch CPU threads of a trial. Default: ray, --cpus-per-trial; optuna, half "
               "the cores.")
+@click.option("--workers", type=click.IntRange(min=0), default=None,
+              help="Image-loading processes of each trial. Default: 0 on cpu; on cuda, optuna "
+              "min(8, the cores), ray --cpus-per-trial (at most 8).")
 @click.option("--verbose", is_flag=True, help="Ray: its progress tables and the workers' logs.")
 @click.pass_context
 def tune_cmd(ctx, tune_space, genotype, search_space, data, root, recipe, backend, trials, seed,
              early_stopping, storage, study_name, out, resume, address, storage_path,
-             cpus_per_trial, gpus_per_trial, max_concurrent, device, threads, verbose) -> None:
+             cpus_per_trial, gpus_per_trial, max_concurrent, device, threads, workers,
+             verbose) -> None:
     """Tune the hyper-parameters of retrains or searches with Optuna, scheduled by Ray Tune.
 
     TUNE_SPACE (a YAML file or a shipped name: retrain_small, search_small; default
@@ -925,7 +929,7 @@ def tune_cmd(ctx, tune_space, genotype, search_space, data, root, recipe, backen
         _set_threads(threads, device)
         with _tune_ctrl_c(out):
             result = run_study(tune_space, data=data, device=device, progress=False, echo=True,
-                               **common)
+                               num_workers=_default_workers(workers, device), **common)
     else:
         from .hpo import run_tune
 
@@ -936,8 +940,8 @@ def tune_cmd(ctx, tune_space, genotype, search_space, data, root, recipe, backen
         with _tune_ctrl_c(out):
             result = run_tune(tune_space, data=data, address=address, storage_path=storage_path,
                               cpus_per_trial=cpus_per_trial, gpus_per_trial=gpus_per_trial,
-                              max_concurrent=max_concurrent, threads=threads, progress=verbose,
-                              **common)
+                              max_concurrent=max_concurrent, threads=threads,
+                              num_workers=workers, progress=verbose, **common)
     _print_study(result)
     if result.interrupted:
         click.echo(f"interrupted: continue with nas-reid tune --resume --out {result.out_dir}",

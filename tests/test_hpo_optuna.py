@@ -243,6 +243,22 @@ def test_the_median_pruner_prunes_a_poor_trial(tmp_path, dataset, monkeypatch):
     assert none.n_complete == 3
 
 
+
+def test_a_trial_loads_images_with_the_workers_asked_for(tmp_path, dataset, monkeypatch):
+    seen = []
+    fake = fake_retrain({0: 0.5})
+
+    def recording(genotype, data, **kwargs):
+        seen.append(kwargs["num_workers"])
+        return fake(genotype, data, **kwargs)
+
+    monkeypatch.setattr(loop, "retrain", recording)
+    study(dataset, tmp_path / "study", EARLY, trials=1, num_workers=3)
+    assert seen == [3]
+    with pytest.raises(UserError, match="workers"):
+        study(dataset, tmp_path / "bad", EARLY, trials=1, num_workers=-1)
+    assert not (tmp_path / "bad").exists()
+
 def test_echo_says_each_trial_and_epoch_as_it_goes(tmp_path, dataset, monkeypatch, capsys):
     monkeypatch.setattr(loop, "retrain", fake_retrain({0: 0.9, 1: 0.8}))
     out = tmp_path / "study"

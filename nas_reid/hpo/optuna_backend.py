@@ -60,7 +60,7 @@ def run_study(space: TuneSpace | str | os.PathLike | Mapping[str, Any], genotype
               search_space: Any = None, recipe: Any = None, root: str | os.PathLike | None = None,
               seed: int = 0, storage: str | None = None, study_name: str | None = None,
               resume: bool = False, early_stopping: str = "asha", device: str = "cpu",
-              progress: bool = False, echo: bool = False) -> StudyResult:
+              num_workers: int = 0, progress: bool = False, echo: bool = False) -> StudyResult:
     """Run (or, with ``resume``, continue) an Optuna study of ``trials`` trials.
 
     Args:
@@ -81,6 +81,7 @@ def run_study(space: TuneSpace | str | os.PathLike | Mapping[str, Any], genotype
         resume: continue the run recorded in ``out_dir`` (it must be the same run).
         early_stopping: ``asha``, ``median`` or ``none`` (see the module doc).
         device: where the trials train (``cpu`` or ``cuda``).
+        num_workers: image-loading processes of each trial (0: in the trial's process).
         progress: Optuna's progress bar (each trial's training is always quiet).
         echo: one line on stderr when a trial starts (its values and folder), after each of
             its epochs (the metric in %, the loss) and when it ends (complete, pruned, failed).
@@ -89,7 +90,8 @@ def run_study(space: TuneSpace | str | os.PathLike | Mapping[str, Any], genotype
 
     setup = prepare_run(space, data, genotype=genotype, search_space=search_space, recipe=recipe,
                         root=root, device=device, trials=trials, early_stopping=early_stopping,
-                        out_dir=out_dir, resume=resume, study_name=study_name, storage=storage)
+                        out_dir=out_dir, resume=resume, study_name=study_name, storage=storage,
+                        num_workers=num_workers)
     trials, objective, out, name, url = setup.trials, setup.objective, setup.out, setup.name, setup.url
     space = objective.space
     settings = run_settings(objective, backend="optuna", study_name=name, storage=url, seed=seed,

@@ -293,7 +293,7 @@ def run_tune(space: TuneSpace | str | os.PathLike | Mapping[str, Any], genotype:
              resume: bool = False, early_stopping: str = "asha", address: str | None = None,
              storage_path: str | os.PathLike | None = None, cpus_per_trial: float = 1.0,
              gpus_per_trial: float = 0.0, max_concurrent: int | None = None,
-             threads: int | None = None, progress: bool = False,
+             threads: int | None = None, num_workers: int | None = None, progress: bool = False,
              callbacks: Sequence[Any] | None = None) -> StudyResult:
     """Run (or, with ``resume``, continue) a Ray Tune experiment of ``trials`` trials.
 
@@ -312,6 +312,8 @@ def run_tune(space: TuneSpace | str | os.PathLike | Mapping[str, Any], genotype:
             with a GPU share trials train on ``cuda``).
         max_concurrent: at most this many trials at once (default: as the resources allow).
         threads: torch threads per trial (default ``cpus_per_trial`` rounded down, at least 1).
+        num_workers: image-loading processes per trial (default: on a GPU share,
+            ``cpus_per_trial`` rounded down, at most 8; else 0).
         progress: Ray Tune's progress tables and the workers' logs.
         callbacks: ``tune.Callback`` objects for the ``RunConfig``.
     """
@@ -325,6 +327,8 @@ def run_tune(space: TuneSpace | str | os.PathLike | Mapping[str, Any], genotype:
         raise UserError(f"--max-concurrent must be at least 1, got {max_concurrent}")
     threads = threads or max(1, int(cpus_per_trial))
     device = "cuda" if gpus_per_trial > 0 else "cpu"
+    if num_workers is None:
+        num_workers = min(8, int(cpus_per_trial)) if device == "cuda" else 0
     address = cluster_address(address)
     if is_remote_client(address) and (storage is None or storage_path is None):
         raise UserError(
@@ -335,7 +339,8 @@ def run_tune(space: TuneSpace | str | os.PathLike | Mapping[str, Any], genotype:
             "node of the cluster with --address auto")
     setup = prepare_run(space, data, genotype=genotype, search_space=search_space, recipe=recipe,
                         root=root, device=device, trials=trials, early_stopping=early_stopping,
-                        out_dir=out_dir, resume=resume, study_name=study_name, storage=storage)
+                        out_dir=out_dir, resume=resume, study_name=study_name, storage=storage,
+                        num_workers=num_workers)
     trials, objective, out, name, url = setup.trials, setup.objective, setup.out, setup.name, setup.url
     space = objective.space
     spath = _storage_path(storage_path, out)

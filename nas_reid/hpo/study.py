@@ -61,13 +61,15 @@ def check_trials(trials: Any) -> int:
 
 def prepare_run(space: Any, data: Any, *, genotype: Any, search_space: Any, recipe: Any,
                 root: Any, device: str, trials: Any, early_stopping: str, out_dir: Any,
-                resume: bool, study_name: str | None, storage: str | None) -> RunSetup:
+                resume: bool, study_name: str | None, storage: str | None,
+                num_workers: int = 0) -> RunSetup:
     """Check the inputs every backend shares and build the objective; writes nothing."""
     trials = check_trials(trials)
     if early_stopping not in EARLY_STOPPING:
         raise UserError(f"early stopping: unknown {early_stopping!r} (choose from {', '.join(EARLY_STOPPING)})")
     objective = Objective.build(space, data, root=root, genotype=genotype,
-                                search_space=search_space, recipe=recipe, device=device)
+                                search_space=search_space, recipe=recipe, device=device,
+                                num_workers=num_workers)
     out = Path(out_dir).expanduser()
     check_folder(out, resume)
     return RunSetup(trials=trials, objective=objective, out=out,
