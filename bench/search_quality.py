@@ -17,7 +17,8 @@ summary in the report). The best of ``k`` random picks for k = 1 .. 20 is printe
 Strategies: ``gumbel`` (GDAS, the space as shipped), ``softmax`` (DARTS), ``uniform`` (SPOS:
 single-path uniform training, then every sub-network scored on the held-out identities; its
 architecture scores for tau are those held-out mAPs, from the run's ``subnets.csv``);
-``NAME:KEY=VALUE,...`` defines another from search-space overrides, e.g.
+``zero_cost`` (no training: every sub-network's triplet loss at initialisation, its negation
+the score for tau); ``NAME:KEY=VALUE,...`` defines another from search-space overrides, e.g.
 ``tau1:sampling.tau.end=1.0``.
 
     python bench/search_quality.py --seeds 0 1 2 3 4                  # run and report
@@ -40,7 +41,7 @@ if str(ROOT) not in sys.path:
 FIELDS = ["strategy", "seed", "arch", "test_mAP", "regret", "percentile", "tau", "wall_seconds",
           "k", "space", "space_hash", "overrides", "ground_truth", "package_version", "finished_at"]
 STRATEGIES = {"gumbel": [], "softmax": ["sampling.strategy=softmax"],
-              "uniform": ["sampling.strategy=uniform"]}
+              "uniform": ["sampling.strategy=uniform"], "zero_cost": ["sampling.strategy=zero_cost"]}
 
 
 def parse_strategy(text: str) -> tuple[str, list[str]]:
@@ -69,11 +70,13 @@ def run_search(space_name: str, overrides: list[str], seed: int, out: Path, thre
 
 
 def subnet_scores(out: Path) -> dict[str, float] | None:
-    """A ``uniform`` search's score of every architecture (its held-out mAP), else None."""
+    """A ``uniform`` or ``zero_cost`` search's score of every architecture (held-out mAP, or the
+    negated triplet loss at initialisation: higher is better either way), else None."""
     from nas_reid.search.quality import read_rows
 
     rows = read_rows(out / "subnets.csv")
-    return {r["arch"]: float(r["heldout_mAP"]) for r in rows} or None
+    return {r["arch"]: float(r["heldout_mAP"]) if "heldout_mAP" in r else -float(r["init_triplet"])
+            for r in rows} or None
 
 
 def report(rows: list[dict], truth, k_max: int = 20) -> str:
@@ -111,7 +114,8 @@ def report(rows: list[dict], truth, k_max: int = 20) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--space", default="cpu_small")
-    parser.add_argument("--strategies", nargs="+", default=["gumbel", "softmax", "uniform"])
+    parser.add_argument("--strategies", nargs="+",
+                        default=["gumbel", "softmax", "uniform", "zero_cost"])
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2, 3, 4])
     parser.add_argument("--ground-truth", default=None,
                         help="default bench/results/ground_truth_<space>.csv")

@@ -344,17 +344,22 @@ def search_cmd(space, overrides, data, root, epochs, device, out, resume, seed, 
         click.echo(f"  choices: {result.decisions.summary()}")
         for decision in result.decisions.unsettled:
             click.echo(f"    not settled: {decision.describe()}")
+        scored = result.metrics[-1].get("subnets") if result.metrics else None
         if result.decisions.unsettled and result.decisions.resamples is not None:
-            click.echo("    (the best sub-networks' held-out mAPs are too close for the held-out "
-                       f"queries to separate: see {result.out_dir / 'subnets.csv'})")
+            what = ("triplet losses at initialisation are too close for the anchors"
+                    if scored and scored.get("score") == "init_triplet"
+                    else "held-out mAPs are too close for the held-out queries")
+            click.echo(f"    (the best sub-networks' {what} to separate: see "
+                       f"{result.out_dir / 'subnets.csv'})")
         elif result.decisions.unsettled:
             click.echo("    (chosen by the last epoch's argmax; more epochs or a higher final "
                        "temperature, sampling.tau.end, may settle them)")
     best = result.best
     scored = result.metrics[-1].get("subnets") if result.metrics else None
     if scored:
-        click.echo(f"  held-out mAP {scored['picked_mAP']:.1f} (the picked sub-network, rank "
-                   f"{scored['picked_rank']} of {scored['scored']}); run folder: {result.out_dir}")
+        from .search.strategies import picked_line
+
+        click.echo(f"  {picked_line(scored)}; run folder: {result.out_dir}")
     elif best.get("mAP") is not None:
         click.echo(f"  held-out mAP {100 * best['mAP']:.1f} / R1 {100 * best['R1']:.1f} "
                    f"(best, epoch {best['epoch']}); run folder: {result.out_dir}")

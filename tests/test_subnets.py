@@ -1,6 +1,7 @@
 """The ``uniform`` strategy: single-path sampling, one sub-network at a time, every sub-network
 scored on the held-out identities (checked against scoring each one on its own), the bootstrap
-choice, and a whole uniform search with its run folder and resume."""
+choice, and a whole uniform search with its run folder and resume; the ``zero_cost`` strategy:
+every sub-network's triplet loss at initialisation (checked the same way) and its search."""
 
 from __future__ import annotations
 
@@ -16,7 +17,8 @@ from torch import nn
 from nas_reid.search.decisions import bootstrap_report
 from nas_reid.search import query_gallery_split, search, split_identities
 from nas_reid.search.data import quick_eval
-from nas_reid.search.subnets import SubnetScores, _bns, score_subnets
+from nas_reid.losses import TripletLoss
+from nas_reid.search.subnets import SubnetScores, _bns, score_at_init, score_subnets
 from nas_reid.space import Supernet, load_space
 from nas_reid.space.config import SpaceError
 from nas_reid.space.mixed import MixedOp
@@ -258,14 +260,17 @@ def test_every_strategy_the_space_accepts_has_a_mixed_op_rule_and_a_strategy_cla
     from nas_reid.space.mixed import STRATEGIES as MIXED
 
     names = set(get_args(SamplingConfig.model_fields["strategy"].annotation))
-    assert names == set(STRATEGIES) == set(MIXED) == {"softmax", "gumbel", "uniform"}
+    assert names == set(STRATEGIES) == set(MIXED) == {"softmax", "gumbel", "uniform", "zero_cost"}
     for name in names:
         space = load_space({**uniform_space(), "sampling": {"strategy": name}})
         strategy = strategy_for(space)
+        scored = name in ("uniform", "zero_cost")
         assert strategy.name == name
         assert strategy.temperature == (name == "gumbel")
-        assert strategy.arch_updates(5) == (name != "uniform")
-        assert strategy.decided(False) == (name != "uniform")
+        assert strategy.arch_updates(5) == (not scored)
+        assert strategy.decided(False) == (not scored)
+        assert strategy.trains_weights == (name != "zero_cost")
+        assert strategy.epochs(7) == (1 if name == "zero_cost" else 7)
 
 
 def test_a_finished_uniform_search_extended_scores_again_at_its_new_last_epoch(dataset, tmp_path):
@@ -280,3 +285,78 @@ def test_a_finished_uniform_search_extended_scores_again_at_its_new_last_epoch(d
     assert epochs[2]["subnets"]["scored"] == 9 and more.decisions.resamples == 200
     picked = epochs[2]["subnets"]["picked"]
     assert picked == " ".join(f"{c.position}={c.edges[0].op}" for c in more.genotype.cells)
+
+
+# ------------------------------------------------------------------------------ zero_cost
+
+
+def zero_cost_space(**sampling) -> dict:
+    return uniform_space(sampling={"strategy": "zero_cost", "bootstrap": 200, "proxy_batches": 2,
+                                   **sampling})
+
+
+def pk_batches(dataset, n: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    from nas_reid.data.streams import BatchStream
+
+    split = split_identities(dataset.train, 0.5, 0, min_ids=2)
+    stream = BatchStream(split.weight, (64, 32), p=2, k=4, seed=0, stream=0)
+    return [(b[0], b[1]) for _, b in zip(range(n), stream.epoch_batches(0))]
+
+
+def test_scoring_at_init_shares_work_yet_gives_each_sub_network_its_own_loss(dataset):
+    space = load_space(zero_cost_space())
+    torch.manual_seed(0)
+    net = Supernet(space, num_classes=4)
+    batches = pk_batches(dataset, 2)
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    scores = score_at_init(net, batches, torch.device("cpu"), margin=0.3, seed=0)
+    after = net.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)  # running statistics restored
+    assert scores.kind == "init" and scores.ap.shape == (9, 16)  # 2 batches x 8 anchors
+
+    triplet = TripletLoss(0.3)
+    for i, choice in enumerate(scores.choices):
+        alone = copy.deepcopy(net).train()
+        with torch.no_grad(), alone.fixed({"layer3": [choice[0]], "layer4": [choice[1]]}):
+            losses = torch.cat([triplet(alone(imgs)["feat"], pids, per_anchor=True)
+                                for imgs, pids in batches])
+        assert np.allclose(-scores.ap[i], losses.numpy(), atol=1e-5), scores.key(i)
+    assert len({round(float(m), 6) for m in scores.mAP}) > 1  # the sub-networks differ
+    rows = scores.rows(scores.choose(100, seed=0)[0])
+    assert list(rows[0]) == ["rank", "arch", "init_triplet", "picked"]
+    assert [r["init_triplet"] for r in rows] == sorted(r["init_triplet"] for r in rows)
+
+
+def test_a_zero_cost_search_trains_nothing_and_picks_by_the_loss_at_init(dataset, tmp_path):
+    out = tmp_path / "zero_cost"
+    result = search(zero_cost_space(), dataset, out_dir=out, progress=False)
+    assert result.finished
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    epochs = [r for r in records if r["kind"] == "epoch"]
+    assert len(epochs) == 1 and epochs[0]["step"] == 0 and epochs[0]["rib"] is None
+    scored = epochs[0]["subnets"]
+    assert scored["score"] == "init_triplet" and scored["batches"] == 2 and scored["anchors"] == 16
+    with open(out / "subnets.csv", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert len(rows) == 9 and "init_triplet" in rows[0]
+    picked = [r["arch"] for r in rows if r["picked"] == "True"]
+    assert picked == [" ".join(f"{c.position}={c.edges[0].op}" for c in result.genotype.cells)]
+    assert result.decisions.resamples == 200
+    assert "bootstrap resamples of the anchors at initialisation" in result.decisions.summary()
+    from nas_reid.viz.genotype_report import load_source, source_decisions
+
+    assert source_decisions(load_source(out)).summary() == result.decisions.summary()
+    again = search(zero_cost_space(), dataset, out_dir=tmp_path / "again", progress=False)
+    assert (tmp_path / "again" / "subnets.csv").read_text() == (out / "subnets.csv").read_text()
+
+
+def test_the_cli_reports_a_zero_cost_pick(run, data_root, tmp_path):
+    import yaml
+
+    space = tmp_path / "zero_cost.yaml"
+    space.write_text(yaml.safe_dump(zero_cost_space()))
+    result = run("search", "--space", str(space), "--data", "synthreid", "--root", str(data_root),
+                 "--out", str(tmp_path / "run"), "--threads", "1")
+    assert result.exit_code == 0, result.output
+    assert "triplet loss at initialisation" in result.output and "of 9" in result.output
+    assert "epoch 1/1" in result.output

@@ -43,7 +43,8 @@ class TripletLoss(nn.Module):
         margin: hinge margin (>= 0) of the hard-margin loss; ignored when ``soft_margin``.
         soft_margin: use ``softplus(d_ap - d_an)`` instead of the hinge.
 
-    ``forward(features, labels, return_fraction=False)``: ``features`` (B, D), ``labels`` (B,).
+    ``forward(features, labels, return_fraction=False, per_anchor=False)``: ``features`` (B, D),
+    ``labels`` (B,); ``per_anchor=True`` returns the loss of every used anchor instead of the mean.
     An anchor's own distance is not a positive. Anchors with no other image of their identity or
     no image of another identity are left out of the mean; a batch where no anchor has both
     raises :class:`UserError` (the sampler is not a PK sampler with K >= 2). With
@@ -64,7 +65,8 @@ class TripletLoss(nn.Module):
     def extra_repr(self) -> str:
         return "soft_margin=True" if self.soft_margin else f"margin={self.margin}"
 
-    def forward(self, features: torch.Tensor, labels: torch.Tensor, return_fraction: bool = False):
+    def forward(self, features: torch.Tensor, labels: torch.Tensor, return_fraction: bool = False,
+                per_anchor: bool = False):
         if features.dim() != 2:
             raise UserError(f"TripletLoss: features must have shape (B, D), got {tuple(features.shape)}")
         if labels.shape != (features.shape[0],):
@@ -85,9 +87,11 @@ class TripletLoss(nn.Module):
         d_ap = dist.masked_fill(~pos, -1.0).max(dim=1).values[valid]
         d_an = dist.masked_fill(~neg, math.inf).min(dim=1).values[valid]
         if self.soft_margin:
-            loss = F.softplus(d_ap - d_an).mean()
+            loss = F.softplus(d_ap - d_an)
         else:
-            loss = (d_ap - d_an + self.margin).clamp_min(0.0).mean()
+            loss = (d_ap - d_an + self.margin).clamp_min(0.0)
+        if not per_anchor:
+            loss = loss.mean()
         if return_fraction:
             return loss, (d_an > d_ap).float().mean().detach()
         return loss

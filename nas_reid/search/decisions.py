@@ -30,6 +30,9 @@ SETTLE_EPOCHS = 3
 NOISE_MULTIPLE = 2.0
 """... and its final margin exceeds this many times its mean epoch-to-epoch movement."""
 
+HELDOUT_QUERIES, INIT_ANCHORS = "the held-out queries", "the anchors at initialisation"
+"""What the bootstrap of a ``uniform`` / a ``zero_cost`` search resamples."""
+
 SETTLE_FREQUENCY = 0.95
 """A ``uniform`` search's choice is settled when its op was that of the best sub-network in at
 least this share of the bootstrap resamples of the held-out queries."""
@@ -122,6 +125,8 @@ class DecisionReport:
     """The epochs (1-based) that updated the architecture, in order."""
     resamples: int | None = None
     """Set for a :func:`bootstrap_report`: the number of resamples behind its frequencies."""
+    resampled: str = HELDOUT_QUERIES
+    """What a :func:`bootstrap_report`'s resamples draw from."""
 
     @property
     def settled(self) -> list[Decision]:
@@ -137,10 +142,10 @@ class DecisionReport:
         n = len(self.decisions)
         if self.resamples is not None:
             if not n:
-                return "scored after the last epoch (uniform sampling)"
+                return "every sub-network is scored at the end"
             return (f"{len(self.settled)} of {n} settled (the op of the best sub-network in at "
                     f"least {SETTLE_FREQUENCY:.0%} of {self.resamples} bootstrap resamples of "
-                    "the held-out queries)")
+                    f"{self.resampled})")
         if not n:
             return "none to make"
         if len(self.arch_epochs) < self.window:
@@ -157,6 +162,7 @@ class DecisionReport:
                "decisions": [d.as_dict() for d in self.decisions]}
         if self.resamples is not None:
             out["resamples"] = self.resamples
+            out["resampled"] = self.resampled
         return out
 
 
@@ -278,14 +284,16 @@ def decision_report(history: Sequence[Genotype], warmup_epochs: int,
     return DecisionReport(decisions, window, [n for n, _ in arch])
 
 
-def bootstrap_report(genotype: Genotype | None, resamples: int) -> DecisionReport:
-    """The decisions of a ``uniform`` search's genotype, whose probabilities are bootstrap
-    frequencies (``None``: not scored yet, no decisions)."""
+def bootstrap_report(genotype: Genotype | None, resamples: int,
+                     resampled: str = HELDOUT_QUERIES) -> DecisionReport:
+    """The decisions of a ``uniform`` or ``zero_cost`` search's genotype, whose probabilities
+    are the frequencies of ``resamples`` bootstrap resamples of ``resampled`` (``None``: not
+    scored yet, no decisions)."""
     if genotype is None:
-        return DecisionReport([], 0, resamples=resamples)
+        return DecisionReport([], 0, resamples=resamples, resampled=resampled)
     decisions = [Decision(key, v.value, v.probability, v.runner_up, v.runner_up_probability,
                           None, 0, 0, v.probability is not None
                           and v.probability >= SETTLE_FREQUENCY - 1e-9, v.capped,
                           basis="bootstrap")
                  for key, v in decision_values(genotype).items()]
-    return DecisionReport(decisions, 0, resamples=resamples)
+    return DecisionReport(decisions, 0, resamples=resamples, resampled=resampled)

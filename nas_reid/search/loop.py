@@ -76,7 +76,7 @@ from nas_reid.search.data import (
 from nas_reid.search.guards import CollapseWarning, check_collapse, collapse_report
 from nas_reid.search.latency import LATENCY_FILE, LatencyTable, LatencyTableError, table_for
 from nas_reid.search.runlog import HISTORY_FILE, RunLog
-from nas_reid.search.strategies import SUBNETS_FILE, strategy_for
+from nas_reid.search.strategies import SUBNETS_FILE, NoSteps, scored_line, strategy_for
 from nas_reid.space import SearchSpace, Supernet, load_space
 from nas_reid.space.reference import search_space_path
 from nas_reid.train.pretrain import file_sha256, resolve_backbone_weights
@@ -277,8 +277,8 @@ class _Search(ResumableRun):
         if saved is not None:
             self._check_same(saved["space"], self.space.resolved())
         sched = self.space.schedule
-        self.epochs, self.seed = sched.epochs, sched.seed
         self.strategy = strategy_for(self.space)
+        self.epochs, self.seed = self.strategy.epochs(sched.epochs), sched.seed
 
         # -- the data
         saved_data = saved["search"]["data"] if saved is not None else None
@@ -337,7 +337,8 @@ class _Search(ResumableRun):
         self.id_loss = CrossEntropyLabelSmooth(self.split.num_weight_ids, loss.label_smoothing)
         self.triplet = TripletLoss(loss.triplet_margin)
         self.rib = (RIBLoss(self.split.num_weight_ids, weight=loss.rib, warmup_ratio=loss.rib_warmup,
-                            beta=loss.rib_beta, seed=self.seed).to(device) if loss.rib > 0 else None)
+                            beta=loss.rib_beta, seed=self.seed).to(device)
+                    if loss.rib > 0 and self.strategy.trains_weights else None)
         self.cost, self.latency_table = None, None
         if sched.cost.form != "none" or self.space.backbone.searchable:
             if sched.cost.metric == "latency":
@@ -608,10 +609,7 @@ class _Search(ResumableRun):
             tqdm.write(f"epoch {number}/{self.epochs}  loss {s['total'] / n:.3f}  {h}{cost}{arch}",
                        file=sys.stderr)
             if subnets is not None:
-                tqdm.write(f"  {subnets['scored']} sub-networks scored on the held-out identities "
-                           f"in {subnets['seconds']:.0f} s: best {subnets['best']} "
-                           f"({subnets['best_mAP']:.1f} mAP); picked {subnets['picked']} "
-                           f"({subnets['picked_mAP']:.1f}); {SUBNETS_FILE}", file=sys.stderr)
+                tqdm.write(f"  {scored_line(subnets)}", file=sys.stderr)
             if genotype.backbone.mobile is not None:
                 tqdm.write(f"  backbone {genotype.backbone.mobile.summary()}", file=sys.stderr)
             if collapse:
@@ -672,8 +670,8 @@ class _Search(ResumableRun):
                                    device=self.device)
 
     @property
-    def _stream(self) -> BatchStream:
-        return self.weight_stream
+    def _stream(self) -> BatchStream | NoSteps:
+        return self.weight_stream if self.strategy.trains_weights else NoSteps()
 
     def _train_step(self, batch) -> tuple[Any, dict[str, str]]:
         losses = self._weight_step(batch)

@@ -3,6 +3,8 @@
 The loop (:mod:`nas_reid.search.loop`) owns the run folder, the steps, the logs and the
 checkpoints; it asks its strategy, built by :func:`strategy_for` from the space:
 
+- :meth:`Strategy.epochs` how many epochs the search runs, :attr:`Strategy.trains_weights`
+  whether they have weight steps at all;
 - :meth:`Strategy.arch_updates` whether the architecture step runs in a (0-based) epoch;
 - :meth:`Strategy.temperature` whether the supernet's Gumbel temperature matters (then it
   follows ``sampling.tau`` and is logged as a schedule);
@@ -20,8 +22,10 @@ differently, a branch in ``MixedOp.forward``; the loop does not change.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
+import itertools
 import random
 import time
 from typing import TYPE_CHECKING, Any, Sequence
@@ -29,10 +33,13 @@ from typing import TYPE_CHECKING, Any, Sequence
 import torch
 from tqdm.auto import tqdm
 
+from nas_reid.data.streams import BatchStream
 from nas_reid.engine.runtime import broadcast_buffers
 from nas_reid.fileio import atomic_write_text
-from nas_reid.search.decisions import DecisionReport, bootstrap_report, decision_report
-from nas_reid.search.subnets import score_subnets
+from nas_reid.search.decisions import (HELDOUT_QUERIES, INIT_ANCHORS, DecisionReport,
+                                       bootstrap_report, decision_report)
+from nas_reid.search.data import WEIGHT_STREAM
+from nas_reid.search.subnets import SubnetScores, score_at_init, score_subnets
 from nas_reid.space.genotype import Genotype
 
 if TYPE_CHECKING:
@@ -50,8 +57,14 @@ class Strategy:
 
     name = "softmax"
 
+    trains_weights = True
+
     def __init__(self, space: "SearchSpace") -> None:
         self.space = space
+
+    def epochs(self, configured: int) -> int:
+        """The epochs the search runs, given ``schedule.epochs``."""
+        return configured
 
     def arch_updates(self, epoch: int) -> bool:
         return epoch >= self.space.schedule.warmup_epochs
@@ -98,9 +111,11 @@ class Uniform(Strategy):
     def decided(self, scored: bool) -> bool:
         return scored  # before, the genotype is the argmax of untrained (zero) parameters
 
+    resampled = HELDOUT_QUERIES
+
     def decisions(self, history: Sequence[Genotype], scored: bool) -> DecisionReport | None:
         return bootstrap_report(history[-1] if scored and history else None,
-                                self.space.sampling.bootstrap)
+                                self.space.sampling.bootstrap, self.resampled)
 
     def end_epoch(self, run: Any, number: int) -> dict[str, Any] | None:
         """Scores every sub-network after the last epoch. ``run`` is the search
@@ -110,19 +125,20 @@ class Uniform(Strategy):
         if number != run.epochs:
             return None
         started = time.monotonic()
-        net = run.net
-        broadcast_buffers(net, run.world)
+        broadcast_buffers(run.net, run.world)
         pool = range(len(run.split.weight))
         chosen = sorted(random.Random(run.seed).sample(pool, min(CALIBRATION_IMAGES, len(pool))))
-        bar = tqdm(total=self.space.num_subnets(), desc="scoring sub-networks", unit="net",
-                   disable=not run.progress, leave=False, dynamic_ncols=True)
-        try:
-            scores = score_subnets(net, [run.split.weight[i] for i in chosen], run.eval_split,
+        with _bar(self.space, run) as progress:
+            scores = score_subnets(run.net, [run.split.weight[i] for i in chosen], run.eval_split,
                                    run.device, batch_size=run.eval_batch,
-                                   num_workers=run.num_workers,
-                                   progress=lambda done, total: bar.update(done - bar.n))
-        finally:
-            bar.close()
+                                   num_workers=run.num_workers, progress=progress)
+        return self.adopt(run, scores, started, {"calibration_images": len(chosen)})
+
+    def adopt(self, run: Any, scores: SubnetScores, started: float,
+              extra: dict[str, Any]) -> dict[str, Any]:
+        """The bootstrap choice of ``scores`` made the architecture parameters, ``subnets.csv``
+        written (main rank), and what the epoch record logs under ``subnets``."""
+        net = run.net
         resamples = self.space.sampling.bootstrap
         pick, freq = scores.choose(resamples, run.seed)
         with torch.no_grad():
@@ -137,13 +153,89 @@ class Uniform(Strategy):
             writer.writerows(rows)
             atomic_write_text(run.out / SUBNETS_FILE, text.getvalue())
         best, picked = rows[0], next(r for r in rows if r["picked"])
-        return {"scored": len(rows), "resamples": resamples, "calibration_images": len(chosen),
-                "best": best["arch"], "best_mAP": best["heldout_mAP"],
-                "picked": picked["arch"], "picked_mAP": picked["heldout_mAP"],
+        figure = "heldout_mAP" if scores.kind == "heldout" else "init_triplet"
+        short = {"heldout_mAP": "mAP", "init_triplet": "triplet"}[figure]
+        return {"scored": len(rows), "resamples": resamples, **extra, "score": figure,
+                "best": best["arch"], f"best_{short}": best[figure],
+                "picked": picked["arch"], f"picked_{short}": picked[figure],
                 "picked_rank": picked["rank"], "seconds": round(time.monotonic() - started, 3)}
 
 
-STRATEGIES: dict[str, type[Strategy]] = {s.name: s for s in (Strategy, Gumbel, Uniform)}
+class ZeroCost(Uniform):
+    """``zero_cost``: no training at all. The supernet as built (the pretrained backbone, every
+    candidate freshly initialised) scores every sub-network by its batch-hard triplet loss on
+    ``sampling.proxy_batches`` weight-share PK batches (:func:`nas_reid.search.subnets.score_at_init`),
+    one epoch without steps; the choice, its bootstrap (over the anchors) and ``subnets.csv``
+    are as ``uniform``'s."""
+
+    name = "zero_cost"
+    trains_weights = False
+    resampled = INIT_ANCHORS
+
+    def epochs(self, configured: int) -> int:
+        return 1
+
+    def end_epoch(self, run: Any, number: int) -> dict[str, Any] | None:
+        if number != run.epochs:
+            return None
+        started = time.monotonic()
+        sched = self.space.schedule
+        # every rank scores the same batches (num_replicas 1): the same choice everywhere
+        stream = BatchStream(run.split.weight, self.space.input_size, p=sched.batch.p,
+                             k=sched.batch.k, seed=run.seed, stream=WEIGHT_STREAM)
+        batches = [(b[0], b[1]) for b in itertools.islice(stream.epoch_batches(0),
+                                                           self.space.sampling.proxy_batches)]
+        with _bar(self.space, run) as progress:
+            scores = score_at_init(run.net, batches, run.device, margin=sched.loss.triplet_margin,
+                                   seed=run.seed, progress=progress)
+        return self.adopt(run, scores, started, {"batches": len(batches),
+                                                 "anchors": int(scores.ap.shape[1])})
+
+
+def scored_line(subnets: dict[str, Any]) -> str:
+    """The progress line of the epoch that scored every sub-network (its ``subnets`` record)."""
+    if subnets.get("score") == "init_triplet":
+        return (f"{subnets['scored']} sub-networks scored at initialisation (triplet loss, "
+                f"{subnets['anchors']} anchors) in {subnets['seconds']:.0f} s: best "
+                f"{subnets['best']} ({subnets['best_triplet']:.4f}); picked {subnets['picked']} "
+                f"({subnets['picked_triplet']:.4f}); {SUBNETS_FILE}")
+    return (f"{subnets['scored']} sub-networks scored on the held-out identities in "
+            f"{subnets['seconds']:.0f} s: best {subnets['best']} ({subnets['best_mAP']:.1f} mAP); "
+            f"picked {subnets['picked']} ({subnets['picked_mAP']:.1f}); {SUBNETS_FILE}")
+
+
+def picked_line(subnets: dict[str, Any]) -> str:
+    """What the end of a search says of its picked sub-network's score."""
+    where = f"(the picked sub-network, rank {subnets['picked_rank']} of {subnets['scored']})"
+    if subnets.get("score") == "init_triplet":
+        return f"triplet loss at initialisation {subnets['picked_triplet']:.4f} {where}"
+    return f"held-out mAP {subnets['picked_mAP']:.1f} {where}"
+
+
+class NoSteps:
+    """The batch stream of a search whose strategy trains no weights: every epoch is empty."""
+
+    batch = 0
+
+    def batches_in(self, epoch: int) -> int:
+        return 0
+
+    def epoch_batches(self, epoch: int, start: int = 0):
+        return iter(())
+
+
+@contextlib.contextmanager
+def _bar(space: "SearchSpace", run: Any):
+    """A progress bar over the sub-networks (shown with ``run.progress``); yields its callback."""
+    bar = tqdm(total=space.num_subnets(), desc="scoring sub-networks", unit="net",
+               disable=not run.progress, leave=False, dynamic_ncols=True)
+    try:
+        yield lambda done, total: bar.update(done - bar.n)
+    finally:
+        bar.close()
+
+
+STRATEGIES: dict[str, type[Strategy]] = {s.name: s for s in (Strategy, Gumbel, Uniform, ZeroCost)}
 
 
 def strategy_for(space: "SearchSpace") -> Strategy:

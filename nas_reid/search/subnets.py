@@ -1,4 +1,4 @@
-"""Every sub-network of a supernet scored on the held-out identities, and the choice made from them.
+"""Every sub-network of a supernet scored, and the choice made from the scores.
 
 The ``uniform`` strategy (single-path one-shot with uniform sampling, SPOS: Guo et al., ECCV
 2020) trains the supernet's weights on random single paths and leaves the architecture to this
@@ -14,10 +14,14 @@ Contract of :func:`score_subnets`:
   the search's quick eval), so a choice's confidence is a bootstrap over held-out queries.
 
 :meth:`SubnetScores.choose`: ``resamples`` bootstrap resamples of the queries (seeded); in each,
-the sub-network with the best mean AP; the frequency with which each op is at each position of
+the sub-network with the best mean score; the frequency with which each op is at each position of
 that best sub-network is the op's *probability*, and the pick is, at each position, the most
 frequent op (the bootstrap's mode; with one clear winner, the sub-network of best held-out mAP).
-How the scoring shares work along the network: docs/search.md, section
+
+:func:`score_at_init` is the ``zero_cost`` strategy's score: each sub-network's batch-hard triplet
+loss at initialisation (no training step), per anchor of a few weight-share PK batches, BNs on
+batch statistics, the random draws of the ops (DCS masks) seeded; lower is better, so the score
+is its negative. How both share work along the network: docs/search.md, section
 `nas_reid.search.subnets`.
 """
 
@@ -33,20 +37,24 @@ from torch import nn
 
 from nas_reid.data.base import Item
 from nas_reid.evaluation import evaluate_features
+from nas_reid.losses import TripletLoss
 from nas_reid.search.data import QueryGallery, plain_loader
 from nas_reid.search.quality import arch_key
 
 
 @dataclass
 class SubnetScores:
-    """Held-out figures of every sub-network: ``choices[i][p]`` is the op index at position
-    ``positions[p]`` of sub-network ``i``; ``ap[i]`` its per-query APs (fractions)."""
+    """The score of every sub-network: ``choices[i][p]`` is the op index at position
+    ``positions[p]`` of sub-network ``i``; ``ap[i]`` its per-item scores, higher better: the
+    per-query APs (fractions) of ``kind`` ``heldout``, the negated per-anchor triplet losses of
+    ``kind`` ``init``."""
 
     positions: list[str]
     labels: list[str]
     choices: list[tuple[int, ...]]
     ap: np.ndarray
-    r1: list[float]
+    r1: list[float] | None = None
+    kind: str = "heldout"
 
     @property
     def mAP(self) -> np.ndarray:
@@ -72,10 +80,17 @@ class SubnetScores:
         return tuple(int(row.argmax()) for row in freq), freq
 
     def rows(self, pick: tuple[int, ...]) -> list[dict[str, Any]]:
-        """One row per sub-network, best held-out mAP first (``subnets.csv``)."""
+        """One row per sub-network, best first (``subnets.csv``): held-out mAP and R1 in %, or
+        the mean triplet loss at initialisation (``init_triplet``)."""
         order = np.argsort(-self.mAP, kind="stable")
-        return [{"rank": r + 1, "arch": self.key(i), "heldout_mAP": round(100 * float(self.mAP[i]), 3),
-                 "heldout_R1": round(100 * self.r1[i], 3), "picked": self.choices[i] == pick}
+
+        def figures(i: int) -> dict[str, float]:
+            if self.kind == "init":
+                return {"init_triplet": round(-float(self.mAP[i]), 6)}
+            return {"heldout_mAP": round(100 * float(self.mAP[i]), 3),
+                    "heldout_R1": round(100 * self.r1[i], 3)}
+
+        return [{"rank": r + 1, "arch": self.key(i), **figures(i), "picked": self.choices[i] == pick}
                 for r, i in enumerate(order)]
 
 
@@ -148,3 +163,47 @@ def score_subnets(net, calibration: Sequence[Item], split: QueryGallery, device:
     choices = list(itertools.product(range(num_ops), repeat=len(positions)))
     return SubnetScores(positions, list(labels), choices,
                         np.stack([results[c][0] for c in choices]), [results[c][1] for c in choices])
+
+
+@torch.no_grad()
+def score_at_init(net, batches: Sequence[tuple[torch.Tensor, torch.Tensor]], device: torch.device,
+                  *, margin: float, seed: int,
+                  progress: Callable[[int, int], None] | None = None) -> SubnetScores:
+    """Every sub-network of ``net`` (one-node cells, fixed backbone) scored by the negated
+    per-anchor batch-hard triplet loss (``margin``) of its pre-BN feature on ``batches`` of
+    ``(images, identities)``, in training mode (BNs on batch statistics; their running
+    statistics and everything else restored on exit), the random draws seeded by ``seed``."""
+    positions = list(net.cells)
+    num_ops = len(net.space.labels)
+    triplet = TripletLoss(margin)
+    saved = {k: v.clone() for k, v in net.state_dict().items()}
+    was_training = net.training
+    net.train()
+    pids = [b[1].to(device) for b in batches]
+    total = num_ops ** len(positions)
+    results: dict[tuple[int, ...], np.ndarray] = {}
+
+    def level(depth: int, prefix: tuple[int, ...], inputs: list) -> None:
+        position = positions[depth]
+        for k in range(num_ops):
+            with net.fixed({position: [k]}):
+                outs = [net.segment(position, z) for z in inputs]
+            choice = prefix + (k,)
+            if depth == len(positions) - 1:
+                results[choice] = -torch.cat([triplet(o["feat"].float(), p, per_anchor=True)
+                                              for o, p in zip(outs, pids)]).cpu().numpy()
+                if progress is not None:
+                    progress(len(results), total)
+            else:
+                level(depth + 1, choice, outs)
+
+    try:
+        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+            torch.manual_seed(seed)
+            level(0, (), [net.first_cell_input(b[0].to(device)) for b in batches])
+    finally:
+        net.load_state_dict(saved)
+        net.train(was_training)
+    choices = list(itertools.product(range(num_ops), repeat=len(positions)))
+    return SubnetScores(positions, list(net.space.labels), choices,
+                        np.stack([results[c] for c in choices]), kind="init")

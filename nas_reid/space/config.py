@@ -261,20 +261,19 @@ class SearchSpace(StrictModel):
 
     @model_validator(mode="after")
     def _check_uniform(self) -> "SearchSpace":
-        if self.sampling.strategy != "uniform":
+        strategy = self.sampling.strategy
+        if strategy not in ("uniform", "zero_cost"):
             return self
+        head = f"sampling.strategy: {strategy!r} scores every sub-network"
         if self.backbone.searchable:
-            raise ValueError("sampling.strategy: 'uniform' scores every sub-network after "
-                             "training, which needs a fixed backbone; use 'gumbel' for a "
+            raise ValueError(f"{head}, which needs a fixed backbone; use 'gumbel' for a "
                              "searchable one")
         if self.cells.nodes != 1:
-            raise ValueError("sampling.strategy: 'uniform' scores every sub-network after "
-                             "training, so far for one-node cells (one op per position); "
-                             f"this space has cells.nodes {self.cells.nodes}: use 'gumbel'")
+            raise ValueError(f"{head}, so far for one-node cells (one op per position); this "
+                             f"space has cells.nodes {self.cells.nodes}: use 'gumbel'")
         count = self.num_subnets()
         if count > MAX_SCORED_SUBNETS:
-            raise ValueError(f"sampling.strategy: 'uniform' scores every sub-network after "
-                             f"training; this space has {count:,} (at most "
+            raise ValueError(f"{head}; this space has {count:,} (at most "
                              f"{MAX_SCORED_SUBNETS:,}): use 'gumbel', or fewer ops or positions")
         return self
 

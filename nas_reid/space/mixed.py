@@ -9,7 +9,8 @@ passes the edge's row ``alpha`` (one logit per candidate) to :meth:`MixedOp.forw
   sampled candidate k runs and the output is ``h_k * op_k(x) + (sum_{i != k} h_i) * x``, exactly
   ``op_k(x)`` in value (the cell input stands in for the candidates that did not run);
 - ``uniform``: SPOS (Guo et al., "Single Path One-Shot Neural Architecture Search with Uniform
-  Sampling", ECCV 2020): one candidate drawn uniformly, alpha not trained.
+  Sampling", ECCV 2020): one candidate drawn uniformly, alpha not trained;
+- ``zero_cost``: no training step at all; a training-mode forward draws as ``uniform`` does.
 
 In eval mode ``gumbel`` and ``uniform`` run ``k = argmax alpha``. :attr:`MixedOp.fixed`, when
 set to an index, runs that candidate alone whatever alpha. A ``zero`` candidate is never run.
@@ -25,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-STRATEGIES = ("softmax", "gumbel", "uniform")
+STRATEGIES = ("softmax", "gumbel", "uniform", "zero_cost")
 _MAX_DRAWS = 100
 
 
@@ -86,7 +87,7 @@ class MixedOp(nn.Module):
             return self._softmax(x, alpha)
         if not self.training:
             return self._run(int(alpha.argmax()), x)
-        if self.strategy == "uniform":
+        if self.strategy in ("uniform", "zero_cost"):  # zero_cost trains nothing: never reached
             return self._run(int(torch.randint(len(self.candidates), ())), x)
         k, hard = gumbel_hard_sample(alpha, tau)
         self.last_choice = k

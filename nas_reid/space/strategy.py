@@ -55,11 +55,16 @@ class SamplingConfig(StrictModel):
     """``softmax``: DARTS (all candidates, weighted; tau unused). ``gumbel``: GDAS (one sampled).
     ``uniform``: SPOS (one drawn uniformly, alpha untrained; every sub-network scored at the end
     on the held-out identities, :mod:`nas_reid.search.subnets`; tau and ``schedule.arch``
-    unused). ``bootstrap``: the resamples of the held-out queries behind ``uniform``'s choice."""
+    unused). ``zero_cost``: no training; every sub-network scored at initialisation by its
+    triplet loss on ``proxy_batches`` weight-share PK batches (:mod:`nas_reid.search.subnets`;
+    ``schedule`` epochs, optimizers and losses but the triplet margin unused).
+    ``bootstrap``: the resamples (of the held-out queries, of the anchors) behind ``uniform``'s
+    and ``zero_cost``'s choice."""
 
-    strategy: Literal["softmax", "gumbel", "uniform"] = "gumbel"
+    strategy: Literal["softmax", "gumbel", "uniform", "zero_cost"] = "gumbel"
     tau: TauConfig = Field(default_factory=TauConfig)
     bootstrap: int = Field(default=1000, ge=10, le=100000)
+    proxy_batches: int = Field(default=8, ge=1, le=1000)
 
 
 # ------------------------------------------------------------------------------ schedule

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Literal, Sequence
 
-from nas_reid.search.decisions import DecisionReport, bootstrap_report, decision_report
+from nas_reid.search.decisions import HELDOUT_QUERIES, DecisionReport, bootstrap_report, decision_report
 from nas_reid.errors import UserError
 from nas_reid.space.genotype import Genotype, GenotypeError
 from nas_reid.space.costs import (  # noqa: F401  (reports use them; tests import them from here)
@@ -280,15 +280,17 @@ def source_decisions(source: RunSource) -> DecisionReport | None:
     """Which choices of a search run's genotype had settled (:mod:`nas_reid.search.decisions`), from
     its genotype history; the warm-up epochs are those whose metrics record says
     ``arch_updates: false``; a ``uniform`` search's (its last record's decisions name their
-    ``resamples``) from the bootstrap frequencies of its scored genotype. None without a history."""
+    ``resamples``) from the bootstrap frequencies of its scored genotype (``zero_cost`` too). None
+    without a history."""
     if not source.history:
         return None
     history = [Genotype.from_dict(d, where=f"genotype history, line {i + 1}")
                for i, d in enumerate(source.history)]
     last = source.metrics[-1] if source.metrics else {}
-    resamples = (last.get("decisions") or {}).get("resamples")
-    if resamples is not None:
-        return bootstrap_report(history[-1] if last.get("subnets") else None, resamples)
+    decisions = last.get("decisions") or {}
+    if decisions.get("resamples") is not None:
+        return bootstrap_report(history[-1] if last.get("subnets") else None,
+                                decisions["resamples"], decisions.get("resampled", HELDOUT_QUERIES))
     warmup = max((r.get("epoch", 0) for r in source.metrics if r.get("arch_updates") is False),
                  default=0)
     return decision_report(history, warmup)
