@@ -340,11 +340,11 @@ def search_cmd(space, overrides, data, root, epochs, device, out, resume, seed, 
     click.echo(f"genotype: {result.genotype_path}")
     if genotype is not None:
         click.echo(f"  {genotype.summary()}")
+    scored = result.metrics[-1].get("subnets") if result.metrics else None
     if result.decisions is not None and result.decisions.decisions:
         click.echo(f"  choices: {result.decisions.summary()}")
         for decision in result.decisions.unsettled:
             click.echo(f"    not settled: {decision.describe()}")
-        scored = result.metrics[-1].get("subnets") if result.metrics else None
         if result.decisions.unsettled and result.decisions.resamples is not None:
             what = ("triplet losses at initialisation are too close for the anchors"
                     if scored and scored.get("score") == "init_triplet"
@@ -355,7 +355,6 @@ def search_cmd(space, overrides, data, root, epochs, device, out, resume, seed, 
             click.echo("    (chosen by the last epoch's argmax; more epochs or a higher final "
                        "temperature, sampling.tau.end, may settle them)")
     best = result.best
-    scored = result.metrics[-1].get("subnets") if result.metrics else None
     if scored:
         from .search.strategies import picked_line
 

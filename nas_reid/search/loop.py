@@ -314,6 +314,10 @@ class _Search(ResumableRun):
                 bb.weights, bb.name, size, bb.last_stride, device=device, progress=self.progress,
                 may_train=world.size == 1,
                 log=lambda text: tqdm.write(text, file=sys.stderr) if self.is_main else None)
+        if ckpt is None and not self.strategy.trains_weights and weights is None:
+            warnings.warn(f"sampling.strategy {self.strategy.name!r} scores the sub-networks at "
+                          "initialisation, which says little with a randomly initialised backbone "
+                          "(backbone.weights: none); give the space pretrained weights", stacklevel=2)
         seed_all(self.seed)
         self.precision = Precision.resolve(self.space.schedule.precision, device,
                                            where="schedule.precision")
