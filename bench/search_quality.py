@@ -54,7 +54,8 @@ def parse_strategy(text: str) -> tuple[str, list[str]]:
     return name, [item for item in rest.split(",") if item]
 
 
-def run_search(space_name: str, overrides: list[str], seed: int, out: Path, threads: int) -> tuple:
+def run_search(space_name: str, overrides: list[str], seed: int, out: Path, threads: int,
+               device: str = "cpu") -> tuple:
     import torch
 
     from nas_reid.search import search
@@ -63,7 +64,7 @@ def run_search(space_name: str, overrides: list[str], seed: int, out: Path, thre
     started = time.perf_counter()
     result = search(space_name, "synthreid", seed=seed, overrides=overrides or None,
                     out_dir=out, resume=(out / "checkpoints" / "last.pt").is_file(),
-                    progress=False)
+                    progress=False, device=device)
     seconds = result.metrics[-1].get("time", time.perf_counter() - started) if result.metrics \
         else time.perf_counter() - started
     return result.genotype, float(seconds)
@@ -124,6 +125,7 @@ def main() -> None:
     parser.add_argument("--csv", default=str(ROOT / "bench" / "results" / "search_quality.csv"))
     parser.add_argument("--out", default="runs/search_quality")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--device", default="cpu", help="where the searches run (cpu, cuda)")
     parser.add_argument("--report", action="store_true", help="print the tables, run nothing")
     args = parser.parse_args()
 
@@ -158,7 +160,8 @@ def main() -> None:
                 if (name, str(seed)) in done:
                     continue
                 out = Path(args.out) / f"{name}-seed{seed}"
-                genotype, wall = run_search(args.space, overrides, seed, out, args.threads)
+                genotype, wall = run_search(args.space, overrides, seed, out, args.threads,
+                                            args.device)
                 key = key_of(genotype, space)
                 j = judge(truth, key, subnet_scores(out) or scores_from_probabilities(genotype, space))
                 seconds.append(wall)
