@@ -360,4 +360,4 @@ def test_the_cli_reports_a_zero_cost_pick(run, data_root, tmp_path):
                  "--out", str(tmp_path / "run"), "--threads", "1")
     assert result.exit_code == 0, result.output
     assert "triplet loss at initialisation" in result.output and "of 9" in result.output
-    assert "epoch 1/1" in result.output
+    assert "epoch 1/1  no training step" in result.output and "(new, 1 epoch)" in result.output

@@ -44,6 +44,6 @@ def run_folder_lines(out: Path, kind: str, resumed_epoch: int | None, epochs: in
     """The run folder of a ``kind`` run (new, or resumed after ``resumed_epoch`` of ``epochs``)
     and the command that shows its TensorBoard curves."""
     where = (f"resuming after epoch {resumed_epoch} of {epochs}" if resumed_epoch is not None
-             else f"new, {epochs} epochs")
+             else f"new, {epochs} epoch{'s' if epochs != 1 else ''}")
     return [f"{kind} run folder: {out} ({where})",
             f"  curves: tensorboard --logdir {out / 'tensorboard'}"]

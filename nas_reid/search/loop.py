@@ -610,7 +610,8 @@ class _Search(ResumableRun):
                     else f"latency {c['achieved']:.3f} {c['unit']}  ")
             arch = (("" if not self.strategy.temperature else f"tau {self.net.temperature:.2f}  ")
                     + (genotype.summary() if decided else "architecture: not chosen yet"))
-            tqdm.write(f"epoch {number}/{self.epochs}  loss {s['total'] / n:.3f}  {h}{cost}{arch}",
+            loss = f"loss {s['total'] / n:.3f}" if s["steps"] else "no training step"
+            tqdm.write(f"epoch {number}/{self.epochs}  {loss}  {h}{cost}{arch}",
                        file=sys.stderr)
             if subnets is not None:
                 tqdm.write(f"  {scored_line(subnets)}", file=sys.stderr)
