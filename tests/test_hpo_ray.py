@@ -182,6 +182,7 @@ def test_resume_trusts_only_the_storage_path_the_study_was_created_with(tmp_path
     assert "only trusted users can write" in " ".join(shown.split())
 
 
+@pytest.mark.slow
 def test_resources_a_trial_cannot_get(local_ray):
     with pytest.raises(UserError, match="asks for 64 CPU and 0.5 GPU per trial but the Ray "
                                         "cluster has 2 CPU and 0 GPU"):
@@ -212,6 +213,7 @@ def tuned(local_ray, tmp_path_factory, data_root):
     return out, result
 
 
+@pytest.mark.slow
 def test_a_four_trial_asha_tune_writes_its_files(tuned):
     out, result = tuned
     assert result.exit_code == 0, result.output
@@ -246,6 +248,7 @@ def test_a_four_trial_asha_tune_writes_its_files(tuned):
     assert recipe.batch.p == 2 and recipe.optimizer.lr == pytest.approx(best["params"]["optimizer.lr"])
 
 
+@pytest.mark.slow
 def test_a_failing_trial_is_recorded_and_the_others_complete(tuned):
     out, result = tuned
     table = rows(out)
@@ -260,6 +263,7 @@ def test_a_failing_trial_is_recorded_and_the_others_complete(tuned):
     assert f"{len(failed)} failed" in result.output
 
 
+@pytest.mark.slow
 def test_trials_asha_stops_are_pruned_and_lose_their_checkpoints(local_ray, tmp_path, dataset):
     """One trial at a time, ASHA's rung after epoch 1: a trial with a learning rate too small
     to learn falls below the rung's cutoff once a learning trial is recorded, and is stopped

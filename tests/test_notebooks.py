@@ -79,6 +79,7 @@ def test_notebooks_draw_only_through_nas_reid_viz(name):
     assert "os.environ.get(RUN_ENV) or find_default_run()" in source
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", NOTEBOOKS)
 def test_notebooks_run_top_to_bottom_on_a_tiny_search(rendered, run_dir, name):
     nb = nbformat.read(rendered / name, as_version=4)
@@ -98,6 +99,7 @@ def test_notebooks_run_top_to_bottom_on_a_tiny_search(rendered, run_dir, name):
     assert notes == []
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", NOTEBOOKS)
 def test_the_html_pages_embed_the_pictures(rendered, name):
     page = (rendered / name).with_suffix(".html").read_text(encoding="utf-8")
@@ -105,6 +107,7 @@ def test_the_html_pages_embed_the_pictures(rendered, name):
     assert page.count("data:image/png;base64") >= IMAGES[name]
 
 
+@pytest.mark.slow
 def test_a_failing_cell_is_named_and_the_cli_exits_2(tmp_path):
     bad = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("x = 1"),
                                           nbformat.v4.new_code_cell("1 / 0")])

@@ -326,6 +326,7 @@ DDP_SCRIPT = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow
 def test_ddp_two_cpu_processes_end_with_the_same_genotype(tmp_path, data_root):
     script = tmp_path / "ddp_search.py"
     script.write_text(DDP_SCRIPT)

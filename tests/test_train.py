@@ -341,6 +341,7 @@ DDP_SCRIPT = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow
 def test_ddp_two_cpu_processes_train_one_model(tmp_path, data_root):
     script = tmp_path / "ddp_train.py"
     script.write_text(DDP_SCRIPT)
