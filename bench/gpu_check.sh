@@ -9,7 +9,8 @@
 # on the full space rga_dcs_ca, ResNet-50 at 256x128, batch 16x4, bf16, peak reserved memory
 # against 24 GiB), train_throughput.txt (bench/train_throughput.py --device cuda: the papers'
 # models, bf16 and float32), pretrain.txt, search.txt and retrain.txt (a short real run of each
-# on the built-in benchmark, --device cuda --workers 8, with their metrics records appended).
+# on the built-in benchmark, --device cuda --workers 8, the search GDAS on cpu_small, with their
+# metrics records appended).
 # Run folders and the benchmark cache go to $WORK (default /tmp/nas_reid_gpu_check).
 #
 # The lent GPU machine has no network: its python3 holds torch but not pydantic. Fetch the
@@ -51,7 +52,7 @@ step cuda_tests 90 python3 -m pytest -q -p no:cacheprovider -rs tests/test_ranki
 step search_step 150 python3 bench/search_step.py --device cuda
 step train_throughput 100 python3 bench/train_throughput.py --device cuda
 step pretrain 100 nas-reid pretrain --device cuda --workers 8
-step search 90 nas-reid search --device cuda --workers 8 --out "$WORK/search"
+step search 90 nas-reid search --device cuda --workers 8 --set sampling.strategy=gumbel --out "$WORK/search"
 records search "$WORK/search"
 step retrain 60 nas-reid retrain --genotype "$WORK/search" --device cuda --workers 8 \
     --out "$WORK/retrain"

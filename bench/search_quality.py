@@ -14,7 +14,7 @@ one retrain of the table, architectures sampled, one seed's *validation* mAP obs
 the best by validation kept, its *test* mAP reported (one row per seed, and a 2,000-trial
 summary in the report). The best of ``k`` random picks for k = 1 .. 20 is printed as a curve.
 
-Strategies: ``gumbel`` (GDAS, the space as shipped), ``softmax`` (DARTS), ``uniform`` (SPOS:
+Strategies: ``gumbel`` (GDAS), ``softmax`` (DARTS), ``uniform`` (SPOS:
 single-path uniform training, then every sub-network scored on the held-out identities; its
 architecture scores for tau are those held-out mAPs, from the run's ``subnets.csv``);
 ``zero_cost`` (no training: every sub-network's triplet loss at initialisation, its negation
@@ -40,7 +40,7 @@ if str(ROOT) not in sys.path:
 
 FIELDS = ["strategy", "seed", "arch", "test_mAP", "regret", "percentile", "tau", "wall_seconds",
           "k", "space", "space_hash", "overrides", "ground_truth", "package_version", "finished_at"]
-STRATEGIES = {"gumbel": [], "softmax": ["sampling.strategy=softmax"],
+STRATEGIES = {"gumbel": ["sampling.strategy=gumbel"], "softmax": ["sampling.strategy=softmax"],
               "uniform": ["sampling.strategy=uniform"], "zero_cost": ["sampling.strategy=zero_cost"]}
 
 
@@ -62,9 +62,10 @@ def run_search(space_name: str, overrides: list[str], seed: int, out: Path, thre
 
     torch.set_num_threads(threads)
     started = time.perf_counter()
-    result = search(space_name, "synthreid", seed=seed, overrides=overrides or None,
-                    out_dir=out, resume=(out / "checkpoints" / "last.pt").is_file(),
-                    progress=False, device=device)
+    resume = (out / "checkpoints" / "last.pt").is_file()  # a resumed run is its own space
+    result = search(None if resume else space_name, None if resume else "synthreid",
+                    seed=None if resume else seed, overrides=None if resume else overrides or None,
+                    out_dir=out, resume=resume, progress=False, device=device)
     seconds = result.metrics[-1].get("time", time.perf_counter() - started) if result.metrics \
         else time.perf_counter() - started
     return result.genotype, float(seconds)
