@@ -315,13 +315,17 @@ def _set_threads(threads: int | None, device: str) -> None:
               help="Also checkpoint every N steps (0: once per epoch).")
 def search_cmd(space, overrides, data, root, epochs, device, out, resume, seed, threads, workers,
                checkpoint_every) -> None:
-    """Search attention cells (DNAS), and a mobile backbone's widths, kernels, expansions and
-    block skips when the space has one, and write a run folder with the genotype.
+    """Search attention cells, and a mobile backbone's widths, kernels, expansions and block
+    skips when the space has one, and write a run folder with the genotype.
 
-    The weights train on one share of the training identities, the architecture on the other
-    (held out) share. With no option it searches the small CPU space on the built-in
-    synthetic benchmark. Under torchrun it runs data-parallel (only rank 0 writes and prints).
-    Ctrl-C checkpoints the step it is at and prints the command that resumes (exit 130).
+    The space's sampling.strategy says how: gumbel (GDAS) or softmax (DARTS) train the weights
+    on one share of the training identities and the architecture on the other (held out);
+    uniform (SPOS) trains single paths, then scores every sub-network on the held-out share;
+    zero_cost trains nothing and scores every sub-network by its loss at initialisation. With
+    no option it searches the small CPU space (zero_cost) on the built-in synthetic benchmark;
+    --set sampling.strategy=gumbel runs GDAS there. Under torchrun it runs data-parallel (only
+    rank 0 writes and prints). Ctrl-C checkpoints the step it is at and prints the command that
+    resumes (exit 130).
     """
     import os
 
