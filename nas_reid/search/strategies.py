@@ -153,7 +153,7 @@ class Uniform(Strategy):
             writer.writerows(rows)
             atomic_write_text(run.out / SUBNETS_FILE, text.getvalue())
         best, picked = rows[0], next(r for r in rows if r["picked"])
-        figure = "heldout_mAP" if scores.kind == "heldout" else "init_triplet"
+        figure = scores.figure
         short = {"heldout_mAP": "mAP", "init_triplet": "triplet"}[figure]
         return {"scored": len(rows), "resamples": resamples, **extra, "score": figure,
                 "best": best["arch"], f"best_{short}": best[figure],

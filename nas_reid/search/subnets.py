@@ -27,9 +27,10 @@ is its negative. How both share work along the network: docs/search.md, section
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 from dataclasses import dataclass
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -79,6 +80,11 @@ class SubnetScores:
         freq /= resamples
         return tuple(int(row.argmax()) for row in freq), freq
 
+    @property
+    def figure(self) -> str:
+        """The ``subnets.csv`` column of the score: ``heldout_mAP`` or ``init_triplet``."""
+        return "init_triplet" if self.kind == "init" else "heldout_mAP"
+
     def rows(self, pick: tuple[int, ...]) -> list[dict[str, Any]]:
         """One row per sub-network, best first (``subnets.csv``): held-out mAP and R1 in %, or
         the mean triplet loss at initialisation (``init_triplet``)."""
@@ -99,6 +105,48 @@ def _bns(modules: Sequence[nn.Module]) -> list[nn.modules.batchnorm._BatchNorm]:
             if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
 
 
+@contextlib.contextmanager
+def _scoring(net, training: bool) -> Iterator[None]:
+    """``net`` in training or eval mode for the block; its state and mode restored on exit."""
+    saved = {k: v.clone() for k, v in net.state_dict().items()}
+    was_training = net.training
+    net.train(training)
+    try:
+        yield
+    finally:
+        net.load_state_dict(saved)
+        net.train(was_training)
+
+
+def _every_subnet(net, inputs: Any, segment: Callable[[str, Any], Any], score: Callable[[Any], Any],
+                  progress: Callable[[int, int], None] | None) -> tuple[list[tuple[int, ...]], list]:
+    """``score`` of every sub-network, sharing work along the network: at each position, for each
+    op, ``segment(position, inputs)`` (run with that op fixed) turns the previous position's
+    outputs into this one's; ``score`` takes the last position's. Returns the op choices (in
+    ``itertools.product`` order) and their scores."""
+    positions = list(net.cells)
+    num_ops = len(net.space.labels)
+    total = num_ops ** len(positions)
+    results: dict[tuple[int, ...], Any] = {}
+
+    def level(depth: int, prefix: tuple[int, ...], inputs: Any) -> None:
+        position = positions[depth]
+        for k in range(num_ops):
+            with net.fixed({position: [k]}):
+                outs = segment(position, inputs)
+            choice = prefix + (k,)
+            if depth == len(positions) - 1:
+                results[choice] = score(outs)
+                if progress is not None:
+                    progress(len(results), total)
+            else:
+                level(depth + 1, choice, outs)
+
+    level(0, (), inputs)
+    choices = list(itertools.product(range(num_ops), repeat=len(positions)))
+    return choices, [results[c] for c in choices]
+
+
 @torch.no_grad()
 def score_subnets(net, calibration: Sequence[Item], split: QueryGallery, device: torch.device, *,
                   batch_size: int = 128, num_workers: int = 0,
@@ -106,63 +154,44 @@ def score_subnets(net, calibration: Sequence[Item], split: QueryGallery, device:
     """Every sub-network of ``net`` (a :class:`~nas_reid.space.Supernet` with one-node cells and
     a fixed backbone) on ``split``; see the module doc. ``progress(done, total)`` is called after
     each sub-network."""
-    positions = list(net.cells)
-    labels = net.space.labels
-    num_ops = len(labels)
-    saved = {k: v.clone() for k, v in net.state_dict().items()}
-    was_training = net.training
-    net.eval()
     size = net.space.input_size
 
     def first(items: Sequence[Item]) -> list[torch.Tensor]:
         loader = plain_loader(items, size, batch_size=batch_size, num_workers=num_workers)
         return [net.first_cell_input(imgs.to(device)) for imgs, *_ in loader]
 
-    cal, query, gallery = first(calibration), first(split.query), first(split.gallery)
     labels_of = {name: torch.tensor([item[j] for item in items]) for name, items, j in (
         ("qp", split.query, 1), ("gp", split.gallery, 1), ("qc", split.query, 2),
         ("gc", split.gallery, 2))}
-    total = num_ops ** len(positions)
-    results: dict[tuple[int, ...], tuple[np.ndarray, float]] = {}
 
-    def level(depth: int, prefix: tuple[int, ...], cal, query, gallery) -> None:
-        position = positions[depth]
-        last = depth == len(positions) - 1
-        for k in range(num_ops):
-            with net.fixed({position: [k]}):
-                bns = _bns(net.segment_modules(position))
-                momenta = [bn.momentum for bn in bns]
-                for bn in bns:
-                    bn.reset_running_stats()
-                    bn.momentum = None  # a cumulative average over the calibration batches
-                    bn.train()
-                for z in cal:
-                    if len(z) > 1:  # a BN in training mode needs two values per channel
-                        net.segment(position, z)
-                for bn, momentum in zip(bns, momenta):
-                    bn.eval()
-                    bn.momentum = momentum
-                outs = [[net.segment(position, z) for z in part] for part in (cal, query, gallery)]
-            choice = prefix + (k,)
-            if last:
-                qf = torch.cat([o["feat_bn"].float() for o in outs[1]])
-                gf = torch.cat([o["feat_bn"].float() for o in outs[2]])
-                r = evaluate_features(qf, gf, labels_of["qp"], labels_of["gp"], labels_of["qc"],
-                                      labels_of["gc"], metric="cosine", max_rank=1, per_query=True)
-                results[choice] = (r["AP"], float(r["cmc"][0]))
-                if progress is not None:
-                    progress(len(results), total)
-            else:
-                level(depth + 1, choice, *outs)
+    def segment(position: str, parts: tuple[list, list, list]) -> tuple[list, list, list]:
+        cal = parts[0]
+        bns = _bns(net.segment_modules(position))
+        momenta = [bn.momentum for bn in bns]
+        for bn in bns:
+            bn.reset_running_stats()
+            bn.momentum = None  # a cumulative average over the calibration batches
+            bn.train()
+        for z in cal:
+            if len(z) > 1:  # a BN in training mode needs two values per channel
+                net.segment(position, z)
+        for bn, momentum in zip(bns, momenta):
+            bn.eval()
+            bn.momentum = momentum
+        return tuple([net.segment(position, z) for z in part] for part in parts)
 
-    try:
-        level(0, (), cal, query, gallery)
-    finally:
-        net.load_state_dict(saved)
-        net.train(was_training)
-    choices = list(itertools.product(range(num_ops), repeat=len(positions)))
-    return SubnetScores(positions, list(labels), choices,
-                        np.stack([results[c][0] for c in choices]), [results[c][1] for c in choices])
+    def score(parts: tuple[list, list, list]) -> tuple[np.ndarray, float]:
+        qf = torch.cat([o["feat_bn"].float() for o in parts[1]])
+        gf = torch.cat([o["feat_bn"].float() for o in parts[2]])
+        r = evaluate_features(qf, gf, labels_of["qp"], labels_of["gp"], labels_of["qc"],
+                              labels_of["gc"], metric="cosine", max_rank=1, per_query=True)
+        return r["AP"], float(r["cmc"][0])
+
+    with _scoring(net, training=False):
+        parts = (first(calibration), first(split.query), first(split.gallery))
+        choices, results = _every_subnet(net, parts, segment, score, progress)
+    return SubnetScores(list(net.cells), list(net.space.labels), choices,
+                        np.stack([ap for ap, _ in results]), [r1 for _, r1 in results])
 
 
 @torch.no_grad()
@@ -173,37 +202,19 @@ def score_at_init(net, batches: Sequence[tuple[torch.Tensor, torch.Tensor]], dev
     per-anchor batch-hard triplet loss (``margin``) of its pre-BN feature on ``batches`` of
     ``(images, identities)``, in training mode (BNs on batch statistics; their running
     statistics and everything else restored on exit), the random draws seeded by ``seed``."""
-    positions = list(net.cells)
-    num_ops = len(net.space.labels)
     triplet = TripletLoss(margin)
-    saved = {k: v.clone() for k, v in net.state_dict().items()}
-    was_training = net.training
-    net.train()
     pids = [b[1].to(device) for b in batches]
-    total = num_ops ** len(positions)
-    results: dict[tuple[int, ...], np.ndarray] = {}
 
-    def level(depth: int, prefix: tuple[int, ...], inputs: list) -> None:
-        position = positions[depth]
-        for k in range(num_ops):
-            with net.fixed({position: [k]}):
-                outs = [net.segment(position, z) for z in inputs]
-            choice = prefix + (k,)
-            if depth == len(positions) - 1:
-                results[choice] = -torch.cat([triplet(o["feat"].float(), p, per_anchor=True)
-                                              for o, p in zip(outs, pids)]).cpu().numpy()
-                if progress is not None:
-                    progress(len(results), total)
-            else:
-                level(depth + 1, choice, outs)
+    def score(outs: list[dict[str, torch.Tensor]]) -> np.ndarray:
+        return -torch.cat([triplet(o["feat"].float(), p, per_anchor=True)
+                           for o, p in zip(outs, pids)]).cpu().numpy()
 
-    try:
-        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-            torch.manual_seed(seed)
-            level(0, (), [net.first_cell_input(b[0].to(device)) for b in batches])
-    finally:
-        net.load_state_dict(saved)
-        net.train(was_training)
-    choices = list(itertools.product(range(num_ops), repeat=len(positions)))
-    return SubnetScores(positions, list(net.space.labels), choices,
-                        np.stack([results[c] for c in choices]), kind="init")
+    with _scoring(net, training=True), \
+            torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        torch.manual_seed(seed)
+        inputs = [net.first_cell_input(b[0].to(device)) for b in batches]
+        choices, results = _every_subnet(
+            net, inputs, lambda position, zs: [net.segment(position, z) for z in zs], score,
+            progress)
+    return SubnetScores(list(net.cells), list(net.space.labels), choices, np.stack(results),
+                        kind="init")
