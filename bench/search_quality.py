@@ -39,7 +39,8 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 FIELDS = ["strategy", "seed", "arch", "test_mAP", "regret", "percentile", "tau", "wall_seconds",
-          "k", "space", "space_hash", "overrides", "ground_truth", "package_version", "finished_at"]
+          "k", "space", "space_hash", "overrides", "ground_truth", "package_version", "finished_at",
+          "device"]
 STRATEGIES = {"gumbel": ["sampling.strategy=gumbel"], "softmax": ["sampling.strategy=softmax"],
               "uniform": ["sampling.strategy=uniform"], "zero_cost": ["sampling.strategy=zero_cost"]}
 
@@ -55,7 +56,7 @@ def parse_strategy(text: str) -> tuple[str, list[str]]:
 
 
 def run_search(space_name: str, overrides: list[str], seed: int, out: Path, threads: int,
-               device: str = "cpu") -> tuple:
+               device: str = "cpu", workers: int = 0) -> tuple:
     import torch
 
     from nas_reid.search import search
@@ -65,7 +66,8 @@ def run_search(space_name: str, overrides: list[str], seed: int, out: Path, thre
     resume = (out / "checkpoints" / "last.pt").is_file()  # a resumed run is its own space
     result = search(None if resume else space_name, None if resume else "synthreid",
                     seed=None if resume else seed, overrides=None if resume else overrides or None,
-                    out_dir=out, resume=resume, progress=False, device=device)
+                    out_dir=out, resume=resume, progress=False, device=device,
+                    num_workers=workers)
     seconds = result.metrics[-1].get("time", time.perf_counter() - started) if result.metrics \
         else time.perf_counter() - started
     return result.genotype, float(seconds)
@@ -81,6 +83,11 @@ def subnet_scores(out: Path) -> dict[str, float] | None:
             for r in rows} or None
 
 
+def _minutes(rows: list[dict], device: str) -> str:
+    seconds = [float(r["wall_seconds"]) for r in rows if r["device"] == device]
+    return f"{statistics.fmean(seconds) / 60:.1f}" if seconds else "-"
+
+
 def report(rows: list[dict], truth, k_max: int = 20) -> str:
     from nas_reid.search.quality import random_search, summarize
 
@@ -88,7 +95,7 @@ def report(rows: list[dict], truth, k_max: int = 20) -> str:
              f"({truth.best.test:.1f} mAP); retrain-noise std "
              f"{truth.noise()['std']:.2f} points", "",
              "| strategy | seeds | picks | median regret | mean test mAP | mean percentile | "
-             "mean tau | mean minutes |", "|---|---:|---|---:|---:|---:|---:|---:|"]
+             "mean tau | mean minutes (cpu, 1 thread / cuda) |", "|---|---:|---|---:|---:|---:|---:|---:|"]
     strategies = list(dict.fromkeys(r["strategy"] for r in rows))
     for name in strategies:
         mine = [r for r in rows if r["strategy"] == name]
@@ -99,7 +106,7 @@ def report(rows: list[dict], truth, k_max: int = 20) -> str:
         lines.append(f"| {name} | {len(mine)} | {picks} | {statistics.median(regrets):.2f} | "
                      f"{statistics.fmean(float(r['test_mAP']) for r in mine):.1f} | "
                      f"{statistics.fmean(float(r['percentile']) for r in mine):.0f} | {tau} | "
-                     f"{statistics.fmean(float(r['wall_seconds']) for r in mine) / 60:.1f} |")
+                     f"{_minutes(mine, 'cpu')} / {_minutes(mine, 'cuda')} |")
     ks = sorted({int(r["k"]) for r in rows if r["strategy"].startswith("random") and r["k"]})
     for k in ks:
         s = summarize(random_search(truth, k, trials=2000))
@@ -127,6 +134,7 @@ def main() -> None:
     parser.add_argument("--out", default="runs/search_quality")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--device", default="cpu", help="where the searches run (cpu, cuda)")
+    parser.add_argument("--workers", type=int, default=0, help="image-loading processes")
     parser.add_argument("--report", action="store_true", help="print the tables, run nothing")
     args = parser.parse_args()
 
@@ -162,21 +170,29 @@ def main() -> None:
                     continue
                 out = Path(args.out) / f"{name}-seed{seed}"
                 genotype, wall = run_search(args.space, overrides, seed, out, args.threads,
-                                            args.device)
+                                            args.device, args.workers)
                 key = key_of(genotype, space)
                 j = judge(truth, key, subnet_scores(out) or scores_from_probabilities(genotype, space))
-                seconds.append(wall)
+                if args.device == "cpu":
+                    seconds.append(wall)
                 append_row(csv_path, {**base, "strategy": name, "seed": seed, "arch": key,
                                       "test_mAP": round(j.test, 2), "regret": round(j.regret, 2),
                                       "percentile": round(j.percentile, 1), "tau": round(j.tau, 3),
                                       "wall_seconds": round(wall, 1), "overrides": " ".join(overrides),
+                                      "device": args.device,
                                       "finished_at": datetime.now(timezone.utc).isoformat(
                                           timespec="seconds")}, FIELDS)
                 print(f"{name} seed {seed}: {key}: test mAP {j.test:.1f}, regret {j.regret:.2f}, "
                       f"percentile {j.percentile:.0f}, tau {j.tau:.2f} ({wall / 60:.1f} min)",
                       flush=True)
+            # the same compute is counted on the table's device: CPU searches' seconds against
+            # the CPU retrains' (a GPU search's seconds are not comparable with them)
             mine = seconds or [float(r["wall_seconds"]) for r in read_rows(csv_path)
-                               if r["strategy"] == name]
+                               if r["strategy"] == name and r["device"] == "cpu"]
+            if not mine:
+                print(f"{name}: no search timed on cpu yet, so no random-search rows at its "
+                      "compute (run one seed with --device cpu)", flush=True)
+                continue
             k = equal_compute_k(statistics.median(mine), retrain_seconds)
             for seed in args.seeds:
                 if (f"random-{name}", str(seed)) in done:
@@ -188,6 +204,7 @@ def main() -> None:
                                       "percentile": round(j.percentile, 1), "tau": "",
                                       "wall_seconds": round(k * retrain_seconds, 1), "k": k,
                                       "overrides": f"same compute as {name}",
+                                      "device": "cpu",
                                       "finished_at": datetime.now(timezone.utc).isoformat(
                                           timespec="seconds")}, FIELDS)
     print(report(read_rows(csv_path), truth))

@@ -167,3 +167,11 @@ def test_append_row_writes_one_header(tmp_path):
     append_row(path, {"a": 1, "b": 2}, ["a", "b"])
     append_row(path, {"a": 3, "b": 4, "extra": 5}, ["a", "b"])
     assert path.read_text().splitlines() == ["a,b", "1,2", "3,4"]
+
+
+def test_append_row_refuses_a_file_with_other_columns(tmp_path):
+    path = tmp_path / "x.csv"
+    append_row(path, {"a": 1, "b": 2}, ["a", "b"])
+    with pytest.raises(UserError, match="columns"):
+        append_row(path, {"a": 3, "b": 4, "c": 5}, ["a", "b", "c"])
+    assert path.read_text().splitlines() == ["a,b", "1,2"]

@@ -55,10 +55,16 @@ def read_rows(path: str | os.PathLike) -> list[dict[str, str]]:
 
 def append_row(path: str | os.PathLike, row: Mapping[str, Any], fields: Sequence[str]) -> None:
     """Append one row (after a header if the file is new or empty), flushed to disk: a kill
-    loses at most the row being written."""
+    loses at most the row being written. A file with other columns raises UserError."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     new = not path.is_file() or path.stat().st_size == 0
+    if not new:
+        with open(path, newline="") as handle:
+            header = next(csv.reader(handle), [])
+        if header != list(fields):
+            raise UserError(f"{path}: its columns ({', '.join(header)}) are not this writer's "
+                            f"({', '.join(fields)}); write to another file")
     with open(path, "a", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=list(fields), extrasaction="ignore")
         if new:
