@@ -13,8 +13,9 @@
 # .gpu_wheels and .gpu_cache in the device tool's carry. The CSV already committed is copied in
 # first, so rows measured before are skipped; merge the returned CSV's new rows into
 # bench/results/ground_truth_cpu_small.csv (same columns; the device column says cuda).
-# GT_JOBS retrains at a time (default 8), GT_LIMIT seconds in all (default 540): a row is written
-# the moment its retrain ends, so whatever finished before the limit comes back.
+# GT_JOBS retrains at a time (default 8) on GT_THREADS torch threads (default 2) with GT_WORKERS
+# image-loading processes each (default 1), GT_LIMIT seconds in all (default 540): a row is
+# written the moment its retrain ends, so whatever finished before the limit comes back.
 set -uo pipefail
 OUT=${1:?usage: bash bench/gpu_ground_truth.sh OUTDIR [ground_truth.py arguments]}
 shift
@@ -23,7 +24,7 @@ mkdir -p "$OUT"
 WORK=${WORK:-/tmp/nas_reid_ground_truth}
 mkdir -p "$WORK/cache"
 export NAS_REID_CACHE="$WORK/cache" PYTHONUNBUFFERED=1
-[ -d .gpu_cache/pretrained ] && cp -r .gpu_cache/pretrained "$WORK/cache/"
+[ -d .gpu_cache/pretrained ] && [ ! -d "$WORK/cache/pretrained" ] && cp -r .gpu_cache/pretrained "$WORK/cache/"
 if ! python3 -c "import pydantic" 2>/dev/null; then
     python3 -m pip install -q --no-index --no-deps .gpu_wheels/*.whl >> "$OUT/install.log" 2>&1
 fi
@@ -32,5 +33,5 @@ CSV="$OUT/ground_truth_cpu_small.csv"
 [ -f bench/results/ground_truth_cpu_small.csv ] && cp bench/results/ground_truth_cpu_small.csv "$CSV"
 nvidia-smi --query-gpu=name,memory.total --format=csv > "$OUT/env.txt" 2>&1
 timeout "${GT_LIMIT:-540}" python3 bench/ground_truth.py --device cuda --jobs "${GT_JOBS:-8}" \
-    --threads 2 --workers 1 --csv "$CSV" --out "$WORK/runs" "$@" > "$OUT/ground_truth.log" 2>&1
+    --threads "${GT_THREADS:-2}" --workers "${GT_WORKERS:-1}" --csv "$CSV" --out "$WORK/runs" "$@" > "$OUT/ground_truth.log" 2>&1
 echo "exit $? after ${SECONDS}s" >> "$OUT/ground_truth.log"
