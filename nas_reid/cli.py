@@ -372,8 +372,9 @@ def search_cmd(space, overrides, data, root, epochs, device, out, resume, seed, 
 
 # ------------------------------------------------------------------------------ pretrain
 @main.command("pretrain", context_settings=CONTEXT)
-@click.option("--backbone", type=click.Choice(["resnet18", "resnet50"]), default="resnet18",
-              show_default=True)
+@click.option("--backbone", type=click.Choice(["resnet18", "resnet50", "resnet_tiny"]),
+              default="resnet18", show_default=True,
+              help="resnet_tiny: for tests and smoke runs (docs/search.md).")
 @click.option("--size", default="128x64", show_default=True, metavar="HxW",
               help="Input size: that of the spaces and genotypes that will use the weights.")
 @click.option("--last-stride", type=click.Choice(["1", "2"]), default="1", show_default=True)

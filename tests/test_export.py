@@ -1,7 +1,7 @@
 """Export of model checkpoints to ONNX and TorchScript (nas_reid.train.export).
 
-Tiny ResNet-18 genotypes at 64x32 cover every op family; BatchNorm statistics and DCS mask
-weights are randomised so that no op is the identity it is at initialisation. Each
+Genotypes on the ``resnet_tiny`` backbone at 64x32 cover every op family; BatchNorm statistics
+and DCS mask weights are randomised so that no op is the identity it is at initialisation. Each
 (genotype, format) pair is exported once per module and reused by the tests.
 """
 
@@ -38,6 +38,7 @@ pytestmark = [pytest.mark.filterwarnings(r"ignore:`torch\.jit\.:FutureWarning"),
               pytest.mark.usefixtures("one_torch_thread")]
 
 H, W = 64, 32
+BACKBONE, FEATURES = "resnet_tiny", 128  # the backbone and its layer4 channels: the feature size
 RGA = {"c_ratio": 8, "s_ratio": 2, "d_ratio": 2}
 
 
@@ -69,7 +70,7 @@ def genotype(name):
         "schema": "nas-reid/genotype", "version": 1,
         "space": {"name": None, "hash": None},
         "input": {"height": H, "width": W},
-        "backbone": {"name": "resnet18", "last_stride": 1, "choices": {}},
+        "backbone": {"name": BACKBONE, "last_stride": 1, "choices": {}},
         "cells": GENOTYPES[name],
     })
 
@@ -152,7 +153,7 @@ def test_exported_features_match_pytorch(exported, checkpoints, name, fmt):
     suffix = ".onnx" if fmt == "onnx" else ".torchscript.pt"
     assert isinstance(result, ExportResult)
     assert result.path == ckpt.with_name(ckpt.stem + suffix) and result.path.is_file()
-    assert result.format == fmt and result.input_size == (H, W) and result.feature_dim == 512
+    assert result.format == fmt and result.input_size == (H, W) and result.feature_dim == FEATURES
     assert result.checked_batches == (3, 1)
     assert result.max_abs_diff >= 0.0 and result.seconds > 0  # within tolerance, or it raised
     assert result.opset == (17 if fmt == "onnx" else None)
@@ -169,7 +170,7 @@ def test_exported_features_match_pytorch(exported, checkpoints, name, fmt):
             session = ort.InferenceSession(str(result.path), providers=["CPUExecutionProvider"])
             (inp,), (out,) = session.get_inputs(), session.get_outputs()
             assert (inp.name, out.name) == ("images", "features")
-            assert inp.shape == ["batch", 3, H, W] and out.shape == ["batch", 512]
+            assert inp.shape == ["batch", 3, H, W] and out.shape == ["batch", FEATURES]
             got = session.run(None, {"images": images.numpy()})[0]
         else:
             ts = torch.jit.load(str(result.path), map_location="cpu")
@@ -208,7 +209,7 @@ def test_metadata_carries_genotype_and_preprocessing(exported, checkpoints, fmt)
     assert (meta["nas_reid.input_height"], meta["nas_reid.input_width"]) == (str(H), str(W))
     assert json.loads(meta["nas_reid.mean"]) == list(IMAGENET_MEAN)
     assert json.loads(meta["nas_reid.std"]) == list(IMAGENET_STD)
-    assert meta["nas_reid.feature"] == "feat_bn" and meta["nas_reid.feature_dim"] == "512"
+    assert meta["nas_reid.feature"] == "feat_bn" and meta["nas_reid.feature_dim"] == str(FEATURES)
     assert (meta["nas_reid.input_name"], meta["nas_reid.output_name"]) == ("images", "features")
     # the same values through each format's own reader
     if fmt == "onnx":
@@ -281,7 +282,8 @@ def test_not_a_model_checkpoint(tmp_path, content):
 @pytest.mark.parametrize("change, words", [
     ("genotype", "missing: cells.layer3.ops.e0_1.theta.0.weight, cells.layer3.ops.e0_1.theta.1.weight, "
                  "cells.layer3.ops.e0_1.theta.1.bias and 141 more)"),
-    ("num_classes", "other shape: head.classifier.weight [7, 512] (the network's: [9, 512])"),
+    ("num_classes", f"other shape: head.classifier.weight [7, {FEATURES}] (the network's: "
+                    f"[9, {FEATURES}])"),
     ("extra", "unexpected: extra.weight"),
 ])
 def test_weights_that_do_not_fit_the_genotype_name_the_first_keys(tmp_path, change, words):

@@ -333,9 +333,9 @@ def test_a_run_without_its_table_does_not_resume_and_a_bad_given_table_stops_the
     with pytest.raises(LatencyTableError, match=r"--resume: .*latency_table.json is missing"):
         search(None, None, out_dir=out, resume=True, progress=False)
     partial = made_up_table(load_space(resnet_latency_space()))
-    del partial.entries["resnet:resnet18:ls1:64x32"]
+    del partial.entries["resnet:resnet_tiny:ls1:64x32"]
     path = partial.save(tmp_path / "partial.json")
-    with pytest.raises(LatencyTableError, match=r"missing: 'resnet:resnet18:ls1:64x32'"):
+    with pytest.raises(LatencyTableError, match=r"missing: 'resnet:resnet_tiny:ls1:64x32'"):
         search(resnet_latency_space(table=str(path)), dataset, out_dir=tmp_path / "b",
                progress=False)
     assert not (tmp_path / "b").exists()  # refused before anything was written

@@ -159,7 +159,7 @@ def test_show_prints_the_backbone_stage_by_stage(run_dir, searched):
     (s3,) = [s for s in backbone_stages(hand) if s.name == "s3"]
     assert s3.widest is None and s3.blocks_text() == "x1/2 (b1 skipped)"
     assert "no backbone probabilities recorded" in format_summary(hand)
-    assert "backbone: resnet18 (fixed)" in format_summary(tiny_genotype())
+    assert "backbone: resnet_tiny (fixed)" in format_summary(tiny_genotype())
 
 
 # ------------------------------------------------------------------------------ the cost
@@ -192,7 +192,7 @@ def test_network_cost_is_the_built_model_without_its_classifier(searched):
     arch = searched.backbone.mobile
     assert backbone_cost(searched)[1] == arch_flops(arch, searched.input_size, 1)
     assert bnneck_parameters(searched) == 2 * arch.out_channels
-    assert bnneck_parameters(resnet) == 2 * 512
+    assert bnneck_parameters(resnet) == 2 * 128
     narrow, wide = (backbone_cost(with_stage(searched, "s3", width=w)) for w in (8, 16))
     assert narrow[0] < wide[0] and narrow[1] < wide[1]
 
@@ -216,7 +216,7 @@ def test_diff_shows_backbone_differences_stage_by_stage(searched):
 
     vs_resnet = diff_genotypes(searched, tiny_genotype())
     assert {s.status for s in vs_resnet.stages} == {"only_a"}
-    assert "mobilenetv2 (searched) vs resnet18 (fixed)" in format_diff(vs_resnet)
+    assert "mobilenetv2 (searched) vs resnet_tiny (fixed)" in format_diff(vs_resnet)
     assert diff_genotypes(tiny_genotype(), tiny_genotype()).stages == []
 
 
@@ -259,10 +259,10 @@ def test_plot_writes_the_backbone_figures_and_skips_them_for_a_resnet(run_dir, s
                       for s, p in (split_choice_key(k, WIDEST)
                                    for k in searched.backbone_probabilities)]
 
-    resnet = tiny_genotype().save(tmp_path / "resnet18.json")
+    resnet = tiny_genotype().save(tmp_path / "resnet_tiny.json")
     written, skipped = viz.write_genotype_figures(resnet, tmp_path / "r", formats=["png"])
     assert BACKBONE_FIGURES <= set(skipped)
-    assert "fixed resnet18 backbone" in skipped["backbone"]
+    assert "fixed resnet_tiny backbone" in skipped["backbone"]
     assert not any(p.stem in BACKBONE_FIGURES for p in written)
 
 

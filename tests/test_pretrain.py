@@ -20,6 +20,7 @@ from tests.tiny import PRETRAIN_SET, tiny_genotype, tiny_space
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 FROZEN = {"optimizer": {"lr": 1e-12}}  # one step leaves the weights where they started
+RESNET18 = tiny_genotype(backbone="resnet18")  # what `nas-reid pretrain` pretrains by default
 
 
 @pytest.fixture
@@ -89,7 +90,7 @@ def test_retrain_and_search_start_from_the_synthetic_backbone(tiny_pretraining, 
     weights = resolve_backbone_weights("synthetic", "resnet18", (64, 32), progress=False)
     expected = _conv_weights(torch.load(weights, weights_only=True))
 
-    retrain(tiny_genotype(), dataset, recipe="synthetic", out_dir=tmp_path / "r",
+    retrain(RESNET18, dataset, recipe="synthetic", out_dir=tmp_path / "r",
             overrides={**FROZEN, "epochs": 2, "batch": {"p": 2, "k": 4},
                        "lr_schedule": {"warmup_epochs": 0}},
             max_steps=1, progress=False)
@@ -101,7 +102,7 @@ def test_retrain_and_search_start_from_the_synthetic_backbone(tiny_pretraining, 
     assert config["recipe"]["backbone"]["weights"] == "synthetic"
     assert config["train"]["backbone_weights"]["sha256"] == pretrain_mod.file_sha256(weights)
 
-    space = tiny_space(weights={"lr": 1e-12})
+    space = tiny_space(backbone="resnet18", weights={"lr": 1e-12})
     space["backbone"]["weights"] = "synthetic"
     search(space, dataset, out_dir=tmp_path / "s", max_steps=1, progress=False)
     config = yaml.safe_load((tmp_path / "s" / "config.yaml").read_text())
@@ -120,7 +121,7 @@ def test_retrain_takes_a_torchvision_file_and_none(tiny_pretraining, tmp_path, d
     torch.save(state, path)
     common = dict(overrides={**FROZEN, "epochs": 2, "batch": {"p": 2, "k": 4},
                              "lr_schedule": {"warmup_epochs": 0}}, max_steps=1, progress=False)
-    retrain(tiny_genotype(), dataset, recipe="synthetic", out_dir=tmp_path / "file",
+    retrain(RESNET18, dataset, recipe="synthetic", out_dir=tmp_path / "file",
             backbone_weights=path, **common)
     got = _conv_weights(torch.load(tmp_path / "file" / "checkpoints" / "last.pt",
                                    weights_only=True)["model"], "backbone.")
@@ -131,10 +132,23 @@ def test_retrain_takes_a_torchvision_file_and_none(tiny_pretraining, tmp_path, d
         raise AssertionError("'none' pretrained a backbone")
 
     monkeypatch.setattr(pretrain_mod, "pretrain", no_pretraining)
-    retrain(tiny_genotype(), dataset, recipe="synthetic", out_dir=tmp_path / "none",
+    retrain(RESNET18, dataset, recipe="synthetic", out_dir=tmp_path / "none",
             backbone_weights="none", **common)
     config = yaml.safe_load((tmp_path / "none" / "config.yaml").read_text())
     assert config["train"]["backbone_weights"] == {"spec": "none", "file": None, "sha256": None}
+
+
+def test_resnet_tiny_is_pretrained_like_any_resnet(tiny_pretraining):
+    """The test backbone has no published weights, but ``weights: synthetic`` pretrains it as
+    it does ResNet-18, and the file loads into it."""
+    from nas_reid.space.backbone import ResNetBackbone
+
+    done = pretrain("resnet_tiny", (64, 32), progress=False)
+    loaded = ResNetBackbone("resnet_tiny", 1, weights=done.path)  # raises on another layout
+    state = torch.load(done.path, weights_only=True)
+    assert all(torch.equal(v, state[k]) for k, v in loaded.state_dict().items())
+    found = resolve_backbone_weights("synthetic", "resnet_tiny", (64, 32), may_train=False)
+    assert found == done.path
 
 
 def test_a_distributed_run_does_not_pretrain(tiny_pretraining):

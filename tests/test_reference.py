@@ -264,7 +264,7 @@ def test_space_misfit_names_what_no_network_of_the_space_has():
     assert tiny_genotype().space_misfit(space) is None
     assert "input 64x32, the space's is 128x64" in tiny_genotype().space_misfit(
         load_space({**tiny_space(), "input": {"height": 128, "width": 64}}))
-    assert "backbone resnet18" in tiny_genotype().space_misfit(
+    assert "backbone resnet_tiny" in tiny_genotype().space_misfit(
         load_space({**tiny_space(), "backbone": {"name": "resnet50", "last_stride": 1}}))
     assert "op se {'reduction': 4} on layer4 edge 0->1 is not a candidate" in tiny_genotype(
         ops=(("layer4", "se", {"reduction": 4}),)).space_misfit(space)
@@ -309,7 +309,7 @@ def test_a_shipped_space_name_with_another_hash_is_a_warning(tmp_path):
     from nas_reid.space.reference import SpaceMismatchWarning
     from tests.tiny import tiny_genotype
 
-    data = tiny_genotype().to_dict()
+    data = tiny_genotype(backbone="resnet18").to_dict()  # cpu_small's backbone
     data["space"] = {"name": "cpu_small", "hash": "0123456789abcdef"}
     data["input"] = {"height": 128, "width": 64}  # cpu_small's input: a network of that space
     Genotype.from_dict(data).save(tmp_path / "g.json")

@@ -115,7 +115,7 @@ def test_metrics_jsonl_has_the_documented_keys(finished):
         assert set(r["loss"]["weights"]) == {"total", "id", "triplet", "rib"}
         assert set(r["loss"]["arch"]) == {"triplet", "total"}
         assert r["loss"]["arch"]["total"] == r["loss"]["arch"]["triplet"]  # no cost term
-        assert r["backbone_probs"] == {} and r["backbone"] == "resnet18" and r["cost"] is None
+        assert r["backbone_probs"] == {} and r["backbone"] == "resnet_tiny" and r["cost"] is None
         assert set(r["rib"]) == {"weight", "I_XF", "I_FY", "IB"}
         assert set(r["heldout"]) == {"mAP", "R1", "R5", "queries", "gallery"}
         assert 0.0 <= r["heldout"]["mAP"] <= 1.0

@@ -312,7 +312,7 @@ def test_tau_schedules():
 # ------------------------------------------------------------------------------ backbone
 
 
-@pytest.mark.parametrize("name", ["resnet18", "resnet50"])
+@pytest.mark.parametrize("name", ["resnet18", "resnet50", "resnet_tiny"])
 @pytest.mark.parametrize("hw", [(64, 32), (256, 128)])
 @pytest.mark.parametrize("last_stride", [1, 2])
 def test_stage_shapes_match_a_forward(name, hw, last_stride):
@@ -338,6 +338,35 @@ def test_stage_shapes_table():
     assert stage_shapes("resnet18", (70, 30), 1)["layer3"] == (256, 5, 2)  # ceil halving
     with pytest.raises(BackboneError, match="unknown backbone"):
         stage_shapes("vgg16", (64, 32))
+
+
+def test_resnet_tiny_is_resnet18_with_one_block_per_stage_a_quarter_as_wide(tmp_path):
+    """The test backbone: ResNet-18's module names, strides and stage sizes (one block per
+    stage), a quarter of its channels; its state_dicts load back; spaces and genotypes name it."""
+    assert stage_shapes("resnet_tiny", (64, 32), 1) == {
+        "layer1": (16, 16, 8), "layer2": (32, 8, 4), "layer3": (64, 4, 2), "layer4": (128, 4, 2)}
+    tiny, r18 = ResNetBackbone("resnet_tiny", 1), ResNetBackbone("resnet18", 1)
+    first_blocks = {k: v for k, v in r18.state_dict().items() if k.split(".")[1:2] != ["1"]}
+    assert tiny.state_dict().keys() == first_blocks.keys()
+    for key, value in tiny.state_dict().items():
+        quarter = [n if i >= 2 or n == 3 else n // 4  # channels out / in, but RGB and kernels
+                   for i, n in enumerate(first_blocks[key].shape)]
+        assert list(value.shape) == quarter, key
+    assert tiny.out_channels == 128 and tiny.layer4[0].conv1.stride == (1, 1)
+    assert ResNetBackbone("resnet_tiny", 2).layer4[0].downsample[0].stride == (2, 2)
+    size = {net: sum(p.numel() for p in net.parameters()) for net in (tiny, r18)}
+    assert size[tiny] < 0.03 * size[r18]
+
+    torch.save(tiny.state_dict(), tmp_path / "tiny.pth")
+    loaded = ResNetBackbone("resnet_tiny", 1, weights=tmp_path / "tiny.pth")
+    assert all(torch.equal(v, loaded.state_dict()[k]) for k, v in tiny.state_dict().items())
+    with pytest.raises(BackboneError, match="does not match a torchvision resnet18"):
+        ResNetBackbone("resnet18", 1, weights=tmp_path / "tiny.pth")
+
+    space = load_space(small(backbone={"name": "resnet_tiny"}))  # ops checked at 64, 128 channels
+    assert space.canonical_hash() != load_space(small()).canonical_hash()
+    out = Supernet(space, num_classes=3)(torch.randn(4, 3, 64, 32))
+    assert out["feat"].shape == (4, 128) and out["logits"].shape == (4, 3)
 
 
 def _torchvision_state(name, seed=0):

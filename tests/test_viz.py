@@ -398,7 +398,7 @@ def test_search_report_curves(run_dir):
 def test_figures_are_written_as_png_and_svg(run_dir, tmp_path):
     written, skipped = viz.write_genotype_figures(run_dir, tmp_path / "out")
     assert set(skipped) == RESNET_SKIPS
-    assert "fixed resnet18 backbone" in skipped["backbone"] and "no cost" in skipped["cost"]
+    assert "fixed resnet_tiny backbone" in skipped["backbone"] and "no cost" in skipped["cost"]
     assert sorted(p.name for p in written) == sorted(f"{s}.{e}" for s in FIGURES
                                                      for e in ("png", "svg"))
     assert all(p.stat().st_size > 1000 for p in written)

@@ -1,11 +1,16 @@
 """The tiny configurations the training tests share: a one-or-two-cell search space and a
-genotype, both ResNet-18 at 64x32, and a tiny pretraining set and recipe (the benchmark itself
-is the ``data_root`` / ``dataset`` fixtures of ``conftest.py``)."""
+genotype, both at 64x32 on the ``resnet_tiny`` backbone (ResNet-18's stages, one block each, a
+quarter as wide: the backbone is not what these tests test) unless told ``backbone="resnet18"``,
+and a tiny pretraining set and recipe (the benchmark itself is the ``data_root`` / ``dataset``
+fixtures of ``conftest.py``)."""
 
 from __future__ import annotations
 
 from nas_reid.data.synthreid import SynthConfig
 from nas_reid.space.genotype import Genotype
+
+BACKBONE = "resnet_tiny"
+"""The fixed backbone of :func:`tiny_space` and :func:`tiny_genotype` unless told otherwise."""
 
 PRETRAIN_SET = SynthConfig(seed=5, ids=24, train_ids=20, cameras=3, images_per_id=4, height=64,
                            width=32)
@@ -15,13 +20,14 @@ PRETRAIN_RECIPE = {"name": "tiny_pretrain", "epochs": 2, "batch": {"p": 4, "k": 
 """Two epochs of PK 4x4: what ``backbone.weights: synthetic`` pretrains in the tests."""
 
 
-def tiny_space(*, name: str = "tiny", nodes: int = 1, **schedule) -> dict:
-    """Cells after layer3 and layer4 (``nodes`` each), three candidates, gumbel, two epochs of
-    PK 2x4; ``schedule`` entries replace the schedule's."""
+def tiny_space(*, name: str = "tiny", nodes: int = 1, backbone: str = BACKBONE,
+               **schedule) -> dict:
+    """Cells after layer3 and layer4 (``nodes`` each) of ``backbone`` (last stride 1), three
+    candidates, gumbel, two epochs of PK 2x4; ``schedule`` entries replace the schedule's."""
     space = {
         "name": name,
         "input": {"height": 64, "width": 32},
-        "backbone": {"name": "resnet18", "last_stride": 1},
+        "backbone": {"name": backbone, "last_stride": 1},
         "cells": {"positions": ["layer3", "layer4"], "nodes": nodes, "edges_per_node": 1},
         "ops": ["identity", {"name": "se", "params": {"reduction": 8}}, "eca"],
         "sampling": {"strategy": "gumbel", "tau": {"start": 5.0, "end": 0.5}},
@@ -32,13 +38,15 @@ def tiny_space(*, name: str = "tiny", nodes: int = 1, **schedule) -> dict:
     return space
 
 
-def tiny_genotype(ops=(("layer4", "se", {"reduction": 8}),)) -> Genotype:
-    """A hand-written genotype: one one-node cell per ``(position, op, params)``."""
+def tiny_genotype(ops=(("layer4", "se", {"reduction": 8}),), *,
+                  backbone: str = BACKBONE) -> Genotype:
+    """A hand-written genotype on ``backbone`` (last stride 1): one one-node cell per
+    ``(position, op, params)``."""
     return Genotype.from_dict({
         "schema": "nas-reid/genotype", "version": 1,
         "space": {"name": None, "hash": None},
         "input": {"height": 64, "width": 32},
-        "backbone": {"name": "resnet18", "last_stride": 1, "choices": {}},
+        "backbone": {"name": backbone, "last_stride": 1, "choices": {}},
         "cells": [{"position": pos, "nodes": 1,
                    "edges": [{"source": 0, "target": 1, "op": op, "params": params}]}
                   for pos, op, params in ops],

@@ -1,8 +1,11 @@
-"""ResNet backbones (torchvision ResNet-18 / ResNet-50) cut into a stem and four stages.
+"""ResNet backbones (torchvision ResNet-18 / ResNet-50, and ``resnet_tiny``) cut into a stem and
+four stages.
 
 The modules are torchvision's own (built with ``weights=None``: nothing is ever downloaded), kept
 under torchvision's names (``conv1``, ``bn1``, ``layer1`` .. ``layer4``) so that a plain torchvision
 state_dict loads as is; ``avgpool`` and ``fc`` are dropped (the re-ID head replaces them).
+``resnet_tiny`` (:func:`resnet_tiny`) is for tests and smoke runs: ResNet-18's stem and stages,
+one torchvision ``BasicBlock`` per stage at a quarter of the widths; it has no published weights.
 
 ``last_stride=1`` (the re-ID convention: the official RGA model's default,
 microsoft/Relation-Aware-Global-Attention-Networks ``reid/models/rga_model.py``, and BoT's
@@ -34,9 +37,9 @@ BACKBONES = {
     # name: output channels of layer1..layer4
     "resnet18": (64, 128, 256, 512),
     "resnet50": (256, 512, 1024, 2048),
+    "resnet_tiny": (16, 32, 64, 128),
 }
 
-_BUILDERS = {"resnet18": torchvision.models.resnet18, "resnet50": torchvision.models.resnet50}
 _SHOWN = 5  # how many offending keys an error message names
 
 
@@ -64,6 +67,47 @@ def stage_shapes(name: str, input_hw: tuple[int, int], last_stride: int = 1) -> 
     return shapes
 
 
+def resnet_tiny() -> nn.Module:
+    """A randomly initialised ``resnet_tiny``, for tests and smoke runs (no published weights).
+
+    ResNet-18's stem and stages with one block per stage, a quarter as wide: the 7x7/2 stem conv
+    to 16 channels, BatchNorm, ReLU, the 3x3/2 max-pool, then ``layer1`` .. ``layer4``, each an
+    ``nn.Sequential`` of one torchvision ``BasicBlock`` (16, 32, 64, 128 channels; layer2 ..
+    layer4 strided, with a 1x1 conv + BatchNorm ``downsample`` shortcut). Its module names and
+    strides are a torchvision ResNet-18's, so :func:`stage_shapes` holds for it (channels from
+    :data:`BACKBONES`), ``last_stride`` is set the same way and its state_dicts (e.g. pretrained
+    on the synthetic set) load with :func:`load_backbone_weights`. It is initialised as
+    torchvision initialises a ResNet (Kaiming-normal convs, BatchNorm weight 1 and bias 0) and
+    has no ``avgpool`` / ``fc``.
+    """
+    from torchvision.models.resnet import BasicBlock, conv1x1
+
+    widths = BACKBONES["resnet_tiny"]
+    net = nn.Module()
+    net.conv1 = nn.Conv2d(3, widths[0], kernel_size=7, stride=2, padding=3, bias=False)
+    net.bn1 = nn.BatchNorm2d(widths[0])
+    net.relu = nn.ReLU(inplace=True)
+    net.maxpool = nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
+    inplanes = widths[0]
+    for position, planes in zip(POSITIONS, widths):
+        stride = 1 if position == "layer1" else 2
+        downsample = None if stride == 1 and inplanes == planes else nn.Sequential(
+            conv1x1(inplanes, planes, stride), nn.BatchNorm2d(planes))
+        setattr(net, position, nn.Sequential(BasicBlock(inplanes, planes, stride, downsample)))
+        inplanes = planes
+    for module in net.modules():
+        if isinstance(module, nn.Conv2d):
+            nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
+    return net
+
+
+_BUILDERS = {"resnet18": lambda: torchvision.models.resnet18(weights=None),
+             "resnet50": lambda: torchvision.models.resnet50(weights=None),
+             "resnet_tiny": resnet_tiny}
+"""``name`` -> a randomly initialised network with torchvision ResNet's module names (nothing is
+downloaded)."""
+
+
 class ResNetBackbone(nn.Module):
     """A torchvision ResNet without ``avgpool``/``fc``: ``stem(x)`` then ``layer1`` .. ``layer4``.
 
@@ -77,7 +121,7 @@ class ResNetBackbone(nn.Module):
         stage_shapes(name, (32, 32), last_stride)  # validates name and stride
         self.name = name
         self.last_stride = last_stride
-        net = _BUILDERS[name](weights=None)
+        net = _BUILDERS[name]()
         if last_stride == 1:
             block = net.layer4[0]
             strided = block.conv2 if isinstance(block, torchvision.models.resnet.Bottleneck) else block.conv1

@@ -61,12 +61,19 @@ class InputConfig(StrictModel):
     width: int = Field(ge=16, le=4096)
 
 
-class BackboneConfig(StrictModel):
-    """``name``: a fixed torchvision ResNet (``resnet50``, ``resnet18``) or the searchable
-    ``mobilenetv2`` family, whose stages and choices are ``mobile``
-    (:class:`~nas_reid.space.mobile.MobileConfig`; MobileNetV2's table when left out)."""
+BackboneName = Literal["resnet50", "resnet18", "resnet_tiny", "mobilenetv2"]
+"""The backbones a space or a genotype can name: the fixed ResNets of
+:data:`nas_reid.space.backbone.BACKBONES` (``resnet_tiny``: for tests and smoke runs) and the
+searchable :data:`~nas_reid.space.mobile.MOBILE_BACKBONES`."""
 
-    name: Literal["resnet50", "resnet18", "mobilenetv2"]
+
+class BackboneConfig(StrictModel):
+    """``name``: a fixed torchvision ResNet (``resnet50``, ``resnet18``, or ``resnet_tiny`` for
+    tests and smoke runs) or the searchable ``mobilenetv2`` family, whose stages and choices are
+    ``mobile`` (:class:`~nas_reid.space.mobile.MobileConfig`; MobileNetV2's table when left
+    out)."""
+
+    name: BackboneName
     last_stride: Literal[1, 2] = 1
     weights: str | None = None
     """``synthetic`` (pretrained on the synthetic pretraining set, :mod:`nas_reid.train.pretrain`),

@@ -36,6 +36,7 @@ from nas_reid.fileio import atomic_write_text
 from nas_reid.ops import available_ops
 from nas_reid.space.backbone import POSITIONS, stage_shapes
 from nas_reid.space.config import (
+    BackboneName,
     SearchSpace,
     canonical_params,
     check_input_divides,
@@ -110,7 +111,7 @@ class BackboneGenotype(StrictModel):
     ``choices`` are a :class:`~nas_reid.space.mobile.MobileArch` (every stage's width, kernel,
     expansion and kept blocks, plus the stem, head and activation)."""
 
-    name: Literal["resnet50", "resnet18", "mobilenetv2"]
+    name: BackboneName
     last_stride: Literal[1, 2] = 1
     choices: dict[str, Any] = Field(default_factory=dict)
 
