@@ -134,7 +134,31 @@ def compare(truth, tag: str, all_rows, other: str) -> str:
         got = recipe_agreement(reference, truth, metric)
         lines.append(f"  {metric} mAP: Kendall tau {got['tau']:.2f} over {got['archs']} "
                      f"architectures; same best: {'yes' if got['same_best'] else 'no'}")
+    common = set(reference.archs) & set(truth.archs)
+    lines.append("  what retrain noise alone gives, each recipe's seeds against each other over "
+                 f"those architectures (test mAP): {tag or 'full'!r} {_seed_taus(truth, common)}; "
+                 f"{other or 'full'!r} {_seed_taus(reference, common)}")
     return "\n".join(lines)
+
+
+def _seed_taus(truth, archs) -> str:
+    """Kendall's tau of test mAP between every two seeds of ``truth`` over ``archs`` (those
+    both seeds hold)."""
+    from itertools import combinations
+
+    from nas_reid.search.quality import kendall_tau
+
+    by_seed: dict[int, dict[str, float]] = {}
+    for r in truth.rows:
+        if r["arch"] in archs:
+            by_seed.setdefault(int(r["seed"]), {})[r["arch"]] = float(r["test_mAP"])
+    out = []
+    for a, b in combinations(sorted(by_seed), 2):
+        shared = sorted(set(by_seed[a]) & set(by_seed[b]))
+        if len(shared) >= 2:
+            tau = kendall_tau([by_seed[a][k] for k in shared], [by_seed[b][k] for k in shared])
+            out.append(f"seeds {a}-{b}: {tau:.2f} over {len(shared)}")
+    return ", ".join(out) or "(one seed)"
 
 
 def main() -> None:
