@@ -11,8 +11,9 @@
 # so that the GPU retrains start from the same pretrained backbone file as the CPU rows (the
 # cache key and SHA-256 are checked; without it the backbone is pretrained again there). Name
 # .gpu_wheels and .gpu_cache in the device tool's carry. The CSV already committed is copied in
-# first, so rows measured before are skipped; merge the returned CSV's new rows into
-# bench/results/ground_truth_cpu_small.csv (same columns; the device column says cuda).
+# first, so rows measured before are skipped (GT_FRESH=1: not copied, every row retrained
+# here); merge the returned CSV's new rows into bench/results/ground_truth_cpu_small.csv (same
+# columns; the device column says cuda), or keep them apart when the backbone file differs.
 # GT_JOBS retrains at a time (default 8) on GT_THREADS torch threads (default 2) with GT_WORKERS
 # image-loading processes each (default 1), GT_LIMIT seconds in all (default 540): a row is
 # written the moment its retrain ends, so whatever finished before the limit comes back.
@@ -30,7 +31,7 @@ if ! python3 -c "import pydantic" 2>/dev/null; then
 fi
 python3 -m pip install -q --no-deps --no-build-isolation -e . >> "$OUT/install.log" 2>&1
 CSV="$OUT/ground_truth_cpu_small.csv"
-[ -f bench/results/ground_truth_cpu_small.csv ] && cp bench/results/ground_truth_cpu_small.csv "$CSV"
+[ -z "${GT_FRESH:-}" ] && [ -f bench/results/ground_truth_cpu_small.csv ] && cp bench/results/ground_truth_cpu_small.csv "$CSV"
 nvidia-smi --query-gpu=name,memory.total --format=csv > "$OUT/env.txt" 2>&1
 timeout "${GT_LIMIT:-540}" python3 bench/ground_truth.py --device cuda --jobs "${GT_JOBS:-8}" \
     --threads "${GT_THREADS:-2}" --workers "${GT_WORKERS:-1}" --csv "$CSV" --out "$WORK/runs" "$@" > "$OUT/ground_truth.log" 2>&1
