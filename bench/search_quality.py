@@ -40,7 +40,7 @@ if str(ROOT) not in sys.path:
 
 FIELDS = ["strategy", "seed", "arch", "test_mAP", "regret", "percentile", "tau", "wall_seconds",
           "k", "space", "space_hash", "overrides", "ground_truth", "package_version", "finished_at",
-          "device"]
+          "device", "backbone_sha256"]
 STRATEGIES = {"gumbel": ["sampling.strategy=gumbel"], "softmax": ["sampling.strategy=softmax"],
               "uniform": ["sampling.strategy=uniform"], "zero_cost": ["sampling.strategy=zero_cost"]}
 
@@ -71,6 +71,17 @@ def run_search(space_name: str, overrides: list[str], seed: int, out: Path, thre
     seconds = result.metrics[-1].get("time", time.perf_counter() - started) if result.metrics \
         else time.perf_counter() - started
     return result.genotype, float(seconds)
+
+
+def backbone_sha(space) -> str:
+    """The first 12 hex digits of the SHA-256 of the pretrained backbone file the searches start
+    from (``weights: synthetic``: the cached one, pretrained now if there is none), else ""."""
+    from nas_reid.train.pretrain import file_sha256, resolve_backbone_weights
+
+    if space.backbone.weights != "synthetic":
+        return ""
+    return file_sha256(resolve_backbone_weights("synthetic", space.backbone.name, space.input_size,
+                                                space.backbone.last_stride, log=print))[:12]
 
 
 def subnet_scores(out: Path) -> dict[str, float] | None:
@@ -161,7 +172,7 @@ def main() -> None:
         retrain_seconds = statistics.fmean(a.seconds for a in truth.archs.values())
         base = {"space": space.name, "space_hash": space.canonical_hash(),
                 "ground_truth": f"{gt_path.name} ({args.gt_overrides or 'full recipe'})",
-                "package_version": __version__}
+                "package_version": __version__, "backbone_sha256": backbone_sha(space)}
         for text in args.strategies:
             name, overrides = parse_strategy(text)
             seconds = []
@@ -204,7 +215,7 @@ def main() -> None:
                                       "percentile": round(j.percentile, 1), "tau": "",
                                       "wall_seconds": round(k * retrain_seconds, 1), "k": k,
                                       "overrides": f"same compute as {name}",
-                                      "device": "cpu",
+                                      "device": "cpu", "backbone_sha256": "",
                                       "finished_at": datetime.now(timezone.utc).isoformat(
                                           timespec="seconds")}, FIELDS)
     print(report(read_rows(csv_path), truth))
