@@ -71,12 +71,16 @@ def train_job(job: dict) -> dict:
     overrides = {**job["overrides"], "seed": job["seed"], "eval": {"every": 0}}
     device = torch.device(job.get("device", "cpu"))
     workers = job.get("workers", 0)
+    started = time.perf_counter()
+    print(f"  started {job['arch']} seed {job['seed']} on {device}", flush=True)
     result = retrain(None if resume else Genotype.from_json(job["genotype"]), data,
                      recipe=None if resume else job["recipe"],
                      overrides=None if resume else overrides, out_dir=run_dir, resume=resume,
                      epochs=None if resume else job.get("epochs"), progress=False,
                      device=device, num_workers=workers)
     val = result.results["plain"]
+    print(f"  trained {job['arch']} seed {job['seed']} in {time.perf_counter() - started:.0f} s "
+          f"({result.epochs} epochs)", flush=True)
     loaded = load_model(run_dir, device=device)
     got = evaluate_model(loaded.model, test, device=device, num_workers=workers,
                          keep_features=False).plain
