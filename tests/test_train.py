@@ -429,3 +429,34 @@ def test_the_throughput_benchmark_times_a_training_step():
                   "device": "cpu", "precision": "fp32", "p": 2, "k": 2, "repeats": 1, "threads": 1})
     assert r["img_s"] > 0 and r["backbone"] == "resnet18" and r["size"] == [64, 32]
     assert "layer1: 0->1 rga_sc" in r["cells"]
+
+
+def test_native_bf16_reads_the_x86_flags():
+    from nas_reid.engine.precision import native_bf16
+
+    assert native_bf16("processor\t: 0\nflags\t\t: fpu sse2 avx2 avx512f avx512_bf16\n") is True
+    assert native_bf16("flags\t\t: fpu sse2 avx2 amx_bf16 amx_tile\n") is True
+    assert native_bf16("flags\t\t: fpu sse2 avx2 fma\n") is False
+    assert native_bf16("processor\t: 0\nFeatures\t: fp asimd bf16\n") is None  # not x86
+
+
+@pytest.mark.parametrize("native, warns", [(False, True), (True, False), (None, False)])
+def test_bf16_on_a_cpu_without_bfloat16_instructions_warns(monkeypatch, native, warns):
+    import warnings
+
+    import nas_reid.engine.precision as precision
+
+    monkeypatch.setattr(precision, "cpu_has_native_bf16", lambda: native)
+    config = precision.PrecisionConfig(bf16=True)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        got = precision.Precision.resolve(config, torch.device("cpu"), where="recipe.precision")
+    assert got.bf16  # still on: a warning, not a refusal
+    slow = [w for w in caught if issubclass(w.category, precision.SlowPrecisionWarning)]
+    assert bool(slow) == warns
+    if warns:
+        assert "recipe.precision.bf16=false" in str(slow[0].message)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        precision.Precision.resolve(precision.PrecisionConfig(bf16=False), torch.device("cpu"))
+    assert not caught

@@ -9,14 +9,18 @@ Under ``bf16`` the forward passes run in ``torch.autocast(..., dtype=torch.bfloa
 network outputs are cast back with ``.float()`` before the losses. Weights, gradients and
 optimizer states stay float32 (no loss scaling). ``channels_last`` keeps the 4-D weights and
 images in NHWC order. Both are on by default on CUDA only (``auto``); ``true`` on a CPU is
-allowed (the tests do).
+allowed (the tests do), with a :class:`SlowPrecisionWarning` on an x86 CPU without bfloat16
+instructions, where bf16 is emulated and far slower than float32.
 Why, and the bf16 measurements on a CPU: docs/search.md, section `nas_reid.engine.precision`.
 """
 
 from __future__ import annotations
 
+import functools
+import warnings
 from contextlib import nullcontext
 from dataclasses import dataclass
+from pathlib import Path
 from typing import ContextManager, Literal
 
 import torch
@@ -35,6 +39,28 @@ class PrecisionConfig(BaseModel):
     channels_last: Literal["auto"] | bool = "auto"
 
 
+class SlowPrecisionWarning(UserWarning):
+    """bf16 on a CPU without bfloat16 instructions: it works, emulated, far slower than float32."""
+
+
+def native_bf16(cpuinfo: str) -> bool | None:
+    """Whether ``/proc/cpuinfo``'s text names an x86 bfloat16 instruction set (``avx512_bf16``
+    or ``amx_bf16``); None when it has no x86 ``flags`` line (another processor)."""
+    for line in cpuinfo.splitlines():
+        if line.startswith("flags"):
+            return bool({"avx512_bf16", "amx_bf16"} & set(line.partition(":")[2].split()))
+    return None
+
+
+@functools.cache
+def cpu_has_native_bf16() -> bool | None:
+    """:func:`native_bf16` of this machine; None where ``/proc/cpuinfo`` cannot be read."""
+    try:
+        return native_bf16(Path("/proc/cpuinfo").read_text())
+    except OSError:
+        return None
+
+
 def _on(flag: bool | str, device_type: str) -> bool:
     return device_type == "cuda" if flag == "auto" else bool(flag)
 
@@ -50,10 +76,16 @@ class Precision:
     def resolve(cls, config: PrecisionConfig, device: torch.device,
                 where: str = "precision") -> "Precision":
         """Resolve ``auto`` for ``device``; a GPU without bfloat16 support refuses ``bf16``
-        (:class:`~nas_reid.errors.UserError` naming ``where``)."""
+        (:class:`~nas_reid.errors.UserError` naming ``where``); a CPU without bfloat16
+        instructions warns (:class:`SlowPrecisionWarning`)."""
         bf16 = _on(config.bf16, device.type)
         if bf16 and device.type == "cuda" and not torch.cuda.is_bf16_supported():
             raise UserError(f"{where}.bf16: this GPU does not support bfloat16; set it to false")
+        if bf16 and device.type == "cpu" and cpu_has_native_bf16() is False:
+            warnings.warn(f"{where}.bf16 is on, but this CPU has no bfloat16 instructions (no "
+                          "avx512_bf16 or amx_bf16): bf16 is emulated and far slower than "
+                          f"float32 here; set {where}.bf16=false", SlowPrecisionWarning,
+                          stacklevel=2)
         return cls(bf16=bf16, channels_last=_on(config.channels_last, device.type))
 
     @property
