@@ -6,8 +6,10 @@ ground-truth table (``bench/ground_truth.py``) and appends one row to ``--csv`` 
 ``bench/results/search_quality.csv``): the picked architecture, its mean test mAP over the table's
 seeds, its regret (the table's best mean minus the pick's), its rank percentile, Kendall's tau
 between the strategy's architecture scores (log-probability of each architecture under the final
-distribution) and the table's mean test mAP, and the search's wall seconds. Rows already in the
-file are skipped: the script can be stopped and continued.
+distribution) and the table's mean test mAP, the search's wall seconds, where it ran (``device``)
+and the pretrained backbone file it started from (``backbone_sha256``). Rows already in the file
+are skipped: the script can be stopped and continued. ``bench/gpu_search_quality.sh`` runs
+searches side by side on a GPU.
 
 Random search at the same compute gets rows too: ``k`` = (median search seconds + one retrain) /
 one retrain of the table, architectures sampled, one seed's *validation* mAP observed for each,
@@ -106,7 +108,8 @@ def report(rows: list[dict], truth, k_max: int = 20) -> str:
              f"({truth.best.test:.1f} mAP); retrain-noise std "
              f"{truth.noise()['std']:.2f} points", "",
              "| strategy | seeds | picks | median regret | mean test mAP | mean percentile | "
-             "mean tau | mean minutes (cpu, 1 thread / cuda) |", "|---|---:|---|---:|---:|---:|---:|---:|"]
+             "mean tau | mean minutes (cpu, 1 thread / cuda) |",
+             "|---|---:|---|---:|---:|---:|---:|---:|"]
     strategies = list(dict.fromkeys(r["strategy"] for r in rows))
     for name in strategies:
         mine = [r for r in rows if r["strategy"] == name]
