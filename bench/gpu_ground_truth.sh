@@ -22,14 +22,7 @@ OUT=${1:?usage: bash bench/gpu_ground_truth.sh OUTDIR [ground_truth.py arguments
 shift
 cd "$(dirname "$0")/.."
 mkdir -p "$OUT"
-WORK=${WORK:-/tmp/nas_reid_ground_truth}
-mkdir -p "$WORK/cache"
-export NAS_REID_CACHE="$WORK/cache" PYTHONUNBUFFERED=1
-[ -d .gpu_cache/pretrained ] && [ ! -d "$WORK/cache/pretrained" ] && cp -r .gpu_cache/pretrained "$WORK/cache/"
-if ! python3 -c "import pydantic" 2>/dev/null; then
-    python3 -m pip install -q --no-index --no-deps .gpu_wheels/*.whl >> "$OUT/install.log" 2>&1
-fi
-python3 -m pip install -q --no-deps --no-build-isolation -e . >> "$OUT/install.log" 2>&1
+. bench/gpu_setup.sh
 CSV="$OUT/ground_truth_cpu_small.csv"
 [ -z "${GT_FRESH:-}" ] && [ -f bench/results/ground_truth_cpu_small.csv ] && cp bench/results/ground_truth_cpu_small.csv "$CSV"
 nvidia-smi --query-gpu=name,memory.total --format=csv > "$OUT/env.txt" 2>&1

@@ -9,8 +9,8 @@
 # Each quoted group is one stream (one process, its seeds one after another); the streams run
 # at the same time, so their wall seconds are contended GPU seconds: the random-search rows at
 # the same compute are counted from CPU searches only (bench/search_quality.py). Prepare as for
-# bench/gpu_ground_truth.sh (.gpu_wheels and .gpu_cache in the device tool's carry); when both
-# run in one call, start this one after that one has installed the package. The CSV already
+# bench/gpu_ground_truth.sh (.gpu_wheels and .gpu_cache in the device tool's carry; both set up
+# through bench/gpu_setup.sh, under a lock, so they may start together). The CSV already
 # committed is copied in first, so its rows are skipped; merge the returned CSV's new rows into
 # bench/results/search_quality.csv. SQ_LIMIT seconds in all (default 540).
 set -uo pipefail
@@ -19,14 +19,7 @@ GT=${2?usage: bash bench/gpu_search_quality.sh OUTDIR GT_OVERRIDES "STRATEGY SEE
 shift 2
 cd "$(dirname "$0")/.."
 mkdir -p "$OUT"
-WORK=${WORK:-/tmp/nas_reid_ground_truth}
-mkdir -p "$WORK/cache"
-export NAS_REID_CACHE="$WORK/cache" PYTHONUNBUFFERED=1
-[ -d .gpu_cache/pretrained ] && [ ! -d "$WORK/cache/pretrained" ] && cp -r .gpu_cache/pretrained "$WORK/cache/"
-if ! python3 -c "import nas_reid, pydantic" 2>/dev/null; then
-    python3 -m pip install -q --no-index --no-deps .gpu_wheels/*.whl >> "$OUT/install.log" 2>&1
-    python3 -m pip install -q --no-deps --no-build-isolation -e . >> "$OUT/install.log" 2>&1
-fi
+. bench/gpu_setup.sh
 CSV="$OUT/search_quality.csv"
 cp bench/results/search_quality.csv "$CSV"
 for stream in "$@"; do
