@@ -26,7 +26,11 @@ recorded in the ``overrides`` column (``--epochs N``), so the rows of each recip
 ``--compare TAG`` (with ``--report``) prints Kendall's tau between this recipe's per-architecture
 mean test and validation mAP and those of the rows whose overrides are ``TAG`` ("" for the
 full recipe), over the architectures both hold: the test a cheaper recipe must pass (tau >= 0.8
-over >= 12 architectures) before it stands in for the full one.
+over >= 12 architectures) before it stands in for the full one. Beside it, what retrain noise
+alone allows: each recipe's seed-to-seed taus over those architectures, and the noise ceiling
+(:func:`nas_reid.search.quality.agreement_ceiling`): the tau two recipes ranking *alike* would
+show with these seed stds and seed counts (median, 5-95%, and how often >= 0.8), and whether the
+observed tau lies below that range.
 """
 
 from __future__ import annotations
@@ -127,7 +131,8 @@ def report(truth, space_name: str) -> str:
 
 def compare(truth, tag: str, all_rows, other: str) -> str:
     """Kendall's tau between this recipe's ranking and that of the rows tagged ``other``."""
-    from nas_reid.search.quality import Truth, recipe_agreement
+    from nas_reid.errors import UserError
+    from nas_reid.search.quality import Truth, agreement_ceiling, recipe_agreement
 
     rows = [r for r in all_rows if r["overrides"] == other]
     if not rows:
@@ -142,6 +147,24 @@ def compare(truth, tag: str, all_rows, other: str) -> str:
     lines.append("  what retrain noise alone gives, each recipe's seeds against each other over "
                  f"those architectures (test mAP): {tag or 'full'!r} {_seed_taus(truth, common)}; "
                  f"{other or 'full'!r} {_seed_taus(reference, common)}")
+    try:
+        ceiling = agreement_ceiling(reference, truth, "test")
+    except UserError as exc:
+        lines.append(f"  noise ceiling: not computed ({exc})")
+        return "\n".join(lines)
+    observed = recipe_agreement(reference, truth, "test")["tau"]
+    names = {"full": other or "full", "cheap": tag or "full"}
+    noise = "; ".join(f"{names[n]!r}: seed std {sd:.2f}, noise / spread {r:.2f}"
+                      for n, (sd, r) in ceiling["noise"].items() if sd is not None)
+    assumed = "".join(f" ({names[n]!r} has one seed per architecture: its noise / spread taken "
+                      "as the other's)" for n in ceiling["assumed"])
+    verdict = ("below that range: the recipes rank differently beyond the noise"
+               if observed < ceiling["low"] else "within what the noise allows")
+    lines.append(f"  noise ceiling (test mAP; {noise}){assumed}: two recipes ranking alike would "
+                 f"show tau {ceiling['median']:.2f} (5-95%: {ceiling['low']:.2f} to "
+                 f"{ceiling['high']:.2f}) over these {ceiling['archs']}, and tau >= "
+                 f"{ceiling['threshold']} in {100 * ceiling['p_threshold']:.0f}% of 2,000 "
+                 f"simulations; the observed {observed:.2f} is {verdict}")
     return "\n".join(lines)
 
 

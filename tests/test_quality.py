@@ -11,6 +11,7 @@ from nas_reid.errors import UserError
 from nas_reid.search.quality import (
     GT_FIELDS,
     Truth,
+    agreement_ceiling,
     append_row,
     enumerate_architectures,
     equal_compute_k,
@@ -23,6 +24,7 @@ from nas_reid.search.quality import (
     recipe_agreement,
     run_ground_truth,
     scores_from_probabilities,
+    seed_sd,
     summarize,
 )
 from nas_reid.space import Supernet, load_space
@@ -104,6 +106,41 @@ def test_a_cheaper_recipe_is_judged_by_how_it_ranks_the_architectures_both_hold(
         recipe_agreement(full, Truth.from_rows([_row("a", 0, 1, 1), _row("z", 0, 2, 2)]))
 
 
+def _recipe(spread, noise, seeds=(0, 1), archs="abcdefghijkl"):
+    """Rows of a recipe: architecture i's true test mAP is 50 + spread * i; its seeds add
+    +-noise (so the pooled seed std is noise * sqrt(2) for two seeds)."""
+    offsets = {0: -noise, 1: noise, 2: 0.0}
+    return Truth.from_rows([_row(a, s, 50 + spread * i + offsets[s], 0)
+                            for i, a in enumerate(archs) for s in seeds])
+
+
+def test_seed_sd_pools_the_within_architecture_variance():
+    assert seed_sd(_recipe(1.0, 0.5)) == pytest.approx(0.5 * math.sqrt(2))
+    assert seed_sd(_recipe(1.0, 0.5, seeds=(0,))) is None
+
+
+def test_the_noise_ceiling_is_high_when_the_spread_dwarfs_the_noise_and_low_otherwise():
+    clear = agreement_ceiling(_recipe(5.0, 0.01), _recipe(5.0, 0.01))
+    assert clear["archs"] == 12 and clear["median"] == pytest.approx(1.0)
+    assert clear["p_threshold"] == 1.0 and clear["assumed"] == []
+    # arch-to-arch differences of a tenth of the seed noise: two identical recipes barely agree
+    noisy = agreement_ceiling(_recipe(0.1, 2.0), _recipe(0.1, 2.0))
+    assert abs(noisy["median"]) < 0.3 and noisy["p_threshold"] < 0.05
+    assert noisy["low"] <= noisy["median"] <= noisy["high"]
+    # the same figures for the same inputs (a seeded simulation)
+    assert agreement_ceiling(_recipe(0.1, 2.0), _recipe(0.1, 2.0)) == noisy
+
+
+def test_the_noise_ceiling_takes_a_single_seed_recipes_noise_from_the_other():
+    got = agreement_ceiling(_recipe(1.0, 0.01, seeds=(0,)), _recipe(1.0, 0.01))
+    assert got["assumed"] == ["full"] and got["noise"]["full"] == (None, None)
+    assert got["median"] == pytest.approx(1.0)
+    with pytest.raises(UserError, match="neither recipe has two seeds"):
+        agreement_ceiling(_recipe(1.0, 0.5, seeds=(0,)), _recipe(1.0, 0.5, seeds=(0,)))
+    with pytest.raises(UserError, match="share 2 architecture"):
+        agreement_ceiling(_recipe(1.0, 0.5, archs="ab"), _recipe(1.0, 0.5, archs="abc"))
+
+
 def test_random_search_selects_by_validation_never_by_test():
     truth = Truth.from_rows(FAKE)
     everything = random_search(truth, k=4, trials=50)
@@ -175,3 +212,21 @@ def test_append_row_refuses_a_file_with_other_columns(tmp_path):
     with pytest.raises(UserError, match="columns"):
         append_row(path, {"a": 3, "b": 4, "c": 5}, ["a", "b", "c"])
     assert path.read_text().splitlines() == ["a,b", "1,2"]
+
+
+def test_the_ground_truth_report_compares_two_recipes_with_their_noise_ceiling():
+    from bench.ground_truth import compare
+
+    full = [dict(r, overrides="") for r in _recipe(1.0, 0.1).rows]
+    cheap = [dict(r, overrides="--epochs 6") for r in _recipe(1.0, 0.1).rows]
+    text = compare(Truth.from_rows(cheap), "--epochs 6", full + cheap, "")
+    assert "test mAP: Kendall tau 1.00 over 12 architectures; same best: yes" in text
+    assert "two recipes ranking alike would show tau 1.00" in text
+    assert "the observed 1.00 is within what the noise allows" in text
+    reversed_ = [dict(r, test_mAP=str(200 - float(r["test_mAP"]))) for r in cheap]
+    text = compare(Truth.from_rows(reversed_), "--epochs 6", full + reversed_, "")
+    assert "the observed -1.00 is below that range: the recipes rank differently" in text
+    one_each = [r for r in full + cheap if r["seed"] == "0"]
+    text = compare(Truth.from_rows([r for r in one_each if r["overrides"]]), "--epochs 6",
+                   one_each, "")
+    assert "noise ceiling: not computed (neither recipe has two seeds" in text

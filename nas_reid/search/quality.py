@@ -313,6 +313,70 @@ def recipe_agreement(full: Truth, cheap: Truth, metric: str = "test") -> dict[st
             == max(common, key=lambda k: getattr(cheap.archs[k], metric))}
 
 
+def seed_sd(truth: Truth, metric: str = "test") -> float | None:
+    """The pooled seed-to-seed std of ``metric`` mAP (root of the mean within-architecture
+    variance over the architectures with two or more seeds); None if there are none."""
+    variances = [statistics.variance(v.values())
+                 for v in truth.seed_values(f"{metric}_mAP").values() if len(v) > 1]
+    return math.sqrt(statistics.fmean(variances)) if variances else None
+
+
+def agreement_ceiling(full: Truth, cheap: Truth, metric: str = "test", *, threshold: float = 0.8,
+                      trials: int = 2000, seed: int = 0) -> dict[str, Any]:
+    """What retrain noise alone allows :func:`recipe_agreement` to reach: the Kendall tau two
+    recipes that rank the architectures *identically* would show over the architectures both
+    hold, given each recipe's seed-to-seed noise and seeds per architecture.
+
+    A parametric simulation: the common truth is the mean of the two recipes' standardised
+    per-architecture means (unit spread); each recipe observes it with Gaussian noise of its
+    noise-to-spread ratio (:func:`seed_sd` over the std of its means once their own noise is
+    taken out) divided by the root of its seed count. A recipe with one seed per architecture
+    takes the other's ratio (``assumed`` names it). Returns the median tau, its 5th and 95th
+    percentiles, the share of trials at or above ``threshold``, the architectures compared and
+    each recipe's ``(seed std, noise-to-spread ratio)``.
+    """
+    common = sorted(set(full.archs) & set(cheap.archs))
+    if len(common) < 3:
+        raise UserError(f"the two recipes share {len(common)} architecture(s); at least 3 are "
+                        "needed to simulate their agreement")
+    tables = {"full": full, "cheap": cheap}
+    ratios: dict[str, float | None] = {}
+    noise: dict[str, tuple[float | None, float | None]] = {}
+    zs = []
+    for name, truth in tables.items():
+        means = [getattr(truth.archs[k], metric) for k in common]
+        spread = statistics.stdev(means)
+        zs.append([(m - statistics.fmean(means)) / spread if spread else 0.0 for m in means])
+        sd = seed_sd(truth, metric)
+        if sd is None:
+            ratios[name] = None
+        else:
+            noise_var = statistics.fmean(sd ** 2 / truth.archs[k].seeds for k in common)
+            signal = math.sqrt(max(spread ** 2 - noise_var, 1e-12))
+            ratios[name] = sd / signal
+        noise[name] = (sd, ratios[name])
+    unknown = [n for n, r in ratios.items() if r is None]
+    if len(unknown) == 2:
+        raise UserError("neither recipe has two seeds of any shared architecture: their retrain "
+                        "noise is unknown")
+    for name in unknown:
+        ratios[name] = next(r for r in ratios.values() if r is not None)
+    truth_z = [(a + b) / 2 for a, b in zip(*zs)]
+    spread = statistics.stdev(truth_z) or 1.0
+    truth_z = [t / spread for t in truth_z]
+    rng = random.Random(seed)
+    taus = []
+    for _ in range(trials):
+        x, y = ([t + rng.gauss(0.0, ratios[name] / math.sqrt(tables[name].archs[k].seeds))
+                 for t, k in zip(truth_z, common)] for name in ("full", "cheap"))
+        taus.append(kendall_tau(x, y))
+    taus.sort()
+    return {"archs": len(common), "median": statistics.median(taus),
+            "low": taus[int(0.05 * (trials - 1))], "high": taus[int(0.95 * (trials - 1))],
+            "p_threshold": sum(t >= threshold for t in taus) / trials, "threshold": threshold,
+            "noise": noise, "assumed": unknown}
+
+
 def pending_jobs(archs: Sequence[tuple[str, Any]], seeds: Sequence[int],
                  rows: Iterable[Mapping[str, str]], tag: str) -> list[tuple[str, Any, int]]:
     """The (key, genotype, seed) not yet in ``rows`` under the recipe ``tag``, seed-major (every
