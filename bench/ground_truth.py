@@ -17,6 +17,11 @@ their checkpoints are deleted once the row is written (a half-done run is resume
     python bench/ground_truth.py --epochs 8 --report --compare ""  # does it rank them alike?
     python bench/ground_truth.py --report                          # summary of the CSV
 
+Every row records the pretrained backbone file it started from (``backbone_sha256``, 12 hex
+digits); a CSV holds rows of one file only (retraining from another one, pretrained again or on
+another processor, stops with the name of the file to write to instead), so seed-to-seed noise
+is never confounded with the backbone's.
+
 ``--device cuda`` runs every retrain on the GPU (``--workers`` image-loading processes each);
 ``bench/gpu_ground_truth.sh`` is the script for a lent GPU machine.
 
@@ -101,7 +106,8 @@ def train_job(job: dict) -> dict:
             "validation": f"{VALIDATION['fraction']} of the training ids, seed {VALIDATION['seed']}",
             "threads": job["threads"], "device": str(device), "torch": torch.__version__,
             "package_version": __version__,
-            "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+            "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "backbone_sha256": job["backbone_sha256"]}
 
 
 def report(truth, space_name: str) -> str:
@@ -241,17 +247,27 @@ def main() -> None:
     print(f"{space.name}: {len(archs)} architectures x {len(args.seeds)} seeds, {len(jobs)} "
           f"retrains to run ({args.jobs} at a time x {args.threads} thread(s)) -> {csv_path}",
           flush=True)
+    sha = ""
     if jobs:
-        from nas_reid.train.pretrain import resolve_backbone_weights
+        from nas_reid.search.quality import GT_FIELDS, check_columns, check_one_backbone
+        from nas_reid.train.pretrain import file_sha256, resolve_backbone_weights
 
-        if load_recipe(args.recipe, overrides).backbone.weights == "synthetic":
-            resolve_backbone_weights("synthetic", space.backbone.name, space.input_size,
-                                     space.backbone.last_stride, log=print)  # once, not per job
+        try:  # once here, not per job (and on the jobs' device: a GPU pretrains in a minute)
+            weights = resolve_backbone_weights(
+                load_recipe(args.recipe, overrides).backbone.weights, space.backbone.name,
+                space.input_size, space.backbone.last_stride, device=args.device, log=print)
+            sha = file_sha256(weights)[:12] if weights is not None else ""
+            print(f"backbone weights: {weights or 'none'}" + (f" (sha256 {sha})" if sha else ""))
+            check_columns(csv_path, GT_FIELDS)
+            check_one_backbone(read_rows(csv_path), sha, csv_path)
+        except (UserError, OSError) as exc:
+            sys.exit(f"error: {exc}")
     label = re.sub(r"[^A-Za-z0-9_.=-]+", "_", f"{space.name}-{args.recipe}-{tag}" if tag
                    else f"{space.name}-{args.recipe}")
     started = time.perf_counter()
     run_ground_truth(jobs, train_job, csv_path, workers=args.jobs, log=lambda s: print(s, flush=True),
                      base={"recipe": args.recipe, "overrides": overrides, "tag": tag,
+                           "backbone_sha256": sha,
                            "epochs": args.epochs,
                            "threads": args.threads, "device": args.device,
                            "workers": args.workers, "out": str(Path(args.out) / label),

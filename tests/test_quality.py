@@ -13,6 +13,7 @@ from nas_reid.search.quality import (
     Truth,
     agreement_ceiling,
     append_row,
+    check_one_backbone,
     enumerate_architectures,
     equal_compute_k,
     judge,
@@ -230,3 +231,37 @@ def test_the_ground_truth_report_compares_two_recipes_with_their_noise_ceiling()
     text = compare(Truth.from_rows([r for r in one_each if r["overrides"]]), "--epochs 6",
                    one_each, "")
     assert "noise ceiling: not computed (neither recipe has two seeds" in text
+
+
+def test_a_ground_truth_csv_holds_the_retrains_of_one_backbone_file():
+    rows = [{"arch": "a", "backbone_sha256": "abc"}, {"arch": "b", "backbone_sha256": "abc"}]
+    check_one_backbone(rows, "abc", "gt.csv")
+    check_one_backbone([], "def", "gt.csv")
+    with pytest.raises(UserError, match=r"gt.csv holds retrains from another pretrained backbone "
+                       r"file \(abc\) than this run's \(def\): write to another --csv"):
+        check_one_backbone(rows, "def", "gt.csv")
+    with pytest.raises(UserError, match=r"\(unrecorded\) than this run's \(none\)"):
+        check_one_backbone([{"arch": "a"}], "", "gt.csv")
+
+
+def test_ground_truth_py_refuses_another_backbone_or_other_columns_before_training(tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    csv_path = tmp_path / "gt.csv"
+    append_row(csv_path, {"arch": "layer3=se layer4=se", "seed": 0, "overrides": "",
+                          "backbone_sha256": "abc"}, GT_FIELDS)
+    command = [sys.executable, str(root / "bench" / "ground_truth.py"), "--set",
+               "backbone.weights=none", "--archs", "1", "--seeds", "0", "--csv", str(csv_path),
+               "--out", str(tmp_path / "runs")]
+    got = subprocess.run(command, capture_output=True, text=True, cwd=tmp_path)
+    assert got.returncode == 1, got.stderr
+    assert got.stderr.strip().splitlines()[-1] == (
+        f"error: {csv_path} holds retrains from another pretrained backbone file (abc) than this "
+        "run's (none): write to another --csv, e.g. one named after the backbone")
+    csv_path.write_text("arch,seed\n")
+    got = subprocess.run(command, capture_output=True, text=True, cwd=tmp_path)
+    assert got.returncode == 1 and "its columns (arch, seed) are not this writer's" in got.stderr
+    assert not (tmp_path / "runs").exists() and csv_path.read_text() == "arch,seed\n"

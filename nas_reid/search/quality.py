@@ -37,8 +37,10 @@ from nas_reid.errors import UserError
 GT_FIELDS = ["arch", "seed", "val_mAP", "val_R1", "val_mINP", "test_mAP", "test_R1", "test_mINP",
              "params", "flops", "wall_seconds", "recipe", "overrides", "epochs", "space",
              "space_hash", "validation", "threads", "device", "torch", "package_version",
-             "finished_at"]
-"""The ground-truth CSV's columns; metrics in percent."""
+             "finished_at", "backbone_sha256"]
+"""The ground-truth CSV's columns; metrics in percent. ``backbone_sha256``: the first 12 hex
+digits of the pretrained backbone file's SHA-256 ("" without one; "unrecorded" in rows written
+before the column existed)."""
 
 
 # ------------------------------------------------------------------------------ CSV files
@@ -53,18 +55,26 @@ def read_rows(path: str | os.PathLike) -> list[dict[str, str]]:
         return list(csv.DictReader(handle))
 
 
+def check_columns(path: str | os.PathLike, fields: Sequence[str]) -> bool:
+    """Whether ``path`` is new (absent or empty); a file with other columns than ``fields``
+    raises UserError (checked before a long run, not only at its first row)."""
+    path = Path(path)
+    if not path.is_file() or path.stat().st_size == 0:
+        return True
+    with open(path, newline="") as handle:
+        header = next(csv.reader(handle), [])
+    if header != list(fields):
+        raise UserError(f"{path}: its columns ({', '.join(header)}) are not this writer's "
+                        f"({', '.join(fields)}); write to another file")
+    return False
+
+
 def append_row(path: str | os.PathLike, row: Mapping[str, Any], fields: Sequence[str]) -> None:
     """Append one row (after a header if the file is new or empty), flushed to disk: a kill
     loses at most the row being written. A file with other columns raises UserError."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    new = not path.is_file() or path.stat().st_size == 0
-    if not new:
-        with open(path, newline="") as handle:
-            header = next(csv.reader(handle), [])
-        if header != list(fields):
-            raise UserError(f"{path}: its columns ({', '.join(header)}) are not this writer's "
-                            f"({', '.join(fields)}); write to another file")
+    new = check_columns(path, fields)
     with open(path, "a", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=list(fields), extrasaction="ignore")
         if new:
@@ -384,6 +394,19 @@ def pending_jobs(archs: Sequence[tuple[str, Any]], seeds: Sequence[int],
     done = {(r["arch"], int(r["seed"])) for r in rows if r.get("overrides", "") == tag}
     return [(key, genotype, seed) for seed in seeds for key, genotype in archs
             if (key, seed) not in done]
+
+
+def check_one_backbone(rows: Iterable[Mapping[str, str]], sha: str, path: str | os.PathLike) -> None:
+    """A ground-truth CSV holds retrains from one pretrained backbone file: raise UserError if
+    any of ``rows`` (those of ``path``) names another than ``sha``. Retrain noise is measured
+    between seeds of one file; another file (pretrained again, or on another processor) moves
+    every architecture at once, so its rows go to a CSV of their own."""
+    other = sorted({r.get("backbone_sha256", "unrecorded") for r in rows} - {sha})
+    if other:
+        raise UserError(f"{path} holds retrains from another pretrained backbone file "
+                        f"({', '.join(o or 'none' for o in other)}) than this run's "
+                        f"({sha or 'none'}): write to another --csv, e.g. one named after "
+                        f"{sha or 'the backbone'}")
 
 
 def run_ground_truth(jobs: Sequence[tuple[str, Any, int]], train: Callable[[dict], dict],
