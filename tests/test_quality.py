@@ -25,7 +25,7 @@ from nas_reid.search.quality import (
     recipe_agreement,
     run_ground_truth,
     scores_from_probabilities,
-    seed_sd,
+    rank_noise,
     summarize,
 )
 from nas_reid.space import Supernet, load_space
@@ -107,17 +107,28 @@ def test_a_cheaper_recipe_is_judged_by_how_it_ranks_the_architectures_both_hold(
         recipe_agreement(full, Truth.from_rows([_row("a", 0, 1, 1), _row("z", 0, 2, 2)]))
 
 
-def _recipe(spread, noise, seeds=(0, 1), archs="abcdefghijkl"):
-    """Rows of a recipe: architecture i's true test mAP is 50 + spread * i; its seeds add
-    +-noise (so the pooled seed std is noise * sqrt(2) for two seeds)."""
-    offsets = {0: -noise, 1: noise, 2: 0.0}
-    return Truth.from_rows([_row(a, s, 50 + spread * i + offsets[s], 0)
-                            for i, a in enumerate(archs) for s in seeds])
+def _recipe(spread, noise, seeds=(0, 1), archs="abcdefghijkl", offset=0.0):
+    """Rows of a recipe: architecture i's true test mAP is 50 + spread * i; its seed s adds
+    offset * s (alike for all) and +-noise, the sign alternating over architectures (so the
+    residual of architecture + seed effects has std noise * sqrt(2 * 12 / 11) at two seeds)."""
+    deviation = {0: -1.0, 1: 1.0, 2: 0.0}
+    return Truth.from_rows([
+        _row(a, s, 50 + spread * i + offset * s + noise * deviation[s] * (-1) ** i, 0)
+        for i, a in enumerate(archs) for s in seeds])
 
 
-def test_seed_sd_pools_the_within_architecture_variance():
-    assert seed_sd(_recipe(1.0, 0.5)) == pytest.approx(0.5 * math.sqrt(2))
-    assert seed_sd(_recipe(1.0, 0.5, seeds=(0,))) is None
+def test_rank_noise_leaves_out_what_a_seed_does_to_every_architecture():
+    fit = rank_noise(_recipe(1.0, 0.5, offset=3.0))
+    assert fit["sd"] == pytest.approx(0.5 * math.sqrt(2 * 12 / 11)) and fit["dof"] == 11
+    assert fit["offsets"] == {0: 0.0, 1: pytest.approx(3.0)}
+    # an offset alone: nothing that reorders architectures
+    assert rank_noise(_recipe(1.0, 0.0, offset=3.0))["sd"] == pytest.approx(0.0, abs=1e-9)
+    assert rank_noise(_recipe(1.0, 0.5, seeds=(0,))) is None
+    # unbalanced: the architectures with one seed inform the effects, not the residual
+    rows = _recipe(1.0, 0.5, offset=3.0).rows
+    partial = Truth.from_rows([r for r in rows if r["seed"] == "0" or r["arch"] in "ab"])
+    assert rank_noise(partial)["dof"] == 1
+    assert rank_noise(partial)["offsets"][1] == pytest.approx(3.0)
 
 
 def test_the_noise_ceiling_is_high_when_the_spread_dwarfs_the_noise_and_low_otherwise():

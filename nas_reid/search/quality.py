@@ -323,12 +323,35 @@ def recipe_agreement(full: Truth, cheap: Truth, metric: str = "test") -> dict[st
             == max(common, key=lambda k: getattr(cheap.archs[k], metric))}
 
 
-def seed_sd(truth: Truth, metric: str = "test") -> float | None:
-    """The pooled seed-to-seed std of ``metric`` mAP (root of the mean within-architecture
-    variance over the architectures with two or more seeds); None if there are none."""
-    variances = [statistics.variance(v.values())
-                 for v in truth.seed_values(f"{metric}_mAP").values() if len(v) > 1]
-    return math.sqrt(statistics.fmean(variances)) if variances else None
+def rank_noise(truth: Truth, metric: str = "test") -> dict[str, Any] | None:
+    """The retrain noise that can reorder architectures, apart from what a seed does to all.
+
+    Fits ``value = architecture effect + seed effect + residual`` to the ``metric`` mAP of every
+    row (alternating means; exact for a complete table) and returns the residual std ``sd``
+    (over ``dof`` = rows - architectures - seeds + 1 degrees of freedom) and each seed's
+    ``offsets`` from the first seed: a seed that lifts every architecture alike (a shared part of
+    its data order and initialisation) moves no ranking, yet it is most of the spread of one
+    architecture's seeds when offsets are large. None when no architecture has two seeds."""
+    values = truth.seed_values(f"{metric}_mAP")
+    cells = [(a, s, v) for a, by_seed in values.items() for s, v in by_seed.items()]
+    seeds = sorted({s for _, s, _ in cells})
+    dof = len(cells) - len(values) - len(seeds) + 1
+    if dof <= 0:
+        return None
+    offset = dict.fromkeys(seeds, 0.0)
+    for _ in range(1000):
+        effect = {a: statistics.fmean(v - offset[s] for s, v in by_seed.items())
+                  for a, by_seed in values.items()}
+        new = {s: statistics.fmean(v - effect[a] for a, s2, v in cells if s2 == s) for s in seeds}
+        new = {s: o - new[seeds[0]] for s, o in new.items()}
+        done = max(abs(new[s] - offset[s]) for s in seeds) < 1e-10
+        offset = new
+        if done:
+            break
+    effect = {a: statistics.fmean(v - offset[s] for s, v in by_seed.items())
+              for a, by_seed in values.items()}
+    sse = sum((v - effect[a] - offset[s]) ** 2 for a, s, v in cells)
+    return {"sd": math.sqrt(sse / dof), "dof": dof, "offsets": offset}
 
 
 def agreement_ceiling(full: Truth, cheap: Truth, metric: str = "test", *, threshold: float = 0.8,
@@ -339,8 +362,10 @@ def agreement_ceiling(full: Truth, cheap: Truth, metric: str = "test", *, thresh
 
     A parametric simulation: the common truth is the mean of the two recipes' standardised
     per-architecture means (unit spread); each recipe observes it with Gaussian noise of its
-    noise-to-spread ratio (:func:`seed_sd` over the std of its means once their own noise is
-    taken out) divided by the root of its seed count. A recipe with one seed per architecture
+    noise-to-spread ratio (:func:`rank_noise`'s std over the std of its means once their own
+    noise is taken out) divided by the root of its seed count. Offsets a seed gives every
+    architecture alike are left out, as they reorder nothing when each architecture has the same
+    seeds. A recipe with one seed per architecture
     takes the other's ratio (``assumed`` names it). Returns the median tau, its 5th and 95th
     percentiles, the share of trials at or above ``threshold``, the architectures compared and
     each recipe's ``(seed std, noise-to-spread ratio)``.
@@ -357,7 +382,8 @@ def agreement_ceiling(full: Truth, cheap: Truth, metric: str = "test", *, thresh
         means = [getattr(truth.archs[k], metric) for k in common]
         spread = statistics.stdev(means)
         zs.append([(m - statistics.fmean(means)) / spread if spread else 0.0 for m in means])
-        sd = seed_sd(truth, metric)
+        fit = rank_noise(truth, metric)
+        sd = fit["sd"] if fit else None
         if sd is None:
             ratios[name] = None
         else:
