@@ -276,3 +276,15 @@ def test_ground_truth_py_refuses_another_backbone_or_other_columns_before_traini
     got = subprocess.run(command, capture_output=True, text=True, cwd=tmp_path)
     assert got.returncode == 1 and "its columns (arch, seed) are not this writer's" in got.stderr
     assert not (tmp_path / "runs").exists() and csv_path.read_text() == "arch,seed\n"
+
+
+def test_a_table_part_way_through_a_seed_is_compared_without_that_seeds_offset():
+    from nas_reid.search.quality import arch_effects
+
+    rows = _recipe(1.0, 0.0, offset=3.0).rows  # seed 1 lifts all by 3 points; truth a < b < ...
+    partial = Truth.from_rows([r for r in rows if r["seed"] == "0" or r["arch"] in "ab"])
+    assert partial.archs["b"].test > partial.archs["c"].test  # plain means: b lifted above c
+    effects = arch_effects(partial)
+    assert effects["b"] < effects["c"] and effects["b"] - effects["a"] == pytest.approx(1.0)
+    full = Truth.from_rows(rows)
+    assert recipe_agreement(full, partial)["tau"] == pytest.approx(1.0)

@@ -310,47 +310,65 @@ def equal_compute_k(search_seconds: float, retrain_seconds: float) -> int:
 
 def recipe_agreement(full: Truth, cheap: Truth, metric: str = "test") -> dict[str, Any]:
     """How a cheaper recipe ranks the architectures both tables hold, against the full one:
-    Kendall's tau of the per-architecture means of ``metric`` (``test`` or ``val``), the
+    Kendall's tau of the per-architecture means of ``metric`` (``test`` or ``val``; seed offsets
+    taken out, :func:`arch_effects`, so a table part-way through a seed compares fairly), the
     number of architectures compared, and whether the full recipe's best is the cheap one's."""
     common = sorted(set(full.archs) & set(cheap.archs))
     if len(common) < 2:
         raise UserError(f"the two recipes share {len(common)} architecture(s); at least 2 are "
                         "needed to compare their rankings")
-    x = [getattr(full.archs[k], metric) for k in common]
-    y = [getattr(cheap.archs[k], metric) for k in common]
-    return {"archs": len(common), "tau": kendall_tau(x, y),
-            "same_best": max(common, key=lambda k: getattr(full.archs[k], metric))
-            == max(common, key=lambda k: getattr(cheap.archs[k], metric))}
+    fx, cx = arch_effects(full, metric), arch_effects(cheap, metric)
+    return {"archs": len(common), "tau": kendall_tau([fx[k] for k in common],
+                                                     [cx[k] for k in common]),
+            "same_best": max(common, key=fx.get) == max(common, key=cx.get)}
 
 
-def rank_noise(truth: Truth, metric: str = "test") -> dict[str, Any] | None:
-    """The retrain noise that can reorder architectures, apart from what a seed does to all.
-
-    Fits ``value = architecture effect + seed effect + residual`` to the ``metric`` mAP of every
-    row (alternating means; exact for a complete table) and returns the residual std ``sd``
-    (over ``dof`` = rows - architectures - seeds + 1 degrees of freedom) and each seed's
-    ``offsets`` from the first seed: a seed that lifts every architecture alike (a shared part of
-    its data order and initialisation) moves no ranking, yet it is most of the spread of one
-    architecture's seeds when offsets are large. None when no architecture has two seeds."""
+def _additive_fit(truth: Truth, metric: str) -> tuple[dict[str, float], dict[int, float], float, int]:
+    """``value = architecture effect + seed offset + residual`` fitted to the ``metric`` mAP of
+    every row by alternating means (exact for a complete table): the effects, the offsets from
+    the first seed, the residual sum of squares and its degrees of freedom (rows -
+    architectures - seeds + 1)."""
     values = truth.seed_values(f"{metric}_mAP")
     cells = [(a, s, v) for a, by_seed in values.items() for s, v in by_seed.items()]
     seeds = sorted({s for _, s, _ in cells})
-    dof = len(cells) - len(values) - len(seeds) + 1
-    if dof <= 0:
-        return None
     offset = dict.fromkeys(seeds, 0.0)
+
+    def effects() -> dict[str, float]:
+        return {a: statistics.fmean(v - offset[s] for s, v in by_seed.items())
+                for a, by_seed in values.items()}
+
     for _ in range(1000):
-        effect = {a: statistics.fmean(v - offset[s] for s, v in by_seed.items())
-                  for a, by_seed in values.items()}
+        effect = effects()
         new = {s: statistics.fmean(v - effect[a] for a, s2, v in cells if s2 == s) for s in seeds}
         new = {s: o - new[seeds[0]] for s, o in new.items()}
         done = max(abs(new[s] - offset[s]) for s in seeds) < 1e-10
         offset = new
         if done:
             break
-    effect = {a: statistics.fmean(v - offset[s] for s, v in by_seed.items())
-              for a, by_seed in values.items()}
+    effect = effects()
     sse = sum((v - effect[a] - offset[s]) ** 2 for a, s, v in cells)
+    return effect, offset, sse, len(cells) - len(values) - len(seeds) + 1
+
+
+def arch_effects(truth: Truth, metric: str = "test") -> dict[str, float]:
+    """Each architecture's ``metric`` mAP with the seed offsets taken out (:func:`rank_noise`):
+    its mean over seeds when every architecture has the same seeds; when some lack a seed (a
+    table part-way through a seed), not lifted or lowered by which seeds it has."""
+    return _additive_fit(truth, metric)[0]
+
+
+def rank_noise(truth: Truth, metric: str = "test") -> dict[str, Any] | None:
+    """The retrain noise that can reorder architectures, apart from what a seed does to all.
+
+    Fits ``value = architecture effect + seed offset + residual`` to the ``metric`` mAP of every
+    row and returns the residual std ``sd`` (over ``dof`` = rows - architectures - seeds + 1
+    degrees of freedom) and each seed's ``offsets`` from the first seed: a seed that lifts every
+    architecture alike (a shared part of its data order and initialisation) moves no ranking,
+    yet it is most of the spread of one architecture's seeds when offsets are large. None when
+    no architecture has two seeds."""
+    _, offset, sse, dof = _additive_fit(truth, metric)
+    if dof <= 0:
+        return None
     return {"sd": math.sqrt(sse / dof), "dof": dof, "offsets": offset}
 
 
@@ -379,7 +397,8 @@ def agreement_ceiling(full: Truth, cheap: Truth, metric: str = "test", *, thresh
     noise: dict[str, tuple[float | None, float | None]] = {}
     zs = []
     for name, truth in tables.items():
-        means = [getattr(truth.archs[k], metric) for k in common]
+        effect = arch_effects(truth, metric)
+        means = [effect[k] for k in common]
         spread = statistics.stdev(means)
         zs.append([(m - statistics.fmean(means)) / spread if spread else 0.0 for m in means])
         fit = rank_noise(truth, metric)
