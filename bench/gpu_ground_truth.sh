@@ -5,6 +5,9 @@
 #   bash bench/gpu_ground_truth.sh OUTDIR [ground_truth.py arguments ...]
 #   e.g. bash bench/gpu_ground_truth.sh /tmp/out --seeds 0 1            # the full recipe
 #        bash bench/gpu_ground_truth.sh /tmp/out --seeds 0 1 --epochs 6 # the cheap one
+# On CUDA the recipe's precision resolves to bf16 + channels_last, and the rows are keyed so;
+# add --set precision.bf16=false --set precision.channels_last=false for float32 rows that join
+# a CPU's.
 #
 # Prepare here first: bash bench/gpu_wheels.sh (pydantic for the GPU machine's python), and
 #   mkdir -p .gpu_cache && cp -r ~/.cache/nas_reid/pretrained .gpu_cache/

@@ -27,10 +27,14 @@ is never confounded with the backbone's.
 
 ``--epochs N`` retrains for N epochs with the recipe's learning-rate schedule scaled to them
 (warm-up and milestones at the same shares of the run, as ``nas-reid retrain --epochs``); it is
-recorded in the ``overrides`` column (``--epochs N``), so the rows of each recipe are apart.
+recorded in the ``overrides`` column (``--epochs N``), so the rows of each recipe are apart. So
+is the precision the retrains ran in: ``precision.bf16`` and ``precision.channels_last`` as the
+recipe resolves them on ``--device`` (``auto``: on CUDA only) join the ``--set`` items when they
+do not name them, so float32 rows from a CPU and bf16 rows from a GPU never mix.
 ``--compare TAG`` (with ``--report``) prints Kendall's tau between this recipe's per-architecture
-mean test and validation mAP and those of the rows whose overrides are ``TAG`` ("" for the
-full recipe), over the architectures both hold: the test a cheaper recipe must pass (tau >= 0.8
+mean test and validation mAP and those of the rows whose overrides are ``TAG`` (completed with
+the precision in the same way: "" names the full recipe on ``--device``), over the architectures
+both hold: the test a cheaper recipe must pass (tau >= 0.8
 over >= 12 architectures) before it stands in for the full one. Beside it, what retrain noise
 alone allows: each recipe's seed-to-seed taus over those architectures, and the noise ceiling
 (:func:`nas_reid.search.quality.agreement_ceiling`): the tau two recipes ranking *alike* would
@@ -209,6 +213,32 @@ def _seed_taus(truth, archs) -> str:
     return ", ".join(out) or "(one seed)"
 
 
+def resolved_precision(recipe: str, overrides: list[str], device: str) -> list[str]:
+    """``precision.bf16=...`` and ``precision.channels_last=...`` as the recipe resolves them on
+    ``device`` (``auto``: on CUDA only), for those the overrides do not set: part of the row key,
+    so float32 rows on a CPU and bf16 rows on a GPU of one recipe never mix."""
+    from nas_reid.engine.precision import Precision
+    from nas_reid.train.recipe import load_recipe, parse_overrides
+
+    given = {item.partition("=")[0].strip() for item in overrides}
+    config = load_recipe(recipe, parse_overrides(overrides) if overrides else {}).precision
+    settings = Precision.settings(config, device.partition(":")[0]).as_dict()
+    return [f"precision.{k}={str(v).lower()}" for k, v in settings.items()
+            if f"precision.{k}" not in given]
+
+
+def complete_tag(text: str, recipe: str, device: str) -> str:
+    """A ``--compare`` tag as this script writes tags: its ``KEY=VALUE`` items, the precision
+    they leave out as ``device`` resolves it, then ``--epochs N`` (so ``""`` names the full
+    recipe's rows on that device)."""
+    words = text.split()
+    epochs = []
+    if "--epochs" in words:
+        at = words.index("--epochs")
+        epochs, words = words[at:at + 2], words[:at] + words[at + 2:]
+    return " ".join(words + resolved_precision(recipe, words, device) + epochs)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--space", default="cpu_small", help="a space YAML or shipped name")
@@ -241,7 +271,10 @@ def main() -> None:
 
     try:
         space = load_space(search_space_path(args.space))
+        args.overrides += resolved_precision(args.recipe, args.overrides, args.device)
         tag = " ".join(args.overrides + ([f"--epochs {args.epochs}"] if args.epochs else []))
+        if args.compare is not None:
+            args.compare = complete_tag(args.compare, args.recipe, args.device)
         csv_path = Path(args.csv or ROOT / "bench" / "results" / f"ground_truth_{space.name}.csv")
         if args.report:
             rows = [r for r in read_rows(csv_path) if r["overrides"] == tag]

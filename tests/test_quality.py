@@ -288,3 +288,18 @@ def test_a_table_part_way_through_a_seed_is_compared_without_that_seeds_offset()
     assert effects["b"] < effects["c"] and effects["b"] - effects["a"] == pytest.approx(1.0)
     full = Truth.from_rows(rows)
     assert recipe_agreement(full, partial)["tau"] == pytest.approx(1.0)
+
+
+def test_ground_truth_rows_are_keyed_by_the_precision_they_trained_in():
+    from bench.ground_truth import complete_tag, resolved_precision
+
+    fp32 = ["precision.bf16=false", "precision.channels_last=false"]
+    assert resolved_precision("synthetic", [], "cpu") == fp32
+    assert resolved_precision("synthetic", [], "cuda:0") == [
+        "precision.bf16=true", "precision.channels_last=true"]
+    assert resolved_precision("synthetic", ["precision.bf16=false"], "cuda") == [
+        "precision.channels_last=true"]
+    assert complete_tag("", "synthetic", "cpu") == " ".join(fp32)
+    assert complete_tag("--epochs 6", "synthetic", "cpu") == " ".join(fp32) + " --epochs 6"
+    cheap = "precision.bf16=true precision.channels_last=true --epochs 6"  # the first table's
+    assert complete_tag(cheap, "synthetic", "cpu") == cheap

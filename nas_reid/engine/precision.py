@@ -73,6 +73,12 @@ class Precision:
     channels_last: bool = False
 
     @classmethod
+    def settings(cls, config: PrecisionConfig, device_type: str) -> "Precision":
+        """``auto`` resolved for a device type, without :meth:`resolve`'s checks of the device."""
+        return cls(bf16=_on(config.bf16, device_type),
+                   channels_last=_on(config.channels_last, device_type))
+
+    @classmethod
     def resolve(cls, config: PrecisionConfig, device: torch.device,
                 where: str = "precision") -> "Precision":
         """Resolve ``auto`` for ``device``; a GPU without bfloat16 support refuses ``bf16``
@@ -86,7 +92,7 @@ class Precision:
                           "avx512_bf16 or amx_bf16): bf16 is emulated and far slower than "
                           f"float32 here; set {where}.bf16=false", SlowPrecisionWarning,
                           stacklevel=2)
-        return cls(bf16=bf16, channels_last=_on(config.channels_last, device.type))
+        return cls.settings(config, device.type)
 
     @property
     def autocast_dtype(self) -> torch.dtype | None:
