@@ -143,7 +143,8 @@ def main() -> None:
     parser.add_argument("--ground-truth", default=None,
                         help="default bench/results/ground_truth_<space>.csv")
     parser.add_argument("--gt-overrides", default="",
-                        help="the ground-truth rows to use (their overrides column)")
+                        help="the ground-truth rows to use (their overrides column; the precision "
+                        "it does not name is float32, so \"\" is the full recipe on a CPU)")
     parser.add_argument("--csv", default=str(ROOT / "bench" / "results" / "search_quality.csv"))
     parser.add_argument("--out", default="runs/search_quality")
     parser.add_argument("--threads", type=int, default=2)
@@ -159,8 +160,11 @@ def main() -> None:
     from nas_reid.space import load_space
     from nas_reid.space.reference import search_space_path
 
+    from bench.ground_truth import complete_tag
+
     try:
         space = load_space(search_space_path(args.space))
+        args.gt_overrides = complete_tag(args.gt_overrides, "synthetic", "cpu")
     except UserError as exc:
         sys.exit(f"error: {exc}")
     gt_path = Path(args.ground_truth or ROOT / "bench" / "results" / f"ground_truth_{space.name}.csv")
