@@ -31,7 +31,8 @@ recorded in the ``overrides`` column (``--epochs N``), so the rows of each recip
 is the precision the retrains ran in: ``precision.bf16`` and ``precision.channels_last`` as the
 recipe resolves them on ``--device`` (``auto``: on CUDA only) join the ``--set`` items when they
 do not name them, so float32 rows from a CPU and bf16 rows from a GPU never mix.
-``--compare TAG`` (with ``--report``) prints Kendall's tau between this recipe's per-architecture
+``--compare TAG`` (with ``--report``; ``--compare-csv PATH`` takes those rows from another CSV,
+such as another backbone file's) prints Kendall's tau between this recipe's per-architecture
 mean test and validation mAP and those of the rows whose overrides are ``TAG`` (completed with
 the precision in the same way: "" names the full recipe on ``--device``), over the architectures
 both hold: the test a cheaper recipe must pass (tau >= 0.8
@@ -154,31 +155,32 @@ def _rank_noise_line(truth) -> str:
             f"architecture + seed effects, {fit['dof']} degrees of freedom)")
 
 
-def compare(truth, tag: str, all_rows, other: str) -> str:
-    """Kendall's tau between this recipe's ranking and that of the rows tagged ``other``."""
+def compare(truth, tag: str, all_rows, other: str, where: str = "") -> str:
+    """Kendall's tau between this recipe's ranking and that of the rows tagged ``other`` (of
+    ``all_rows``; ``where`` names their file when it is another)."""
     from nas_reid.errors import UserError
     from nas_reid.search.quality import Truth, agreement_ceiling, recipe_agreement
 
     rows = [r for r in all_rows if r["overrides"] == other]
     if not rows:
-        sys.exit(f"no rows with overrides {other!r} to compare with")
+        sys.exit(f"no rows with overrides {other!r}{where} to compare with")
     reference = Truth.from_rows(rows)
-    lines = [f"rank agreement of {tag or 'the full recipe'!r} with {other or 'the full recipe'!r}:"]
+    lines = [f"rank agreement of {tag!r} with {other!r}{where}:"]
     for metric in ("test", "val"):
         got = recipe_agreement(reference, truth, metric)
         lines.append(f"  {metric} mAP: Kendall tau {got['tau']:.2f} over {got['archs']} "
                      f"architectures; same best: {'yes' if got['same_best'] else 'no'}")
     common = set(reference.archs) & set(truth.archs)
     lines.append("  what retrain noise alone gives, each recipe's seeds against each other over "
-                 f"those architectures (test mAP): {tag or 'full'!r} {_seed_taus(truth, common)}; "
-                 f"{other or 'full'!r} {_seed_taus(reference, common)}")
+                 f"those architectures (test mAP): {tag!r} {_seed_taus(truth, common)}; "
+                 f"{other!r}{where} {_seed_taus(reference, common)}")
     try:
         ceiling = agreement_ceiling(reference, truth, "test")
     except UserError as exc:
         lines.append(f"  noise ceiling: not computed ({exc})")
         return "\n".join(lines)
     observed = recipe_agreement(reference, truth, "test")["tau"]
-    names = {"full": other or "full", "cheap": tag or "full"}
+    names = {"full": other + where, "cheap": tag}
     noise = "; ".join(f"{names[n]!r}: noise std {sd:.2f} (seed offsets left out), noise / spread {r:.2f}"
                       for n, (sd, r) in ceiling["noise"].items() if sd is not None)
     assumed = "".join(f" ({names[n]!r} has one seed per architecture: its noise / spread taken "
@@ -251,6 +253,9 @@ def main() -> None:
                         "(recorded; part of the row key)")
     parser.add_argument("--compare", default=None, metavar="TAG",
                         help="with --report: rank agreement with the rows whose overrides are TAG")
+    parser.add_argument("--compare-csv", default=None, metavar="PATH",
+                        help="with --compare: take the TAG rows from this CSV (e.g. another "
+                        "backbone file's), not from --csv")
     parser.add_argument("--archs", type=int, default=None,
                         help="only this many architectures, drawn at random (seed 0)")
     parser.add_argument("--jobs", type=int, default=2)
@@ -282,7 +287,11 @@ def main() -> None:
                 sys.exit(f"{csv_path}: no rows with overrides {tag!r}")
             print(report(Truth.from_rows(rows), space.name))
             if args.compare is not None:
-                print(compare(Truth.from_rows(rows), tag, read_rows(csv_path), args.compare))
+                other = Path(args.compare_csv) if args.compare_csv else csv_path
+                if not other.is_file():
+                    sys.exit(f"error: --compare-csv {other}: no such file")
+                label = f" in {other.name}" if other != csv_path else ""
+                print(compare(Truth.from_rows(rows), tag, read_rows(other), args.compare, label))
             return
         overrides = parse_overrides(args.overrides) if args.overrides else {}
         load_recipe(args.recipe, overrides)  # fails here, before any training, if invalid

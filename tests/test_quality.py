@@ -235,6 +235,8 @@ def test_the_ground_truth_report_compares_two_recipes_with_their_noise_ceiling()
     assert "test mAP: Kendall tau 1.00 over 12 architectures; same best: yes" in text
     assert "two recipes ranking alike would show tau 1.00" in text
     assert "the observed 1.00 is within what the noise allows" in text
+    text = compare(Truth.from_rows(cheap), "--epochs 6", full, "", " in other.csv")
+    assert text.startswith("rank agreement of '--epochs 6' with '' in other.csv:")
     reversed_ = [dict(r, test_mAP=str(200 - float(r["test_mAP"]))) for r in cheap]
     text = compare(Truth.from_rows(reversed_), "--epochs 6", full + reversed_, "")
     assert "the observed -1.00 is below that range: the recipes rank differently" in text
