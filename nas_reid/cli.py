@@ -350,9 +350,9 @@ def search_cmd(space, overrides, data, root, epochs, device, out, resume, seed, 
         for decision in result.decisions.unsettled:
             click.echo(f"    not settled: {decision.describe()}")
         if result.decisions.unsettled and result.decisions.resamples is not None:
-            what = ("triplet losses at initialisation are too close for the anchors"
-                    if scored and scored.get("score") == "init_triplet"
-                    else "held-out mAPs are too close for the held-out queries")
+            from .search.strategies import score_text
+
+            what = score_text(scored or {}).too_close
             click.echo(f"    (the best sub-networks' {what} to separate: see "
                        f"{result.out_dir / 'subnets.csv'})")
         elif result.decisions.unsettled:

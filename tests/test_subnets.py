@@ -361,3 +361,21 @@ def test_the_cli_reports_a_zero_cost_pick(run, data_root, tmp_path):
     assert result.exit_code == 0, result.output
     assert "triplet loss at initialisation" in result.output and "of 9" in result.output
     assert "epoch 1/1  no training step" in result.output and "(new, 1 epoch)" in result.output
+
+
+def test_the_lines_name_each_kind_of_score():
+    from nas_reid.search.strategies import SCORE_TEXT, picked_line, scored_line
+
+    record = {"scored": 49, "seconds": 20.2, "best": "x", "picked": "y", "picked_rank": 3,
+              "best_mAP": 64.12, "picked_mAP": 63.0}
+    assert scored_line(record) == ("49 sub-networks scored on the held-out identities (mAP) in "
+                                   "20 s: best x (64.1); picked y (63.0); subnets.csv")
+    assert picked_line(record) == "held-out mAP 63.0 (the picked sub-network, rank 3 of 49)"
+    record = {**record, "score": "init_triplet", "anchors": 128, "best_triplet": 0.1234,
+              "picked_triplet": 0.2}
+    assert scored_line(record) == ("49 sub-networks scored at initialisation (triplet loss, 128 "
+                                   "anchors) in 20 s: best x (0.1234); picked y (0.2000); "
+                                   "subnets.csv")
+    assert picked_line(record) == ("triplet loss at initialisation 0.2000 (the picked "
+                                   "sub-network, rank 3 of 49)")
+    assert set(SCORE_TEXT) == {"heldout_mAP", "init_triplet"}

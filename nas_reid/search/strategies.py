@@ -28,6 +28,7 @@ import io
 import itertools
 import random
 import time
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Sequence
 
 import torch
@@ -154,7 +155,7 @@ class Uniform(Strategy):
             atomic_write_text(run.out / SUBNETS_FILE, text.getvalue())
         best, picked = rows[0], next(r for r in rows if r["picked"])
         figure = scores.figure
-        short = {"heldout_mAP": "mAP", "init_triplet": "triplet"}[figure]
+        short = SCORE_TEXT[figure].key
         return {"scored": len(rows), "resamples": resamples, **extra, "score": figure,
                 "best": best["arch"], f"best_{short}": best[figure],
                 "picked": picked["arch"], f"picked_{short}": picked[figure],
@@ -192,24 +193,48 @@ class ZeroCost(Uniform):
                                                  "anchors": int(scores.ap.shape[1])})
 
 
+@dataclass(frozen=True)
+class ScoreText:
+    """How the search's lines speak of one kind of sub-network score (``subnets.csv``'s
+    figure): the suffix of its record keys (``best_<key>``, ``picked_<key>``), the format of a
+    value, how the sub-networks were scored, what a value is called, and why close ones leave a
+    choice unsettled."""
+
+    key: str
+    fmt: str
+    scored: str
+    value: str
+    too_close: str
+
+
+SCORE_TEXT = {
+    "heldout_mAP": ScoreText("mAP", "{:.1f}", "on the held-out identities (mAP)", "held-out mAP",
+                             "held-out mAPs are too close for the held-out queries"),
+    "init_triplet": ScoreText("triplet", "{:.4f}", "at initialisation (triplet loss, {anchors} "
+                              "anchors)", "triplet loss at initialisation",
+                              "triplet losses at initialisation are too close for the anchors"),
+}
+
+
+def score_text(subnets: dict[str, Any]) -> ScoreText:
+    """The :class:`ScoreText` of a ``subnets`` record (held-out mAP in records without ``score``)."""
+    return SCORE_TEXT[subnets.get("score", "heldout_mAP")]
+
+
 def scored_line(subnets: dict[str, Any]) -> str:
     """The progress line of the epoch that scored every sub-network (its ``subnets`` record)."""
-    if subnets.get("score") == "init_triplet":
-        return (f"{subnets['scored']} sub-networks scored at initialisation (triplet loss, "
-                f"{subnets['anchors']} anchors) in {subnets['seconds']:.0f} s: best "
-                f"{subnets['best']} ({subnets['best_triplet']:.4f}); picked {subnets['picked']} "
-                f"({subnets['picked_triplet']:.4f}); {SUBNETS_FILE}")
-    return (f"{subnets['scored']} sub-networks scored on the held-out identities in "
-            f"{subnets['seconds']:.0f} s: best {subnets['best']} ({subnets['best_mAP']:.1f} mAP); "
-            f"picked {subnets['picked']} ({subnets['picked_mAP']:.1f}); {SUBNETS_FILE}")
+    text = score_text(subnets)
+    value = {k: text.fmt.format(subnets[f"{k}_{text.key}"]) for k in ("best", "picked")}
+    return (f"{subnets['scored']} sub-networks scored {text.scored.format(**subnets)} in "
+            f"{subnets['seconds']:.0f} s: best {subnets['best']} ({value['best']}); picked "
+            f"{subnets['picked']} ({value['picked']}); {SUBNETS_FILE}")
 
 
 def picked_line(subnets: dict[str, Any]) -> str:
     """What the end of a search says of its picked sub-network's score."""
-    where = f"(the picked sub-network, rank {subnets['picked_rank']} of {subnets['scored']})"
-    if subnets.get("score") == "init_triplet":
-        return f"triplet loss at initialisation {subnets['picked_triplet']:.4f} {where}"
-    return f"held-out mAP {subnets['picked_mAP']:.1f} {where}"
+    text = score_text(subnets)
+    return (f"{text.value} {text.fmt.format(subnets[f'picked_{text.key}'])} (the picked "
+            f"sub-network, rank {subnets['picked_rank']} of {subnets['scored']})")
 
 
 class NoSteps:
