@@ -147,7 +147,7 @@ def test_the_noise_ceiling_takes_a_single_seed_recipes_noise_from_the_other():
     got = agreement_ceiling(_recipe(1.0, 0.01, seeds=(0,)), _recipe(1.0, 0.01))
     assert got["assumed"] == ["full"] and got["noise"]["full"] == (None, None)
     assert got["median"] == pytest.approx(1.0)
-    with pytest.raises(UserError, match="neither recipe has two seeds"):
+    with pytest.raises(UserError, match="neither recipe has two seeds of two or more"):
         agreement_ceiling(_recipe(1.0, 0.5, seeds=(0,)), _recipe(1.0, 0.5, seeds=(0,)))
     with pytest.raises(UserError, match="share 2 architecture"):
         agreement_ceiling(_recipe(1.0, 0.5, archs="ab"), _recipe(1.0, 0.5, archs="abc"))
@@ -243,7 +243,7 @@ def test_the_ground_truth_report_compares_two_recipes_with_their_noise_ceiling()
     one_each = [r for r in full + cheap if r["seed"] == "0"]
     text = compare(Truth.from_rows([r for r in one_each if r["overrides"]]), "--epochs 6",
                    one_each, "")
-    assert "noise ceiling: not computed (neither recipe has two seeds" in text
+    assert "noise ceiling: not computed (neither recipe has two seeds of two" in text
 
 
 def test_a_ground_truth_csv_holds_the_retrains_of_one_backbone_file():

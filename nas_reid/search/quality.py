@@ -412,8 +412,8 @@ def agreement_ceiling(full: Truth, cheap: Truth, metric: str = "test", *, thresh
         noise[name] = (sd, ratios[name])
     unknown = [n for n, r in ratios.items() if r is None]
     if len(unknown) == 2:
-        raise UserError("neither recipe has two seeds of any shared architecture: their retrain "
-                        "noise is unknown")
+        raise UserError("neither recipe has two seeds of two or more architectures: their "
+                        "retrain noise, seed offsets left out, is unknown")
     for name in unknown:
         ratios[name] = next(r for r in ratios.values() if r is not None)
     truth_z = [(a + b) / 2 for a, b in zip(*zs)]
