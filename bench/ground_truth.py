@@ -310,12 +310,12 @@ def main() -> None:
         from nas_reid.train.pretrain import file_sha256, resolve_backbone_weights
 
         try:  # once here, not per job (and on the jobs' device: a GPU pretrains in a minute)
+            check_columns(csv_path, GT_FIELDS)
             weights = resolve_backbone_weights(
                 load_recipe(args.recipe, overrides).backbone.weights, space.backbone.name,
                 space.input_size, space.backbone.last_stride, device=args.device, log=print)
             sha = file_sha256(weights)[:12] if weights is not None else ""
             print(f"backbone weights: {weights or 'none'}" + (f" (sha256 {sha})" if sha else ""))
-            check_columns(csv_path, GT_FIELDS)
             check_one_backbone(read_rows(csv_path), sha, csv_path)
         except (UserError, OSError) as exc:
             sys.exit(f"error: {exc}")
