@@ -147,7 +147,8 @@ def _rank_noise_line(truth) -> str:
 
     fit = rank_noise(truth, "test")
     if fit is None:
-        return "noise that can reorder architectures: unknown (no architecture has two seeds)"
+        return ("noise that can reorder architectures: unknown (fewer than two architectures have "
+                "two seeds)")
     first, *others = sorted(fit["offsets"])
     offsets = ", ".join(f"seed {s} - seed {first}: {fit['offsets'][s]:+.2f}" for s in others)
     return (f"of it, offsets a seed gives every architecture alike ({offsets}; they reorder "
@@ -183,8 +184,8 @@ def compare(truth, tag: str, all_rows, other: str, where: str = "") -> str:
     names = {"full": other + where, "cheap": tag}
     noise = "; ".join(f"{names[n]!r}: noise std {sd:.2f} (seed offsets left out), noise / spread {r:.2f}"
                       for n, (sd, r) in ceiling["noise"].items() if sd is not None)
-    assumed = "".join(f" ({names[n]!r} has one seed per architecture: its noise / spread taken "
-                      "as the other's)" for n in ceiling["assumed"])
+    assumed = "".join(f" ({names[n]!r} has fewer than two architectures with two seeds: its "
+                      "noise / spread taken as the other's)" for n in ceiling["assumed"])
     verdict = ("below that range: the recipes rank differently beyond the noise"
                if observed < ceiling["low"] else "within what the noise allows")
     lines.append(f"  noise ceiling (test mAP; {noise}){assumed}: two recipes ranking alike would "

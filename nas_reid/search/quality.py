@@ -365,7 +365,7 @@ def rank_noise(truth: Truth, metric: str = "test") -> dict[str, Any] | None:
     degrees of freedom) and each seed's ``offsets`` from the first seed: a seed that lifts every
     architecture alike (a shared part of its data order and initialisation) moves no ranking,
     yet it is most of the spread of one architecture's seeds when offsets are large. None when
-    no architecture has two seeds."""
+    no degree of freedom is left (fewer than two architectures with two seeds)."""
     _, offset, sse, dof = _additive_fit(truth, metric)
     if dof <= 0:
         return None
@@ -383,8 +383,8 @@ def agreement_ceiling(full: Truth, cheap: Truth, metric: str = "test", *, thresh
     noise-to-spread ratio (:func:`rank_noise`'s std over the std of its means once their own
     noise is taken out) divided by the root of its seed count. Offsets a seed gives every
     architecture alike are left out, as they reorder nothing when each architecture has the same
-    seeds. A recipe with one seed per architecture
-    takes the other's ratio (``assumed`` names it). Returns the median tau, its 5th and 95th
+    seeds. A recipe whose noise is unknown (:func:`rank_noise` is None) takes the other's ratio
+    (``assumed`` names it). Returns the median tau, its 5th and 95th
     percentiles, the share of trials at or above ``threshold``, the architectures compared and
     each recipe's ``(seed std, noise-to-spread ratio)``.
     """
@@ -397,12 +397,11 @@ def agreement_ceiling(full: Truth, cheap: Truth, metric: str = "test", *, thresh
     noise: dict[str, tuple[float | None, float | None]] = {}
     zs = []
     for name, truth in tables.items():
-        effect = arch_effects(truth, metric)
+        effect, _, sse, dof = _additive_fit(truth, metric)  # once: effects and rank noise
         means = [effect[k] for k in common]
         spread = statistics.stdev(means)
         zs.append([(m - statistics.fmean(means)) / spread if spread else 0.0 for m in means])
-        fit = rank_noise(truth, metric)
-        sd = fit["sd"] if fit else None
+        sd = math.sqrt(sse / dof) if dof > 0 else None
         if sd is None:
             ratios[name] = None
         else:
