@@ -22,14 +22,19 @@
 # GT_JOBS retrains at a time (default 1) on GT_THREADS torch threads (default 4) with GT_WORKERS
 # image-loading processes each (default 8), GT_LIMIT seconds in all (default 540): a row is
 # written the moment its retrain ends, so whatever finished before the limit comes back. One at a
-# time by default because side by side none finished (2026-12-04): 8 full-recipe retrains (43 s
-# of training each when alone) had none done after 343 s, 6 none after 275 s; the likely reading
-# (not measured) is that they shared the GPU with no gain and all progressed together (8 x 43 s
-# = 344 s), so a time limit cut them all short.
+# time, a full-recipe retrain trained in 24-29 s on an H200 in float32 (2026-12-04, 11 rows). Side by
+# side none finished (8 and 6 at a time), and 2 at a time trained for 454 and 469 s with the GPU
+# idle: each job runs in a spawned process, whose image-loading workers were then spawned too,
+# afresh every epoch, importing torch again (3.7x an epoch's loading time on a CPU, measured by
+# bench/loader_start.py; fixed since: nas-reid's loaders fork their workers). Whether 2 at a time
+# now beats one is not measured on a GPU; 1 stays the default until it is.
+# NVIDIA_TF32_OVERRIDE=0 is exported (unless set): cuDNN would otherwise run float32 convolutions
+# in TF32 (torch's default), and the rows say float32.
 set -uo pipefail
 OUT=${1:?usage: bash bench/gpu_ground_truth.sh OUTDIR [ground_truth.py arguments]}
 shift
 cd "$(dirname "$0")/.."
+export NVIDIA_TF32_OVERRIDE=${NVIDIA_TF32_OVERRIDE:-0}
 mkdir -p "$OUT"
 . bench/gpu_setup.sh
 GT_CSV=${GT_CSV:-bench/results/ground_truth_cpu_small.csv}

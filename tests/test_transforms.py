@@ -1,3 +1,4 @@
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -68,16 +69,22 @@ def test_image_dataset_reads_and_names_a_broken_file(tmp_path):
         ds[1]
 
 
+def _four_images(folder: Path) -> list:
+    """Two identities x two cameras, as (path, pid, camid) items."""
+    items = []
+    for pid in range(2):
+        for i in range(2):
+            path = folder / f"{pid + 1:04d}_c{i + 1}s1_000001_00.jpg"
+            _image().save(path)
+            items.append((str(path), pid, i))
+    return items
+
+
 @pytest.mark.parametrize("loader", ["plain", "stream"])
 def test_a_broken_file_read_in_a_worker_process_is_one_line_naming_it(tmp_path, loader):
     from nas_reid.data.streams import BatchStream, plain_loader
 
-    items = []
-    for pid in range(2):
-        for i in range(2):
-            path = tmp_path / f"{pid + 1:04d}_c{i + 1}s1_000001_00.jpg"
-            _image().save(path)
-            items.append((str(path), pid, i))
+    items = _four_images(tmp_path)
     bad = Path(items[1][0])
     bad.write_bytes(b"")  # zero bytes
     if loader == "plain":
@@ -90,3 +97,29 @@ def test_a_broken_file_read_in_a_worker_process_is_one_line_naming_it(tmp_path, 
     message = str(caught.value)
     assert message.startswith(f"cannot read image {bad}") and "\n" not in message
     assert "Traceback" not in message and "worker" not in message
+
+
+def _loader_start_methods(items: list) -> list:
+    """In a spawned process: each loader's worker start method, and one batch's shape from it."""
+    from nas_reid.data.streams import BatchStream, plain_loader
+
+    loaders = [plain_loader(items, (32, 16), batch_size=4, num_workers=1),
+               BatchStream(items, (32, 16), p=2, k=2, seed=0, stream=0, num_workers=1).loader]
+    return [(loader.multiprocessing_context.get_start_method(), tuple(next(iter(loader))[0].shape))
+            for loader in loaders]
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="fork is the workers' start on Linux only")
+def test_loaders_in_a_spawned_process_fork_their_workers(tmp_path):
+    # A spawned parent (bench/ground_truth.py --jobs 2) would otherwise spawn every worker anew
+    # each epoch, re-importing torch: 3.7x the epoch's time measured by bench/loader_start.py.
+    from concurrent.futures import ProcessPoolExecutor
+    from multiprocessing import get_context
+
+    from nas_reid.data.image_dataset import worker_context
+
+    assert worker_context(0) is None and worker_context(2).get_start_method() == "fork"
+    items = _four_images(tmp_path)
+    with ProcessPoolExecutor(max_workers=1, mp_context=get_context("spawn")) as pool:
+        got = pool.submit(_loader_start_methods, items).result()
+    assert got == [("fork", (4, 3, 32, 16)), ("fork", (4, 3, 32, 16))]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import multiprocessing
+import sys
 from typing import Callable, Sequence
 
 from PIL import Image, UnidentifiedImageError
@@ -9,6 +11,23 @@ from torch.utils.data import Dataset
 
 from ..errors import DatasetError
 from .base import Item
+
+
+def worker_context(num_workers: int):
+    """The multiprocessing context for a DataLoader's ``num_workers`` image-loading processes:
+    ``fork`` on Linux, whatever the calling process was started with; None (the default)
+    without workers or elsewhere.
+
+    A DataLoader's workers start like their parent by default, so in a process that was itself
+    spawned (``ProcessPoolExecutor(mp_context=get_context("spawn"))``, as
+    ``bench/ground_truth.py --jobs 2`` runs its retrains) every worker is spawned afresh each
+    epoch and imports torch and the package again: ``python bench/loader_start.py`` measures
+    what that costs against the same epoch loaded in the parent. Forked workers only read
+    images (no CUDA), which is torch's own default on Linux.
+    """
+    if num_workers <= 0 or not sys.platform.startswith("linux"):
+        return None
+    return multiprocessing.get_context("fork")
 
 
 class ImageDataset(Dataset):

@@ -23,7 +23,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from nas_reid.data.base import Item
-from nas_reid.data.image_dataset import ImageDataset
+from nas_reid.data.image_dataset import ImageDataset, worker_context
 from nas_reid.data.sampler import PKBatchSampler
 from nas_reid.data.transforms import build_transforms
 from nas_reid.errors import UserError
@@ -79,6 +79,7 @@ class BatchStream:
         self.sampler = PKBatchSampler(self.dataset.pids, p, k, seed=int(seed) * 2 + stream,
                                       num_replicas=num_replicas, rank=rank)
         self.loader = DataLoader(self.dataset, batch_sampler=self.sampler, num_workers=num_workers,
+                                 multiprocessing_context=worker_context(num_workers),
                                  pin_memory=pin_memory, generator=torch.Generator().manual_seed(int(seed)))
         self.epoch = 0
         self.batch = 0
@@ -128,4 +129,5 @@ def plain_loader(items: Sequence[Item], input_size: tuple[int, int], *, batch_si
     """Test-transform images in dataset order (for feature extraction and the RIB clusters)."""
     dataset = ImageDataset(items, build_transforms(*input_size, train=False))
     return DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers,
-                      pin_memory=pin_memory, generator=torch.Generator().manual_seed(0))
+                      multiprocessing_context=worker_context(num_workers), pin_memory=pin_memory,
+                      generator=torch.Generator().manual_seed(0))

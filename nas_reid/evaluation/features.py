@@ -19,7 +19,7 @@ import torch.distributed as dist
 from torch.utils.data import DataLoader, Subset
 
 from nas_reid.data.base import Item
-from nas_reid.data.image_dataset import ImageDataset
+from nas_reid.data.image_dataset import ImageDataset, worker_context
 from nas_reid.data.transforms import build_transforms
 
 
@@ -37,7 +37,8 @@ def extract(model: torch.nn.Module, items: Sequence[Item], input_size: tuple[int
     n = len(dataset)
     mine = list(range(rank, n, world))
     loader = DataLoader(Subset(dataset, mine), batch_size=batch_size, shuffle=False,
-                        num_workers=num_workers, pin_memory=device.type == "cuda",
+                        num_workers=num_workers, multiprocessing_context=worker_context(num_workers),
+                        pin_memory=device.type == "cuda",
                         generator=torch.Generator().manual_seed(0))
     context = (torch.autocast(device.type, dtype=autocast) if autocast is not None
                else nullcontext())
